@@ -1,0 +1,35 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Shared plumbing for the vhost-device daemons.
+//!
+//! Every daemon in this workspace is a thin device crate on top of this one:
+//!
+//! - [`cli`]: the command-line options every daemon shares (`--socket-path`,
+//!   `--socket-fd`, `--socket-count`, `-v`, `--print-capabilities`).
+//! - [`daemon`]: the process lifecycle — listeners, one fresh device per front-end
+//!   connection, reconnect, SIGTERM/SIGINT, `READY=1` notification.
+//! - [`device`]: the narrow [`VirtioDevice`](device::VirtioDevice) trait a device
+//!   implements, and the adapter that turns it into a `VhostUserBackend`.
+//! - [`queue`]: draining a virtqueue with EVENT_IDX, through `Reader`/`Writer` only.
+//! - [`events`]: putting a device's own fds (timers, sockets) into the worker epoll.
+//! - [`config_space`]: bounds-checked config-space reads and writes.
+//! - [`wire`]: the one audited way to make a wire struct `ByteValued`.
+//! - [`error`]: cause-chain reporting and rate-limited guest-error logging.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config_space;
+pub mod daemon;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod queue;
+pub mod wire;
+
+pub use vhost;
+pub use vhost_user_backend;
+pub use virtio_bindings;
+pub use virtio_queue;
+pub use vm_memory;
+pub use vmm_sys_util;

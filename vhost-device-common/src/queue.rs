@@ -1,0 +1,132 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Draining a virtqueue.
+//!
+//! [`drain`] pops every available descriptor chain, hands the device a
+//! virtio-queue [`Reader`] over its device-readable part and a [`Writer`] over its
+//! device-writable part, and puts the chain on the used ring with the length the
+//! device reports. Devices never see descriptors: the driver may split a buffer
+//! over any number of descriptors, direct or indirect.
+//!
+//! With `VIRTIO_RING_F_EVENT_IDX` (virtio 1.3, 2.7.10 "Used Buffer Notification
+//! Suppression" and 2.7.7.1) the device must re-check the ring after publishing
+//! its avail event, or a buffer added in between would never be seen; `drain`
+//! loops until `enable_notification` reports nothing new.
+//!
+//! A chain whose buffers lie outside guest memory is a guest error: it is logged
+//! (rate-limited) and completed with used length 0, and draining goes on.
+
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::{QueueOwnedT, QueueT, Reader, Writer};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::error::{GuestErrorLog, HostError};
+
+/// The guest memory type shared by all daemons.
+pub type GuestMemory = GuestMemoryMmap<()>;
+/// The vring type shared by all daemons.
+pub type Vring = VringRwLock<GuestMemoryAtomic<GuestMemory>>;
+
+/// What the device did with one chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Put the chain on the used ring with this many bytes written.
+    Used(u32),
+    /// Leave the chain (and every later one) on the avail ring for now; the device
+    /// will drain the queue again when it can make progress (for example when a
+    /// rate-limit timer fires).
+    Stop,
+}
+
+/// Everything a device needs to drain its queues.
+#[derive(Debug)]
+pub struct QueueContext<'a> {
+    /// Current guest memory.
+    pub mem: &'a GuestMemoryAtomic<GuestMemory>,
+    /// Whether `VIRTIO_RING_F_EVENT_IDX` was negotiated.
+    pub event_idx: bool,
+    /// Where guest errors are logged.
+    pub log: &'a GuestErrorLog,
+}
+
+/// What one [`drain`] call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainStats {
+    /// Chains put on the used ring.
+    pub completed: usize,
+    /// Whether the device asked to stop with chains still pending.
+    pub stopped: bool,
+}
+
+/// Process all available chains of `vring` with `handle`.
+///
+/// `handle` returns [`Completion`] for a chain, or a host error that ends the
+/// worker. Guest errors must be handled inside `handle` (answer with the
+/// device's status and return `Completion::Used`).
+pub fn drain<F>(ctx: &QueueContext<'_>, vring: &Vring, mut handle: F) -> Result<DrainStats, HostError>
+where
+    F: FnMut(&mut Reader<'_>, &mut Writer<'_>) -> Result<Completion, HostError>,
+{
+    let mem = ctx.mem.memory();
+    let mut stats = DrainStats::default();
+    let mut state = vring.get_mut();
+
+    'outer: loop {
+        if ctx.event_idx {
+            if let Err(e) = state.disable_notification() {
+                ctx.log.warn("cannot update the ring", &e);
+                break;
+            }
+        }
+        while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
+            let head = chain.head_index();
+            let completion = match (Reader::new(&*mem, chain.clone()), Writer::new(&*mem, chain)) {
+                (Ok(mut reader), Ok(mut writer)) => handle(&mut reader, &mut writer)?,
+                (Err(e), _) | (_, Err(e)) => {
+                    ctx.log.warn("malformed descriptor chain", &e);
+                    Completion::Used(0)
+                }
+            };
+            match completion {
+                Completion::Used(len) => {
+                    if let Err(e) = state.add_used(head, len) {
+                        ctx.log.warn("cannot write the used ring", &e);
+                        break 'outer;
+                    }
+                    stats.completed += 1;
+                }
+                Completion::Stop => {
+                    state.get_queue_mut().go_to_previous_position();
+                    stats.stopped = true;
+                    break 'outer;
+                }
+            }
+        }
+        if !ctx.event_idx {
+            break;
+        }
+        match state.enable_notification() {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                ctx.log.warn("cannot update the ring", &e);
+                break;
+            }
+        }
+    }
+
+    if stats.completed > 0 {
+        let notify = match state.needs_notification() {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.log.warn("cannot read the used event", &e);
+                true
+            }
+        };
+        if notify {
+            state.signal_used_queue()?;
+        }
+    }
+    Ok(stats)
+}

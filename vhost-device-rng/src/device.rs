@@ -1,0 +1,194 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The entropy device: one request queue, a rate-limit timer and, for sources
+//! that can run dry, a readiness watch — both in the worker's epoll.
+//!
+//! Request flow:
+//!
+//! 1. A kick drains the request queue ([`vhost_device_common::queue::drain`]);
+//!    each chain is filled by [`request::fill`].
+//! 2. When the quota is used up, the chain stays on the avail ring, draining
+//!    stops and a one-shot timerfd is armed for the end of the window. When the
+//!    source has nothing ready, the source's fd is watched (`EPOLLONESHOT`).
+//! 3. When the timer or the source fires, the queue is drained again.
+//!
+//! A bad request (no writable bytes) is answered with used length 0 and the
+//! queue goes on; a source that ends or fails is a host failure and ends the
+//! daemon with a message naming the source.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use vhost_device_common::device::VirtioDevice;
+use vhost_device_common::error::HostError;
+use vhost_device_common::events::HostEvents;
+use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::vmm_sys_util::epoll::EventSet;
+
+use crate::args::Config;
+use crate::host::EntropySource;
+use crate::request::{self, delay_until, Outcome, Quota};
+use crate::virtio::{MAX_QUEUE_SIZE, NUM_QUEUES, REQUEST_QUEUE};
+
+/// Host-event token of the rate-limit timer.
+pub const TOKEN_TIMER: u16 = 0;
+/// Host-event token of the source readiness watch.
+pub const TOKEN_SOURCE: u16 = 1;
+
+struct State {
+    source: Box<dyn EntropySource>,
+    quota: Option<Quota>,
+    scratch: Vec<u8>,
+    timer: TimerFd,
+    events: Option<HostEvents>,
+    source_watched: bool,
+}
+
+/// One virtio-rng device (one per socket and connection).
+pub struct RngDevice {
+    state: Mutex<State>,
+}
+
+impl RngDevice {
+    /// A device for socket `index`, with a freshly opened source.
+    pub fn new(config: &Config, index: u32) -> io::Result<Self> {
+        Self::with_source(config.source.open(index)?, config.rate_limit.map(Quota::new))
+    }
+
+    /// A device reading from `source` (tests use scripted sources).
+    pub fn with_source(source: Box<dyn EntropySource>, quota: Option<Quota>) -> io::Result<Self> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        Ok(Self {
+            state: Mutex::new(State {
+                source,
+                quota,
+                scratch: Vec::new(),
+                timer,
+                events: None,
+                source_watched: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn serve(&self, ctx: &QueueContext<'_>, vring: &Vring) -> Result<(), HostError> {
+        let mut guard = self.lock();
+        let State {
+            source,
+            quota,
+            scratch,
+            ..
+        } = &mut *guard;
+        let mut parked = None;
+        drain(ctx, vring, |_reader, writer| {
+            match request::fill(writer, source.as_mut(), quota.as_mut(), scratch, Instant::now()) {
+                Ok(Outcome::Filled(n)) => Ok(Completion::Used(n)),
+                Ok(other) => {
+                    parked = Some(other);
+                    Ok(Completion::Stop)
+                }
+                Err(e) if e.is_guest_error() => {
+                    ctx.log.warn("bad entropy request", &e);
+                    Ok(Completion::Used(u32::try_from(writer.bytes_written()).unwrap_or(0)))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })?;
+        match parked {
+            Some(Outcome::OverQuota(at)) => guard.arm_timer(at)?,
+            Some(Outcome::SourceNotReady) => guard.watch_source()?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn arm_timer(&mut self, at: Instant) -> Result<(), HostError> {
+        let delay = delay_until(at, Instant::now());
+        self.timer.set(
+            Expiration::OneShot(TimeSpec::from_duration(delay)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    fn watch_source(&mut self) -> Result<(), HostError> {
+        let (Some(events), Some(fd)) = (self.events.as_ref(), self.source.ready_fd()) else {
+            return Err(format!(
+                "rng source {} has no data and cannot be waited for",
+                self.source.name()
+            )
+            .into());
+        };
+        let set = EventSet::IN | EventSet::ONE_SHOT;
+        if self.source_watched {
+            events.modify(0, fd, set, TOKEN_SOURCE)?;
+        } else {
+            events.add(0, fd, set, TOKEN_SOURCE)?;
+            self.source_watched = true;
+        }
+        Ok(())
+    }
+
+    fn clear_timer(&mut self) {
+        let mut buf = [0u8; 8];
+        // Non-blocking: EAGAIN just means it was already consumed.
+        let _ = nix::unistd::read(self.timer.as_fd().as_raw_fd(), &mut buf);
+    }
+}
+
+impl VirtioDevice for RngDevice {
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn attach(&self, events: HostEvents) -> io::Result<()> {
+        let mut st = self.lock();
+        events.add(0, st.timer.as_fd(), EventSet::IN, TOKEN_TIMER)?;
+        st.events = Some(events);
+        st.source_watched = false;
+        Ok(())
+    }
+
+    fn process_queue(&self, ctx: &QueueContext<'_>, queue: usize, vring: &Vring) -> Result<(), HostError> {
+        if queue != REQUEST_QUEUE {
+            return Ok(());
+        }
+        self.serve(ctx, vring)
+    }
+
+    fn host_event(
+        &self,
+        ctx: &QueueContext<'_>,
+        token: u16,
+        _events: EventSet,
+        vrings: &[Option<&Vring>],
+    ) -> Result<(), HostError> {
+        if token == TOKEN_TIMER {
+            self.lock().clear_timer();
+        }
+        match vrings.get(REQUEST_QUEUE).copied().flatten() {
+            Some(vring) => self.serve(ctx, vring),
+            None => Ok(()),
+        }
+    }
+}
