@@ -199,7 +199,17 @@ mod tests {
 
     #[test]
     fn verbosity_raises_default_filter() {
-        assert_eq!(parse(&["--print-capabilities"]).unwrap().default_log_filter(), "info");
-        assert_eq!(parse(&["--print-capabilities", "-vv"]).unwrap().default_log_filter(), "trace");
+        assert_eq!(
+            parse(&["--print-capabilities"])
+                .unwrap()
+                .default_log_filter(),
+            "info"
+        );
+        assert_eq!(
+            parse(&["--print-capabilities", "-vv"])
+                .unwrap()
+                .default_log_filter(),
+            "trace"
+        );
     }
 }

@@ -56,10 +56,7 @@ pub fn write(
 ) -> Result<(), ConfigError> {
     let r = range(space.len(), offset, data.len())?;
     if r.start < writable.start || r.end > writable.end {
-        return Err(ConfigError::ReadOnly {
-            offset,
-            end: r.end,
-        });
+        return Err(ConfigError::ReadOnly { offset, end: r.end });
     }
     space[r].copy_from_slice(data);
     Ok(())

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{
+    getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
+};
 use thiserror::Error;
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
@@ -66,7 +68,10 @@ pub struct DeviceInfo {
 impl DeviceInfo {
     /// The JSON printed by `--print-capabilities`.
     pub fn capabilities_json(&self) -> String {
-        format!("{{\n  \"type\": \"{}\",\n  \"features\": []\n}}\n", self.kind)
+        format!(
+            "{{\n  \"type\": \"{}\",\n  \"features\": []\n}}\n",
+            self.kind
+        )
     }
 }
 
@@ -247,7 +252,9 @@ where
     }
     let factory = Arc::new(setup().map_err(Error::Setup)?);
     let Some(sockets) = common.sockets() else {
-        return Err(Error::Setup("one of --socket-path or --socket-fd is required".into()));
+        return Err(Error::Setup(
+            "one of --socket-path or --socket-fd is required".into(),
+        ));
     };
 
     // Block the termination signals before any thread starts, so that every
@@ -270,7 +277,10 @@ where
             }
             ls
         }
-        SocketSource::Fds(fds) => fds.iter().map(|&fd| adopt_fd(fd)).collect::<Result<_, _>>()?,
+        SocketSource::Fds(fds) => fds
+            .iter()
+            .map(|&fd| adopt_fd(fd))
+            .collect::<Result<_, _>>()?,
     };
 
     let shared = Arc::new(Shared {
@@ -312,8 +322,16 @@ where
         "{} listening on {}",
         info.name,
         match &sockets {
-            SocketSource::Paths(p) => p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-            SocketSource::Fds(f) => f.iter().map(|f| format!("fd {f}")).collect::<Vec<_>>().join(", "),
+            SocketSource::Paths(p) => p
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            SocketSource::Fds(f) => f
+                .iter()
+                .map(|f| format!("fd {f}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     );
     sd_notify("READY=1");
@@ -361,7 +379,13 @@ where
 }
 
 /// Serve socket `index` until shutdown or a fatal device error.
-fn serve<D, F>(index: u32, mut listener: Listener, factory: &F, info: &DeviceInfo, shared: &Shared) -> Result<(), Error>
+fn serve<D, F>(
+    index: u32,
+    mut listener: Listener,
+    factory: &F,
+    info: &DeviceInfo,
+    shared: &Shared,
+) -> Result<(), Error>
 where
     D: VirtioDevice,
     F: Fn(u32) -> Result<D, HostError>,
@@ -380,7 +404,8 @@ where
         let num_queues = device.num_queues();
         let backend = Arc::new(DeviceBackend::new(device, info.name, mem.clone()));
         let mut daemon =
-            VhostUserDaemon::new(format!("{}-{index}", info.kind), backend.clone(), mem).map_err(daemon_err)?;
+            VhostUserDaemon::new(format!("{}-{index}", info.kind), backend.clone(), mem)
+                .map_err(daemon_err)?;
         let handlers = daemon.get_epoll_handlers();
         let epolls: Vec<RawFd> = handlers.iter().map(|h| h.as_raw_fd()).collect();
         HostEvents::new(&epolls, num_queues)
@@ -407,6 +432,7 @@ where
         }
         drop(handlers);
         drop(daemon);
+        backend.release_exit_events();
 
         if let Some(source) = backend.take_fatal() {
             return Err(Error::DeviceFailed { index, source });
@@ -416,7 +442,10 @@ where
             | Err(vhost_user_backend::Error::HandleRequest(
                 VhostUserError::Disconnected | VhostUserError::PartialMessage,
             )) => log::info!("device {index}: front end disconnected"),
-            Err(e) => log::warn!("device {index}: connection ended: {}", report(&DaemonError(e))),
+            Err(e) => log::warn!(
+                "device {index}: connection ended: {}",
+                report(&DaemonError(e))
+            ),
         }
     }
 }
@@ -431,7 +460,10 @@ fn wait_for_client(listener: &Listener, stop: &EventFd) -> Result<bool, Error> {
         )
     };
     loop {
-        let mut fds = [PollFd::new(lfd, PollFlags::POLLIN), PollFd::new(sfd, PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(lfd, PollFlags::POLLIN),
+            PollFd::new(sfd, PollFlags::POLLIN),
+        ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {
                 let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
@@ -497,7 +529,11 @@ fn adopt_fd(fd: RawFd) -> Result<UnixListener, Error> {
     if !getsockopt(&borrowed, sockopt::AcceptConn).map_err(errno)? {
         return Err(bad(io::Error::other("socket is not listening")));
     }
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(errno)?;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(errno)?;
     // SAFETY: the descriptor is an open, listening AF_UNIX stream socket handed to
     // this process on the command line; by that contract nothing else in the
     // process owns it, so the listener may take ownership and close it.
@@ -577,7 +613,7 @@ mod tests {
     #[test]
     fn non_listening_socket_fd_is_refused() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let fd = a.as_fd().as_raw_fd();
+        let fd = a.as_raw_fd();
         assert!(matches!(adopt_fd(fd), Err(Error::BadSocketFd { .. })));
     }
 }

@@ -24,6 +24,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -37,7 +38,9 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::config_space::{self, ConfigError};
 use crate::error::{report, GuestErrorLog, HostError};
@@ -103,7 +106,12 @@ pub trait VirtioDevice: Send + Sync + 'static {
     }
 
     /// Queue `queue` was kicked: drain it with [`crate::queue::drain`].
-    fn process_queue(&self, ctx: &QueueContext<'_>, queue: usize, vring: &Vring) -> Result<(), HostError>;
+    fn process_queue(
+        &self,
+        ctx: &QueueContext<'_>,
+        queue: usize,
+        vring: &Vring,
+    ) -> Result<(), HostError>;
 
     /// A host fd registered under `token` fired. `vrings` are the vrings of the
     /// worker thread that owns the fd, indexed by global queue number where
@@ -160,6 +168,7 @@ pub struct DeviceBackend<D: VirtioDevice> {
     log: GuestErrorLog,
     fatal: Mutex<Option<HostError>>,
     shutdown: OnceLock<ShutdownHandle>,
+    exit_consumers: Mutex<Vec<RawFd>>,
 }
 
 impl<D: VirtioDevice> DeviceBackend<D> {
@@ -174,6 +183,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             log: GuestErrorLog::new(name),
             fatal: Mutex::new(None),
             shutdown: OnceLock::new(),
+            exit_consumers: Mutex::new(Vec::new()),
         }
     }
 
@@ -192,6 +202,26 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         match self.fatal.lock() {
             Ok(mut f) => f.take(),
             Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    /// Close the workers' exit-event descriptors.
+    ///
+    /// vhost-user-backend 0.24 takes the consumer returned by `exit_event` with
+    /// `into_raw_fd()` and never closes it, which would leak one descriptor per
+    /// worker and connection. Call this only after the `VhostUserDaemon` that
+    /// used this backend has been dropped (its workers are joined then).
+    pub fn release_exit_events(&self) {
+        let fds = match self.exit_consumers.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for fd in fds {
+            // SAFETY: `fd` is the consumer end created in `exit_event`, whose
+            // ownership the library released with `into_raw_fd()` right after the
+            // call (VringEpollHandler::new) and never reclaims; the worker using it
+            // has been joined, so nothing else refers to this descriptor.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
 
@@ -294,7 +324,13 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
+            Ok(pair) => {
+                match self.exit_consumers.lock() {
+                    Ok(mut f) => f.push(pair.0.as_raw_fd()),
+                    Err(p) => p.into_inner().push(pair.0.as_raw_fd()),
+                }
+                Some(pair)
+            }
             Err(e) => {
                 log::error!("cannot create a worker exit event: {e}");
                 None
@@ -318,7 +354,11 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         let num_queues = self.device.num_queues();
         let result = if usize::from(device_event) < num_queues {
             let queue = usize::from(device_event);
-            match queues.iter().position(|&q| q == queue).and_then(|i| vrings.get(i)) {
+            match queues
+                .iter()
+                .position(|&q| q == queue)
+                .and_then(|i| vrings.get(i))
+            {
                 Some(vring) => self.device.process_queue(&ctx, queue, vring),
                 None => Ok(()),
             }

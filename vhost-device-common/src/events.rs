@@ -75,15 +75,29 @@ impl HostEvents {
     }
 
     /// Watch `fd` for `events` on worker `thread`, reporting `token`.
-    pub fn add(&self, thread: usize, fd: BorrowedFd<'_>, events: EventSet, token: u16) -> io::Result<()> {
+    pub fn add(
+        &self,
+        thread: usize,
+        fd: BorrowedFd<'_>,
+        events: EventSet,
+        token: u16,
+    ) -> io::Result<()> {
         let ev = EpollEvent::new(flags(events), self.data(token)?);
         self.epoll(thread)?.add(fd, ev).map_err(io::Error::from)
     }
 
     /// Change the events watched on `fd`.
-    pub fn modify(&self, thread: usize, fd: BorrowedFd<'_>, events: EventSet, token: u16) -> io::Result<()> {
+    pub fn modify(
+        &self,
+        thread: usize,
+        fd: BorrowedFd<'_>,
+        events: EventSet,
+        token: u16,
+    ) -> io::Result<()> {
         let mut ev = EpollEvent::new(flags(events), self.data(token)?);
-        self.epoll(thread)?.modify(fd, &mut ev).map_err(io::Error::from)
+        self.epoll(thread)?
+            .modify(fd, &mut ev)
+            .map_err(io::Error::from)
     }
 
     /// Stop watching `fd`.
@@ -126,7 +140,10 @@ mod tests {
         let mut out = [EpollEvent::empty()];
         let n = ep.wait(&mut out, 1000u16).unwrap();
         assert_eq!(n, 1);
-        assert_eq!(HostEvents::token_of(1, out[0].data() as u16), Some(7));
+        assert_eq!(
+            HostEvents::token_of(1, u16::try_from(out[0].data()).unwrap()),
+            Some(7)
+        );
     }
 
     #[test]

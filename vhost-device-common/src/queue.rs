@@ -64,7 +64,11 @@ pub struct DrainStats {
 /// `handle` returns [`Completion`] for a chain, or a host error that ends the
 /// worker. Guest errors must be handled inside `handle` (answer with the
 /// device's status and return `Completion::Used`).
-pub fn drain<F>(ctx: &QueueContext<'_>, vring: &Vring, mut handle: F) -> Result<DrainStats, HostError>
+pub fn drain<F>(
+    ctx: &QueueContext<'_>,
+    vring: &Vring,
+    mut handle: F,
+) -> Result<DrainStats, HostError>
 where
     F: FnMut(&mut Reader<'_>, &mut Writer<'_>) -> Result<Completion, HostError>,
 {

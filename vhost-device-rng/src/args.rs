@@ -44,7 +44,12 @@ pub struct DeviceArgs {
     pub max_bytes: Option<u64>,
 
     /// Length of the rate-limit period in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "max_bytes")]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 1000,
+        requires = "max_bytes"
+    )]
     pub period: u64,
 }
 
@@ -107,7 +112,11 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(["vhost-device-rng", "--socket-path", "/tmp/s"].iter().chain(args))
+        Args::try_parse_from(
+            ["vhost-device-rng", "--socket-path", "/tmp/s"]
+                .iter()
+                .chain(args),
+        )
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub struct RngDevice {
 impl RngDevice {
     /// A device for socket `index`, with a freshly opened source.
     pub fn new(config: &Config, index: u32) -> io::Result<Self> {
-        Self::with_source(config.source.open(index)?, config.rate_limit.map(Quota::new))
+        Self::with_source(
+            config.source.open(index)?,
+            config.rate_limit.map(Quota::new),
+        )
     }
 
     /// A device reading from `source` (tests use scripted sources).
@@ -95,7 +98,13 @@ impl RngDevice {
         } = &mut *guard;
         let mut parked = None;
         drain(ctx, vring, |_reader, writer| {
-            match request::fill(writer, source.as_mut(), quota.as_mut(), scratch, Instant::now()) {
+            match request::fill(
+                writer,
+                source.as_mut(),
+                quota.as_mut(),
+                scratch,
+                Instant::now(),
+            ) {
                 Ok(Outcome::Filled(n)) => Ok(Completion::Used(n)),
                 Ok(other) => {
                     parked = Some(other);
@@ -103,7 +112,9 @@ impl RngDevice {
                 }
                 Err(e) if e.is_guest_error() => {
                     ctx.log.warn("bad entropy request", &e);
-                    Ok(Completion::Used(u32::try_from(writer.bytes_written()).unwrap_or(0)))
+                    Ok(Completion::Used(
+                        u32::try_from(writer.bytes_written()).unwrap_or(0),
+                    ))
                 }
                 Err(e) => Err(e.into()),
             }
@@ -169,7 +180,12 @@ impl VirtioDevice for RngDevice {
         Ok(())
     }
 
-    fn process_queue(&self, ctx: &QueueContext<'_>, queue: usize, vring: &Vring) -> Result<(), HostError> {
+    fn process_queue(
+        &self,
+        ctx: &QueueContext<'_>,
+        queue: usize,
+        vring: &Vring,
+    ) -> Result<(), HostError> {
         if queue != REQUEST_QUEUE {
             return Ok(());
         }

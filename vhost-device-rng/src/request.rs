@@ -151,7 +151,9 @@ pub fn fill(
             })
         }
     };
-    writer.write_all(&scratch[..got]).map_err(Error::GuestWrite)?;
+    writer
+        .write_all(&scratch[..got])
+        .map_err(Error::GuestWrite)?;
     if let Some(q) = quota {
         q.consume(got as u64);
     }
@@ -161,18 +163,21 @@ pub fn fill(
 
 /// How long until `at`, at least one millisecond (a zero timerfd is disarmed).
 pub fn delay_until(at: Instant, now: Instant) -> Duration {
-    at.saturating_duration_since(now).max(Duration::from_millis(1))
+    at.saturating_duration_since(now)
+        .max(Duration::from_millis(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::mock::{ScriptedSource, SimulatedSource, Step};
-    use vhost_device_common::virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-    use vhost_device_common::virtio_queue::mock::MockSplitQueue;
-    use vhost_device_common::virtio_queue::{QueueOwnedT, QueueT};
-    use vhost_device_common::vm_memory::{GuestAddress, GuestMemoryMmap};
     use vhost_device_common::virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as VIRTQ_DESC_F_WRITE;
+    use vhost_device_common::virtio_queue::desc::{
+        split::Descriptor as SplitDescriptor, RawDescriptor,
+    };
+    use vhost_device_common::virtio_queue::mock::MockSplitQueue;
+    use vhost_device_common::virtio_queue::QueueOwnedT;
+    use vhost_device_common::vm_memory::{GuestAddress, GuestMemoryMmap};
 
     const LIMIT: RateLimit = RateLimit {
         max_bytes: 100,
@@ -180,14 +185,26 @@ mod tests {
     };
 
     /// Guest memory with one chain of the given (len, writable) buffers.
-    fn with_chain<R>(bufs: &[(u32, bool)], f: impl FnOnce(&mut Writer<'_>) -> R) -> (R, GuestMemoryMmap) {
+    fn with_chain<R>(
+        bufs: &[(u32, bool)],
+        f: impl FnOnce(&mut Writer<'_>) -> R,
+    ) -> (R, GuestMemoryMmap) {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
         let vq = MockSplitQueue::new(&mem, 16);
         let mut addr = 0x10_0000u64;
         let descs: Vec<RawDescriptor> = bufs
             .iter()
             .map(|&(len, w)| {
-                let d = SplitDescriptor::new(addr, len, if w { VIRTQ_DESC_F_WRITE as u16 } else { 0 }, 0);
+                let d = SplitDescriptor::new(
+                    addr,
+                    len,
+                    if w {
+                        u16::try_from(VIRTQ_DESC_F_WRITE).unwrap()
+                    } else {
+                        0
+                    },
+                    0,
+                );
                 addr += 0x1_0000 + u64::from(len);
                 RawDescriptor::from(d)
             })
@@ -215,7 +232,10 @@ mod tests {
         let (out, _) = with_chain(&[(0x8_0000, true), (0x8_0000, true)], |w| {
             fill(w, &mut src, None, &mut Vec::new(), Instant::now()).unwrap()
         });
-        assert_eq!(out, Outcome::Filled(MAX_REQUEST_BYTES as u32));
+        assert_eq!(
+            out,
+            Outcome::Filled(u32::try_from(MAX_REQUEST_BYTES).unwrap())
+        );
     }
 
     #[test]
@@ -270,9 +290,13 @@ mod tests {
         let mut src = SimulatedSource::new(1);
         let mut quota = Quota::new(LIMIT);
         let now = Instant::now();
-        let (out, _) = with_chain(&[(64, true)], |w| fill(w, &mut src, Some(&mut quota), &mut Vec::new(), now).unwrap());
+        let (out, _) = with_chain(&[(64, true)], |w| {
+            fill(w, &mut src, Some(&mut quota), &mut Vec::new(), now).unwrap()
+        });
         assert_eq!(out, Outcome::Filled(64));
-        let (out, _) = with_chain(&[(64, true)], |w| fill(w, &mut src, Some(&mut quota), &mut Vec::new(), now).unwrap());
+        let (out, _) = with_chain(&[(64, true)], |w| {
+            fill(w, &mut src, Some(&mut quota), &mut Vec::new(), now).unwrap()
+        });
         assert_eq!(out, Outcome::Filled(36));
     }
 
@@ -283,7 +307,9 @@ mod tests {
         let now = Instant::now();
         quota.available(now);
         quota.consume(100);
-        let (out, _) = with_chain(&[(64, true)], |w| fill(w, &mut src, Some(&mut quota), &mut Vec::new(), now).unwrap());
+        let (out, _) = with_chain(&[(64, true)], |w| {
+            fill(w, &mut src, Some(&mut quota), &mut Vec::new(), now).unwrap()
+        });
         assert_eq!(out, Outcome::OverQuota(now + LIMIT.period));
     }
 

@@ -30,7 +30,8 @@ use thiserror::Error;
 use vhost::vhost_user::message::{
     VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags,
 };
-use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+pub use vhost::vhost_user::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserVirtioFeatures};
 use vhost::{VhostBackend, VringConfigData};
 
 pub use memory::GuestRam;
@@ -46,7 +47,7 @@ pub enum Error {
         path: PathBuf,
         /// Why.
         #[source]
-        source: vhost::Error,
+        source: std::io::Error,
     },
     /// A vhost-user request failed.
     #[error("vhost-user {request} failed")]
@@ -160,20 +161,34 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Connect to `path`, retrying until `timeout` while the socket does not exist yet.
-pub fn connect_frontend(path: &Path, max_queues: u64, timeout: Duration) -> Result<Frontend, Error> {
+/// How long the front end waits for any single back-end reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect to `path`, retrying until `timeout` while the socket does not exist
+/// yet. Replies that take longer than [`REPLY_TIMEOUT`] fail instead of hanging.
+pub fn connect_frontend(
+    path: &Path,
+    max_queues: u64,
+    timeout: Duration,
+) -> Result<Frontend, Error> {
     let deadline = Instant::now() + timeout;
     loop {
-        match Frontend::connect(path, max_queues) {
-            Ok(fe) => return Ok(fe),
+        match UnixStream::connect(path) {
+            Ok(sock) => {
+                sock.set_read_timeout(Some(REPLY_TIMEOUT))
+                    .map_err(Error::Memory)?;
+                sock.set_write_timeout(Some(REPLY_TIMEOUT))
+                    .map_err(Error::Memory)?;
+                return Ok(Frontend::from_stream(sock, max_queues));
+            }
             Err(e) if Instant::now() < deadline => {
                 log::debug!("connect {}: {e}; retrying", path.display());
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(source) => {
+            Err(e) => {
                 return Err(Error::Connect {
                     path: path.into(),
-                    source,
+                    source: e,
                 })
             }
         }
@@ -188,9 +203,12 @@ impl Session {
         let device_features = fe.get_features().map_err(req("GET_FEATURES"))?;
         let mut protocol = VhostUserProtocolFeatures::empty();
         if device_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0 {
-            let offered = fe.get_protocol_features().map_err(req("GET_PROTOCOL_FEATURES"))?;
+            let offered = fe
+                .get_protocol_features()
+                .map_err(req("GET_PROTOCOL_FEATURES"))?;
             protocol = offered & opts.accept_protocol;
-            fe.set_protocol_features(protocol).map_err(req("SET_PROTOCOL_FEATURES"))?;
+            fe.set_protocol_features(protocol)
+                .map_err(req("SET_PROTOCOL_FEATURES"))?;
         }
         let max_queues = if protocol.contains(VhostUserProtocolFeatures::MQ) {
             Some(fe.get_queue_num().map_err(req("GET_QUEUE_NUM"))?)
@@ -200,16 +218,19 @@ impl Session {
         let mut backend_channel = None;
         if opts.backend_req && protocol.contains(VhostUserProtocolFeatures::BACKEND_REQ) {
             let (ours, theirs) = UnixStream::pair().map_err(Error::Memory)?;
-            fe.set_backend_request_fd(&theirs).map_err(req("SET_BACKEND_REQ_FD"))?;
+            fe.set_backend_request_fd(&theirs)
+                .map_err(req("SET_BACKEND_REQ_FD"))?;
             backend_channel = Some(ours);
         }
         let features = device_features & opts.accept_features;
         fe.set_features(features).map_err(req("SET_FEATURES"))?;
 
         let ram = Arc::new(GuestRam::new(opts.ram_size)?);
-        fe.set_mem_table(&ram.regions()?).map_err(req("SET_MEM_TABLE"))?;
+        fe.set_mem_table(&ram.regions()?)
+            .map_err(req("SET_MEM_TABLE"))?;
 
-        let event_idx = features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0;
+        let event_idx =
+            features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0;
         let count = opts
             .num_queues
             .or(max_queues.and_then(|n| usize::try_from(n).ok()))
@@ -234,8 +255,12 @@ impl Session {
 
     fn start_queue(&mut self, index: usize, vq: &Virtqueue) -> Result<(), Error> {
         let (desc, avail, used) = vq.addresses();
-        self.fe.set_vring_num(index, vq.size()).map_err(req("SET_VRING_NUM"))?;
-        self.fe.set_vring_base(index, 0).map_err(req("SET_VRING_BASE"))?;
+        self.fe
+            .set_vring_num(index, vq.size())
+            .map_err(req("SET_VRING_NUM"))?;
+        self.fe
+            .set_vring_base(index, 0)
+            .map_err(req("SET_VRING_BASE"))?;
         let config = VringConfigData {
             queue_max_size: vq.size(),
             queue_size: vq.size(),
@@ -245,11 +270,19 @@ impl Session {
             avail_ring_addr: self.ram.host_addr(avail)?,
             log_addr: None,
         };
-        self.fe.set_vring_addr(index, &config).map_err(req("SET_VRING_ADDR"))?;
-        self.fe.set_vring_kick(index, vq.kick_fd()).map_err(req("SET_VRING_KICK"))?;
-        self.fe.set_vring_call(index, vq.call_fd()).map_err(req("SET_VRING_CALL"))?;
+        self.fe
+            .set_vring_addr(index, &config)
+            .map_err(req("SET_VRING_ADDR"))?;
+        self.fe
+            .set_vring_kick(index, vq.kick_fd())
+            .map_err(req("SET_VRING_KICK"))?;
+        self.fe
+            .set_vring_call(index, vq.call_fd())
+            .map_err(req("SET_VRING_CALL"))?;
         if self.protocol_features_negotiated() {
-            self.fe.set_vring_enable(index, true).map_err(req("SET_VRING_ENABLE"))?;
+            self.fe
+                .set_vring_enable(index, true)
+                .map_err(req("SET_VRING_ENABLE"))?;
         }
         Ok(())
     }
@@ -300,7 +333,11 @@ impl Session {
         let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::StateTransfer(e.into()))?;
         let other = self
             .fe
-            .set_device_state_fd(VhostTransferStateDirection::SAVE, VhostTransferStatePhase::STOPPED, wr)
+            .set_device_state_fd(
+                VhostTransferStateDirection::SAVE,
+                VhostTransferStatePhase::STOPPED,
+                wr,
+            )
             .map_err(req("SET_DEVICE_STATE_FD"))?;
         let mut data = Vec::new();
         let mut reader: std::fs::File = match other {
@@ -308,25 +345,38 @@ impl Session {
             None => std::fs::File::from(rd),
         };
         std::io::Read::read_to_end(&mut reader, &mut data).map_err(Error::StateTransfer)?;
-        self.fe.check_device_state().map_err(req("CHECK_DEVICE_STATE"))?;
+        self.fe
+            .check_device_state()
+            .map_err(req("CHECK_DEVICE_STATE"))?;
         Ok(data)
     }
 
     /// Load device state saved by [`Self::save_state`].
     pub fn load_state(&mut self, data: &[u8]) -> Result<(), Error> {
-        let (rd, wr): (OwnedFd, OwnedFd) = nix::unistd::pipe().map_err(|e| Error::StateTransfer(e.into()))?;
+        let (rd, wr): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe().map_err(|e| Error::StateTransfer(e.into()))?;
         let other = self
             .fe
-            .set_device_state_fd(VhostTransferStateDirection::LOAD, VhostTransferStatePhase::STOPPED, rd)
+            .set_device_state_fd(
+                VhostTransferStateDirection::LOAD,
+                VhostTransferStatePhase::STOPPED,
+                rd,
+            )
             .map_err(req("SET_DEVICE_STATE_FD"))?;
         let mut writer = match other {
             Some(f) => f,
-            None => std::fs::File::from(wr.as_fd().try_clone_to_owned().map_err(Error::StateTransfer)?),
+            None => std::fs::File::from(
+                wr.as_fd()
+                    .try_clone_to_owned()
+                    .map_err(Error::StateTransfer)?,
+            ),
         };
         drop(wr);
         std::io::Write::write_all(&mut writer, data).map_err(Error::StateTransfer)?;
         drop(writer);
-        self.fe.check_device_state().map_err(req("CHECK_DEVICE_STATE"))
+        self.fe
+            .check_device_state()
+            .map_err(req("CHECK_DEVICE_STATE"))
     }
 
     /// The raw vhost-user front end, for protocol-level tests.

@@ -55,7 +55,11 @@ impl DaemonProcess {
         Self::spawn_in(dir, socket, cmd)
     }
 
-    fn spawn_in(dir: tempfile::TempDir, socket: PathBuf, mut cmd: Command) -> std::io::Result<Self> {
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        mut cmd: Command,
+    ) -> std::io::Result<Self> {
         let stderr = dir.path().join("stderr.log");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -90,7 +94,10 @@ impl DaemonProcess {
                 )));
             }
             if Instant::now() > deadline {
-                return Err(std::io::Error::other(format!("{} did not appear", path.display())));
+                return Err(std::io::Error::other(format!(
+                    "{} did not appear",
+                    path.display()
+                )));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -150,7 +157,12 @@ impl DaemonProcess {
         // Fields after the parenthesised command name; utime and stime are 14 and 15.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let get = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         Ok(get(11) + get(12))
     }
 

@@ -132,6 +132,9 @@ pub struct Used {
     pub len: u32,
 }
 
+/// Descriptors of a posted chain, and its indirect table (address, capacity).
+type InFlight = (Vec<u16>, Option<(u64, u16)>);
+
 /// The driver side of one split virtqueue.
 #[derive(Debug)]
 pub struct Virtqueue {
@@ -143,14 +146,22 @@ pub struct Virtqueue {
     free: Vec<u16>,
     avail_idx: u16,
     last_used: u16,
-    inflight: HashMap<u16, (Vec<u16>, Option<(u64, u16)>)>,
+    inflight: HashMap<u16, InFlight>,
     indirect_pool: Vec<(u64, u16)>,
     event_idx: bool,
     kick: EventFd,
     call: EventFd,
 }
 
-fn write_desc(ram: &GuestRam, table: u64, index: u16, addr: u64, len: u32, flags: u16, next: u16) -> Result<(), Error> {
+fn write_desc(
+    ram: &GuestRam,
+    table: u64,
+    index: u16,
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+) -> Result<(), Error> {
     let at = table + u64::from(index) * DESC_SIZE;
     let mut bytes = [0u8; 16];
     bytes[0..8].copy_from_slice(&addr.to_le_bytes());
@@ -171,7 +182,8 @@ impl Virtqueue {
         let avail = ram.alloc(6 + 2 * n, 4096)?;
         let used = ram.alloc(6 + 8 * n, 4096)?;
         // Fresh memfd pages are zero: flags, indices and event words start at 0.
-        let new_fd = || EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(Error::EventFd);
+        let new_fd =
+            || EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(Error::EventFd);
         Ok(Self {
             ram,
             size,
@@ -228,7 +240,8 @@ impl Virtqueue {
 
     fn publish(&mut self, head: u16) -> Result<(), Error> {
         let slot = u64::from(self.avail_idx % self.size);
-        self.ram.write_obj(self.avail + 4 + 2 * slot, head.to_le())?;
+        self.ram
+            .write_obj(self.avail + 4 + 2 * slot, head.to_le())?;
         fence(Ordering::SeqCst);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.ram.write_obj(self.avail + 2, self.avail_idx.to_le())?;
@@ -262,7 +275,15 @@ impl Virtqueue {
             }
             let idx = self.take_desc(1)?;
             let head = idx[0];
-            write_desc(&self.ram, self.desc, head, table, u32::from(n) * 16, VRING_DESC_F_INDIRECT, 0)?;
+            write_desc(
+                &self.ram,
+                self.desc,
+                head,
+                table,
+                u32::from(n) * 16,
+                VRING_DESC_F_INDIRECT,
+                0,
+            )?;
             self.inflight.insert(head, (idx, Some((table, cap))));
             self.publish(head)?;
             return Ok(head);
@@ -274,7 +295,15 @@ impl Virtqueue {
             if next.is_some() {
                 flags |= VRING_DESC_F_NEXT;
             }
-            write_desc(&self.ram, self.desc, idx[i], b.addr, b.len, flags, next.unwrap_or(0))?;
+            write_desc(
+                &self.ram,
+                self.desc,
+                idx[i],
+                b.addr,
+                b.len,
+                flags,
+                next.unwrap_or(0),
+            )?;
         }
         let head = idx[0];
         self.inflight.insert(head, (idx, None));
@@ -288,7 +317,10 @@ impl Virtqueue {
         for (i, d) in descs.iter().enumerate() {
             let (flags, next) = match d.next {
                 Next::End => (d.flags & !VRING_DESC_F_NEXT, 0),
-                Next::Pos(p) => (d.flags | VRING_DESC_F_NEXT, idx.get(p).copied().unwrap_or(u16::MAX)),
+                Next::Pos(p) => (
+                    d.flags | VRING_DESC_F_NEXT,
+                    idx.get(p).copied().unwrap_or(u16::MAX),
+                ),
                 Next::Index(x) => (d.flags | VRING_DESC_F_NEXT, x),
             };
             write_desc(&self.ram, self.desc, idx[i], d.addr, d.len, flags, next)?;
@@ -305,7 +337,10 @@ impl Virtqueue {
         for (i, d) in (0u16..).zip(descs) {
             let (flags, next) = match d.next {
                 Next::End => (d.flags & !VRING_DESC_F_NEXT, 0),
-                Next::Pos(p) => (d.flags | VRING_DESC_F_NEXT, u16::try_from(p).unwrap_or(u16::MAX)),
+                Next::Pos(p) => (
+                    d.flags | VRING_DESC_F_NEXT,
+                    u16::try_from(p).unwrap_or(u16::MAX),
+                ),
                 Next::Index(x) => (d.flags | VRING_DESC_F_NEXT, x),
             };
             write_desc(&self.ram, table, i, d.addr, d.len, flags, next)?;
@@ -370,7 +405,8 @@ impl Virtqueue {
         if self.event_idx {
             // Ask for an interrupt as soon as the next buffer is used.
             let n = u64::from(self.size);
-            self.ram.write_obj(self.avail + 4 + 2 * n, self.last_used.to_le())?;
+            self.ram
+                .write_obj(self.avail + 4 + 2 * n, self.last_used.to_le())?;
             fence(Ordering::SeqCst);
         }
         Ok(out)
@@ -413,6 +449,8 @@ impl Virtqueue {
     /// `avail_event` word, otherwise the used-ring flags word.
     pub fn avail_event(&self) -> Result<u16, Error> {
         let n = u64::from(self.size);
-        Ok(u16::from_le(self.ram.read_obj::<u16>(self.used + 4 + 8 * n)?))
+        Ok(u16::from_le(
+            self.ram.read_obj::<u16>(self.used + 4 + 8 * n)?,
+        ))
     }
 }

@@ -31,7 +31,12 @@ impl FileSource {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot open rng source {}: {e}", path.display())))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open rng source {}: {e}", path.display()),
+                )
+            })?;
         let kind = file.metadata()?.file_type();
         if kind.is_dir() {
             return Err(io::Error::new(
@@ -106,6 +111,9 @@ mod tests {
         // Keep a writer open so that the FIFO reports "no data" rather than EOF.
         let _writer = OpenOptions::new().write(true).open(&path).unwrap();
         let mut buf = [0u8; 8];
-        assert_eq!(src.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            src.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 }

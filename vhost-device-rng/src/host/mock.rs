@@ -24,7 +24,11 @@ impl SimulatedSource {
     /// A generator started from `seed` (0 is replaced by a fixed non-zero value).
     pub fn new(seed: u64) -> Self {
         Self {
-            state: if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed },
+            state: if seed == 0 {
+                0x9E37_79B9_7F4A_7C15
+            } else {
+                seed
+            },
         }
     }
 
@@ -108,7 +112,11 @@ mod tests {
 
     #[test]
     fn simulated_source_is_deterministic_per_seed() {
-        let (mut a, mut b, mut c) = (SimulatedSource::new(5), SimulatedSource::new(5), SimulatedSource::new(6));
+        let (mut a, mut b, mut c) = (
+            SimulatedSource::new(5),
+            SimulatedSource::new(5),
+            SimulatedSource::new(6),
+        );
         let (mut x, mut y, mut z) = ([0u8; 32], [0u8; 32], [0u8; 32]);
         a.read(&mut x).unwrap();
         b.read(&mut y).unwrap();

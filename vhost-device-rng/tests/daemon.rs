@@ -1,0 +1,563 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The real `vhost-device-rng` binary, driven over its socket by the test front end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use vhost_device_test_frontend::process::DaemonProcess;
+use vhost_device_test_frontend::virtqueue::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
+use vhost_device_test_frontend::{Chain, Next, Options, RawDesc, Session, Used};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-rng");
+const WAIT: Duration = Duration::from_secs(10);
+
+fn daemon(args: &[&str]) -> DaemonProcess {
+    DaemonProcess::start(Path::new(BIN), args).expect("daemon starts")
+}
+
+fn session(d: &DaemonProcess) -> Session {
+    Session::start(&d.socket, &Options::default()).expect("front end connects")
+}
+
+/// Post one request of `len` writable bytes and wait for it.
+fn request(s: &mut Session, chain: Chain) -> Used {
+    let vq = s.queue(0).unwrap();
+    let head = vq.add(&chain).unwrap();
+    vq.kick().unwrap();
+    let used = vq.wait_used(WAIT).expect("request completes");
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0].head, head);
+    used[0]
+}
+
+/// In a `pre_exec` hook: make `fd` the child's fd 3, open across exec.
+fn inherit_as_fd3(fd: i32) -> std::io::Result<()> {
+    // SAFETY: dup2 and fcntl are async-signal-safe and touch only descriptors.
+    let rc = unsafe {
+        if fd == 3 {
+            libc::fcntl(3, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, 3)
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn distinct_bytes(data: &[u8]) -> usize {
+    data.iter().collect::<HashSet<_>>().len()
+}
+
+#[test]
+fn entropy_is_delivered_and_not_constant() {
+    let d = daemon(&[]);
+    let mut s = session(&d);
+    let a = s.ram().alloc(4096, 4096).unwrap();
+    let b = s.ram().alloc(4096, 4096).unwrap();
+
+    let ua = request(&mut s, Chain::new().writable(a, 4096));
+    let ub = request(&mut s, Chain::new().writable(b, 4096));
+
+    assert_eq!((ua.len, ub.len), (4096, 4096));
+    let (da, db) = (
+        s.ram().read(a, 4096).unwrap(),
+        s.ram().read(b, 4096).unwrap(),
+    );
+    assert_ne!(da, db);
+    assert!(distinct_bytes(&da) > 200, "first buffer looks constant");
+}
+
+#[test]
+fn request_split_over_many_descriptors_is_filled_completely() {
+    let d = daemon(&[]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(5000, 8).unwrap();
+
+    let used = request(&mut s, Chain::new().writable_split(buf, 5000, 37));
+
+    assert_eq!(used.len, 5000);
+    assert!(distinct_bytes(&s.ram().read(buf, 5000).unwrap()) > 200);
+}
+
+#[test]
+fn indirect_chain_is_filled() {
+    let d = daemon(&[]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(3000, 8).unwrap();
+
+    let used = request(&mut s, Chain::new().writable_split(buf, 3000, 5).indirect());
+
+    assert_eq!(used.len, 3000);
+}
+
+#[test]
+fn oversized_request_is_capped_at_64_kib() {
+    let d = daemon(&[]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(1 << 20, 4096).unwrap();
+
+    let used = request(&mut s, Chain::new().writable(buf, 1 << 20));
+
+    assert_eq!(used.len, 64 * 1024);
+}
+
+#[test]
+fn works_without_event_idx() {
+    let d = daemon(&[]);
+    let opts = Options {
+        accept_features: !(1u64 << 29),
+        ..Options::default()
+    };
+    let mut s = Session::start(&d.socket, &opts).unwrap();
+    let buf = s.ram().alloc(64, 8).unwrap();
+
+    for _ in 0..20 {
+        assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
+    }
+}
+
+#[test]
+fn many_requests_in_flight_all_complete() {
+    let d = daemon(&[]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(200 * 512, 4096).unwrap();
+    let vq = s.queue(0).unwrap();
+    for i in 0..200u64 {
+        vq.add(&Chain::new().writable(buf + i * 512, 512)).unwrap();
+    }
+    vq.kick().unwrap();
+
+    let mut done = 0;
+    while done < 200 {
+        let used = vq.wait_used(WAIT).unwrap();
+        assert!(used.iter().all(|u| u.len == 512));
+        done += used.len();
+    }
+    assert_eq!(vq.in_flight(), 0);
+}
+
+#[test]
+fn quota_is_honoured_within_its_period() {
+    let d = daemon(&["--max-bytes", "1000", "--period", "500"]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(3 * 1000, 8).unwrap();
+    let vq = s.queue(0).unwrap();
+    let start = Instant::now();
+    for i in 0..3 {
+        vq.add(&Chain::new().writable(buf + i * 1000, 1000))
+            .unwrap();
+    }
+    vq.kick().unwrap();
+
+    let mut arrivals = Vec::new();
+    while arrivals.len() < 3 {
+        for u in vq.wait_used(WAIT).unwrap() {
+            arrivals.push((start.elapsed(), u.len));
+        }
+    }
+
+    assert!(arrivals.iter().all(|&(_, len)| len == 1000), "{arrivals:?}");
+    // Window k (k = 0, 1, 2) opens no earlier than k periods after the first.
+    let first = arrivals[0].0;
+    for (k, &(at, _)) in arrivals.iter().enumerate() {
+        let earliest = first + Duration::from_millis(500 * k as u64);
+        assert!(
+            at + Duration::from_millis(20) >= earliest,
+            "request {k} served at {at:?}, before {earliest:?}"
+        );
+    }
+}
+
+#[test]
+fn quota_applies_to_each_device_separately() {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-path", "dev.sock", "--socket-count", "2"])
+        .args(["--max-bytes", "100", "--period", "60000"]);
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let paths: Vec<_> = (0..2)
+        .map(|i| d.dir().join(format!("dev.sock{i}")))
+        .collect();
+    for p in &paths {
+        d.wait_for_path(p, WAIT).unwrap();
+    }
+    for p in &paths {
+        let mut s = Session::start(p, &Options::default()).unwrap();
+        let buf = s.ram().alloc(100, 8).unwrap();
+        // Each device has its own full quota.
+        assert_eq!(request(&mut s, Chain::new().writable(buf, 100)).len, 100);
+    }
+}
+
+#[test]
+fn malformed_chains_are_answered_and_the_queue_keeps_serving() {
+    let d = daemon(&[]);
+    let mut s = session(&d);
+    let end = s.ram().end();
+    let good = s.ram().alloc(64, 8).unwrap();
+    let table = {
+        let vq = s.queue(0).unwrap();
+        // An indirect table whose only entry is itself indirect (forbidden, 2.7.5.3.1).
+        vq.write_indirect_table(&[RawDesc {
+            addr: good,
+            len: 16,
+            flags: VRING_DESC_F_INDIRECT,
+            next: Next::End,
+        }])
+        .unwrap()
+    };
+    let w = |addr, len| RawDesc {
+        addr,
+        len,
+        flags: VRING_DESC_F_WRITE,
+        next: Next::End,
+    };
+    let cases: Vec<(&str, Vec<RawDesc>)> = vec![
+        (
+            "address past the end of guest memory",
+            vec![w(end + 4096, 64)],
+        ),
+        (
+            "buffer running off the end of memory",
+            vec![w(end - 16, 64)],
+        ),
+        ("address that overflows", vec![w(u64::MAX - 8, 64)]),
+        (
+            "device-readable buffer only",
+            vec![RawDesc {
+                flags: 0,
+                ..w(good, 64)
+            }],
+        ),
+        ("zero-length buffer", vec![w(good, 0)]),
+        (
+            "next index outside the table",
+            vec![RawDesc {
+                next: Next::Index(9999),
+                ..w(good, 8)
+            }],
+        ),
+        (
+            "descriptor loop",
+            vec![
+                RawDesc {
+                    next: Next::Pos(1),
+                    ..w(good, 8)
+                },
+                RawDesc {
+                    next: Next::Pos(0),
+                    ..w(good, 8)
+                },
+            ],
+        ),
+        (
+            "nested indirect table",
+            vec![RawDesc {
+                addr: table,
+                len: 16,
+                flags: VRING_DESC_F_INDIRECT,
+                next: Next::End,
+            }],
+        ),
+        (
+            "indirect table of odd length",
+            vec![RawDesc {
+                addr: table,
+                len: 15,
+                flags: VRING_DESC_F_INDIRECT,
+                next: Next::End,
+            }],
+        ),
+    ];
+
+    for (what, descs) in cases {
+        let vq = s.queue(0).unwrap();
+        let head = vq.add_raw(&descs).unwrap();
+        vq.kick().unwrap();
+        let used = vq
+            .wait_used(WAIT)
+            .unwrap_or_else(|e| panic!("{what}: not answered: {e}"));
+        assert_eq!(used[0].head, head, "{what}");
+        // A loop is cut off by the queue size and a dangling `next` ends the
+        // chain, so those may get their valid buffers filled; the rest get nothing.
+        match what {
+            "descriptor loop" => assert!(used[0].len <= 4096, "{what}"),
+            "next index outside the table" => assert!(used[0].len <= 8, "{what}"),
+            _ => assert_eq!(used[0].len, 0, "{what}"),
+        }
+        assert_eq!(
+            request(&mut s, Chain::new().writable(good, 64)).len,
+            64,
+            "after {what}"
+        );
+    }
+    assert_eq!(d.stderr_text().matches("panicked").count(), 0);
+}
+
+#[test]
+fn bogus_avail_head_does_not_kill_the_daemon() {
+    let mut d = daemon(&[]);
+    {
+        let mut s = session(&d);
+        let vq = s.queue(0).unwrap();
+        vq.add_bogus_head(60_000).unwrap();
+        vq.kick().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The guest may have wedged its own queue, but the daemon serves the next front end.
+    assert!(
+        d.try_wait().unwrap().is_none(),
+        "daemon died: {}",
+        d.stderr_text()
+    );
+    let mut s = session(&d);
+    let buf = s.ram().alloc(64, 8).unwrap();
+    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
+}
+
+#[test]
+fn hundred_reconnects_leak_no_fds_or_threads() {
+    let d = daemon(&[]);
+    let warmup = |d: &DaemonProcess| {
+        let mut s = session(d);
+        let buf = s.ram().alloc(64, 8).unwrap();
+        assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
+    };
+    warmup(&d);
+    std::thread::sleep(Duration::from_millis(100));
+    let (fds, threads) = (d.fd_count().unwrap(), d.thread_count().unwrap());
+
+    for _ in 0..100 {
+        warmup(&d);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    assert_eq!(d.fd_count().unwrap(), fds, "fd count grew");
+    assert_eq!(d.thread_count().unwrap(), threads, "thread count grew");
+}
+
+#[test]
+fn idle_daemon_uses_no_cpu() {
+    let d = daemon(&["--max-bytes", "10", "--period", "100000"]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(64, 8).unwrap();
+    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 10);
+    // A request parked on an exhausted quota must not spin either.
+    let vq = s.queue(0).unwrap();
+    vq.add(&Chain::new().writable(buf, 64)).unwrap();
+    vq.kick().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let before = d.cpu_ticks().unwrap();
+
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let spent = d.cpu_ticks().unwrap() - before;
+    assert!(spent <= 2, "idle daemon used {spent} ticks in 1.5 s");
+}
+
+#[test]
+fn sigterm_ends_the_daemon_within_a_second_and_removes_the_socket() {
+    let mut d = daemon(&[]);
+    let _s = session(&d);
+    let socket = d.socket.clone();
+
+    let start = Instant::now();
+    d.signal(Signal::SIGTERM).unwrap();
+    let status = d
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap()
+        .expect("daemon exits");
+
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(status.success(), "{}", DaemonProcess::describe(status));
+    assert!(!socket.exists(), "socket file left behind");
+}
+
+#[test]
+fn sigint_ends_an_idle_daemon() {
+    let mut d = daemon(&[]);
+    d.signal(Signal::SIGINT).unwrap();
+    let status = d
+        .wait_timeout(Duration::from_secs(2))
+        .unwrap()
+        .expect("daemon exits");
+    assert!(status.success());
+}
+
+#[test]
+fn inherited_socket_fd_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activated.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-fd", "3"]);
+    // SAFETY: between fork and exec we only call async-signal-safe dup2, as
+    // systemd does to hand a listening socket to a service at fd 3.
+    unsafe {
+        cmd.pre_exec(move || inherit_as_fd3(fd));
+    }
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+
+    let mut s = Session::start(&path, &Options::default()).unwrap();
+    let buf = s.ram().alloc(64, 8).unwrap();
+    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
+    drop(s);
+    d.signal(Signal::SIGTERM).unwrap();
+    assert!(d
+        .wait_timeout(Duration::from_secs(2))
+        .unwrap()
+        .is_some_and(|s| s.success()));
+    // The daemon did not create the path, so it leaves it alone.
+    assert!(path.exists());
+}
+
+#[test]
+fn socket_fd_that_is_not_a_listening_socket_is_refused() {
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let fd = OwnedFd::from(file);
+    let raw = fd.as_raw_fd();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-fd", "3"]);
+    // SAFETY: only async-signal-safe dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || inherit_as_fd3(raw));
+    }
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("daemon exits");
+    assert!(!status.success());
+    assert!(
+        d.stderr_text().contains("--socket-fd 3"),
+        "{}",
+        d.stderr_text()
+    );
+    drop(fd);
+}
+
+#[test]
+fn missing_source_is_a_startup_error_naming_the_path() {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--socket-path",
+        "x.sock",
+        "--rng-source",
+        "/nonexistent/entropy",
+    ]);
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("daemon exits");
+
+    assert!(!status.success());
+    assert!(
+        d.stderr_text().contains("/nonexistent/entropy"),
+        "{}",
+        d.stderr_text()
+    );
+    assert!(!d.dir().join("x.sock").exists());
+}
+
+#[test]
+fn source_that_ends_stops_the_daemon_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("ten-bytes");
+    std::fs::write(&seed, [1u8; 10]).unwrap();
+    let mut d = daemon(&["--rng-source", seed.to_str().unwrap()]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(64, 8).unwrap();
+    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 10);
+
+    let vq = s.queue(0).unwrap();
+    vq.add(&Chain::new().writable(buf, 64)).unwrap();
+    vq.kick().unwrap();
+    let status = d
+        .wait_timeout(WAIT)
+        .unwrap()
+        .expect("daemon exits instead of spinning");
+
+    assert!(!status.success());
+    let err = d.stderr_text();
+    assert!(err.contains("ten-bytes") && err.contains("ended"), "{err}");
+}
+
+#[test]
+fn empty_fifo_source_parks_requests_until_data_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Hold the FIFO open for writing from the start (non-blocking open needs a reader,
+    // so open read-write to avoid blocking here).
+    let mut writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let d = daemon(&["--rng-source", fifo.to_str().unwrap()]);
+    let mut s = session(&d);
+    let buf = s.ram().alloc(16, 8).unwrap();
+    let vq = s.queue(0).unwrap();
+    vq.add(&Chain::new().writable(buf, 16)).unwrap();
+    vq.kick().unwrap();
+    assert!(
+        vq.wait_used(Duration::from_millis(300)).is_err(),
+        "served with no data"
+    );
+    let before = d.cpu_ticks().unwrap();
+
+    std::io::Write::write_all(&mut writer, &[0x5A; 16]).unwrap();
+    let used = vq.wait_used(WAIT).unwrap();
+
+    assert_eq!(used[0].len, 16);
+    assert_eq!(s.ram().read(buf, 16).unwrap(), vec![0x5A; 16]);
+    assert!(
+        d.cpu_ticks().unwrap() - before <= 2,
+        "spun while waiting for the source"
+    );
+}
+
+#[test]
+fn print_capabilities_prints_backend_type() {
+    let out = Command::new(BIN)
+        .arg("--print-capabilities")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\"type\": \"rng\""), "{text}");
+}
+
+#[test]
+fn second_daemon_on_a_live_socket_is_refused() {
+    let d = daemon(&[]);
+    let out = Command::new(BIN)
+        .arg("--socket-path")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
+
+#[test]
+fn device_state_transfer_is_refused_cleanly() {
+    let d = daemon(&[]);
+    let mut s = session(&d);
+    // rng does not offer DEVICE_STATE; the session must not have negotiated it.
+    assert!(!s
+        .protocol
+        .contains(vhost_device_test_frontend::VhostUserProtocolFeatures::DEVICE_STATE));
+    let buf = s.ram().alloc(64, 8).unwrap();
+    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
+}
