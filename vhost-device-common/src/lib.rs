@@ -16,6 +16,7 @@
 //! - [`config_space`]: bounds-checked config-space reads and writes.
 //! - [`wire`]: the one audited way to make a wire struct `ByteValued`.
 //! - [`error`]: cause-chain reporting and rate-limited guest-error logging.
+//! - `testing` (feature `test-utils`): a vring over mock guest memory for queue tests.
 #![warn(missing_docs)]
 
 pub mod cli;
@@ -25,6 +26,8 @@ pub mod device;
 pub mod error;
 pub mod events;
 pub mod queue;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 pub mod wire;
 
 pub use vhost;

@@ -134,3 +134,100 @@ where
     }
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestQueue, BUFFERS, MEM_SIZE};
+    use std::io::Write;
+
+    fn write_all(w: &mut Writer<'_>, byte: u8) -> Result<Completion, HostError> {
+        let n = w.available_bytes();
+        w.write_all(&vec![byte; n])?;
+        Ok(Completion::Used(u32::try_from(n)?))
+    }
+
+    #[test]
+    fn every_chain_is_completed_with_the_reported_length() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        let a = q.add(&[(BUFFERS, 100, true)]).unwrap();
+        let b = q
+            .add(&[(BUFFERS + 0x1000, 10, true), (BUFFERS + 0x2000, 20, true)])
+            .unwrap();
+
+        let stats = drain(&q.context(), &q.vring, |_, w| write_all(w, 0xAB)).unwrap();
+
+        assert_eq!(stats.completed, 2);
+        assert_eq!(
+            q.used().unwrap(),
+            vec![(u32::from(a), 100), (u32::from(b), 30)]
+        );
+        assert_eq!(q.read(BUFFERS + 0x2000, 20).unwrap(), vec![0xAB; 20]);
+        assert!(q.signalled());
+    }
+
+    #[test]
+    fn chain_outside_memory_is_completed_empty_and_draining_continues() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(MEM_SIZE + 0x1000, 64, true)]).unwrap();
+        q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let mut calls = 0;
+
+        drain(&q.context(), &q.vring, |_, w| {
+            calls += 1;
+            write_all(w, 1)
+        })
+        .unwrap();
+
+        assert_eq!(calls, 1, "the handler must not see the malformed chain");
+        let lens: Vec<u32> = q.used().unwrap().iter().map(|u| u.1).collect();
+        assert_eq!(lens, vec![0, 8]);
+    }
+
+    #[test]
+    fn stop_leaves_the_chain_for_the_next_drain() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 8, true)]).unwrap();
+
+        let stats = drain(&q.context(), &q.vring, |_, _| Ok(Completion::Stop)).unwrap();
+        assert!(stats.stopped);
+        assert!(q.used().unwrap().is_empty());
+        assert!(!q.signalled());
+
+        let stats = drain(&q.context(), &q.vring, |_, w| write_all(w, 2)).unwrap();
+        assert_eq!(stats.completed, 1);
+        assert_eq!(q.used().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn event_idx_publishes_the_next_avail_index() {
+        let mut q = TestQueue::new(16, true).unwrap();
+        for i in 0..3 {
+            q.add(&[(BUFFERS + i * 0x100, 8, true)]).unwrap();
+        }
+
+        drain(&q.context(), &q.vring, |_, w| write_all(w, 3)).unwrap();
+
+        // The driver must kick for the 4th buffer: avail_event == 3.
+        assert_eq!(q.avail_event().unwrap(), 3);
+        assert_eq!(q.used().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn host_error_from_the_handler_is_returned() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 8, true)]).unwrap();
+
+        let result = drain(&q.context(), &q.vring, |_, _| Err("disk on fire".into()));
+
+        assert_eq!(result.unwrap_err().to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn empty_queue_does_not_signal() {
+        let q = TestQueue::new(16, false).unwrap();
+        let stats = drain(&q.context(), &q.vring, |_, w| write_all(w, 0)).unwrap();
+        assert_eq!(stats.completed, 0);
+        assert!(!q.signalled());
+    }
+}

@@ -208,3 +208,81 @@ impl VirtioDevice for RngDevice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::RateLimit;
+    use crate::host::mock::{ScriptedSource, SimulatedSource, Step};
+    use std::time::Duration;
+    use vhost_device_common::testing::{TestQueue, BUFFERS};
+
+    fn device(source: impl EntropySource + 'static, quota: Option<Quota>) -> RngDevice {
+        RngDevice::with_source(Box::new(source), quota).unwrap()
+    }
+
+    #[test]
+    fn read_only_request_is_answered_empty_and_the_next_is_served() {
+        let dev = device(SimulatedSource::new(1), None);
+        let mut q = TestQueue::new(16, true).unwrap();
+        q.add(&[(BUFFERS, 64, false)]).unwrap();
+        q.add(&[(BUFFERS + 0x100, 64, true)]).unwrap();
+
+        dev.process_queue(&q.context(), REQUEST_QUEUE, &q.vring)
+            .unwrap();
+
+        let lens: Vec<u32> = q.used().unwrap().iter().map(|u| u.1).collect();
+        assert_eq!(lens, vec![0, 64]);
+    }
+
+    #[test]
+    fn source_end_is_a_host_error() {
+        let dev = device(ScriptedSource::new([Step::End]), None);
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 64, true)]).unwrap();
+
+        let err = dev
+            .process_queue(&q.context(), REQUEST_QUEUE, &q.vring)
+            .unwrap_err();
+
+        assert!(err.to_string().contains("ended"));
+    }
+
+    #[test]
+    fn over_quota_request_stays_on_the_ring_and_the_timer_is_armed() {
+        let limit = RateLimit {
+            max_bytes: 10,
+            period: Duration::from_secs(60),
+        };
+        let dev = device(SimulatedSource::new(1), Some(Quota::new(limit)));
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 64, true)]).unwrap();
+        q.add(&[(BUFFERS + 0x100, 64, true)]).unwrap();
+
+        dev.process_queue(&q.context(), REQUEST_QUEUE, &q.vring)
+            .unwrap();
+
+        assert_eq!(
+            q.used().unwrap().iter().map(|u| u.1).collect::<Vec<_>>(),
+            vec![10]
+        );
+        let armed = dev.lock().timer.get().unwrap();
+        assert!(armed.is_some(), "rate-limit timer not armed");
+    }
+
+    #[test]
+    fn source_without_data_and_without_fd_is_a_host_error() {
+        let dev = device(
+            ScriptedSource::new([Step::Fail(io::ErrorKind::WouldBlock)]),
+            None,
+        );
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 64, true)]).unwrap();
+
+        let err = dev
+            .process_queue(&q.context(), REQUEST_QUEUE, &q.vring)
+            .unwrap_err();
+
+        assert!(err.to_string().contains("cannot be waited for"));
+    }
+}
