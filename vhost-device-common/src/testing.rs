@@ -21,6 +21,7 @@ use crate::queue::{GuestMemory, QueueContext, Vring};
 
 /// Size of the test guest memory.
 pub const MEM_SIZE: u64 = 0x100_0000;
+const MEM_SIZE_USIZE: usize = 0x100_0000;
 /// Where test buffers may start (the rings live below).
 pub const BUFFERS: u64 = 0x10_0000;
 
@@ -59,7 +60,7 @@ fn fail(what: &str, e: impl std::fmt::Debug) -> String {
 impl TestQueue {
     /// A ready queue of `size` entries; `event_idx` as if negotiated.
     pub fn new(size: u16, event_idx: bool) -> Result<Self, String> {
-        let raw = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)])
+        let raw = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE_USIZE)])
             .map_err(|e| fail("guest memory", e))?;
         let (desc, avail, used) = layout(size);
         let mem = GuestMemoryAtomic::new(raw.clone());
