@@ -561,3 +561,24 @@ fn device_state_transfer_is_refused_cleanly() {
     let buf = s.ram().alloc(64, 8).unwrap();
     assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
 }
+
+#[test]
+fn ready_is_sent_to_notify_socket_once_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-path", "dev.sock"])
+        .env("NOTIFY_SOCKET", &notify);
+    let d = DaemonProcess::spawn(cmd).unwrap();
+
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("READY=1 arrives");
+
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(
+        d.dir().join("dev.sock").exists(),
+        "READY sent before the socket listens"
+    );
+}
