@@ -208,10 +208,7 @@ impl Shared {
     }
 
     fn set_conn(&self, index: usize, handle: Option<ShutdownHandle>) {
-        let mut conns = match self.conns.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
+        let mut conns = crate::lock(&self.conns);
         if let Some(slot) = conns.get_mut(index) {
             *slot = handle;
         }
@@ -219,10 +216,7 @@ impl Shared {
 
     fn begin_shutdown(&self) {
         let _ = self.stop.write(1);
-        let conns = match self.conns.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
+        let conns = crate::lock(&self.conns);
         for handle in conns.iter().flatten() {
             handle.shutdown();
         }

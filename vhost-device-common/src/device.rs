@@ -199,10 +199,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
 
     /// The host error that ended this connection, if any.
     pub fn take_fatal(&self) -> Option<HostError> {
-        match self.fatal.lock() {
-            Ok(mut f) => f.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
+        crate::lock(&self.fatal).take()
     }
 
     /// Close the workers' exit-event descriptors.
@@ -212,10 +209,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
     /// worker and connection. Call this only after the `VhostUserDaemon` that
     /// used this backend has been dropped (its workers are joined then).
     pub fn release_exit_events(&self) {
-        let fds = match self.exit_consumers.lock() {
-            Ok(mut f) => std::mem::take(&mut *f),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
+        let fds = std::mem::take(&mut *crate::lock(&self.exit_consumers));
         for fd in fds {
             // SAFETY: `fd` is the consumer end created in `exit_event`, whose
             // ownership the library released with `into_raw_fd()` right after the
@@ -236,10 +230,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
     fn fail(&self, err: HostError) -> io::Error {
         let text = report(&*err);
         log::error!("device failed: {text}");
-        match self.fatal.lock() {
-            Ok(mut f) => *f = Some(err),
-            Err(poisoned) => *poisoned.into_inner() = Some(err),
-        }
+        *crate::lock(&self.fatal) = Some(err);
         if let Some(handle) = self.shutdown.get() {
             handle.shutdown();
         }
@@ -325,10 +316,7 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::CLOEXEC) {
             Ok(pair) => {
-                match self.exit_consumers.lock() {
-                    Ok(mut f) => f.push(pair.0.as_raw_fd()),
-                    Err(p) => p.into_inner().push(pair.0.as_raw_fd()),
-                }
+                crate::lock(&self.exit_consumers).push(pair.0.as_raw_fd());
                 Some(pair)
             }
             Err(e) => {

@@ -72,10 +72,7 @@ impl GuestErrorLog {
     /// Log a guest error unless this window's burst is used up.
     /// Returns whether the message was written.
     pub fn warn(&self, what: &str, err: &(dyn StdError + 'static)) -> bool {
-        let mut w = match self.window.lock() {
-            Ok(w) => w,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut w = crate::lock(&self.window);
         let now = Instant::now();
         if now.duration_since(w.start) >= WINDOW {
             if w.suppressed > 0 {

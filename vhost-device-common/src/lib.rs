@@ -30,6 +30,15 @@ pub mod queue;
 pub mod testing;
 pub mod wire;
 
+/// Lock a mutex, recovering the data if a panicking thread poisoned it: a
+/// daemon keeps serving rather than cascading one worker's panic.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 pub use vhost;
 pub use vhost_user_backend;
 pub use virtio_bindings;

@@ -82,10 +82,7 @@ impl RngDevice {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        vhost_device_common::lock(&self.state)
     }
 
     fn serve(&self, ctx: &QueueContext<'_>, vring: &Vring) -> Result<(), HostError> {

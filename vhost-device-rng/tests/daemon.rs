@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -37,22 +36,6 @@ fn request(s: &mut Session, chain: Chain) -> Used {
     assert_eq!(used.len(), 1);
     assert_eq!(used[0].head, head);
     used[0]
-}
-
-/// In a `pre_exec` hook: make `fd` the child's fd 3, open across exec.
-fn inherit_as_fd3(fd: i32) -> std::io::Result<()> {
-    // SAFETY: dup2 and fcntl are async-signal-safe and touch only descriptors.
-    let rc = unsafe {
-        if fd == 3 {
-            libc::fcntl(3, libc::F_SETFD, 0)
-        } else {
-            libc::dup2(fd, 3)
-        }
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn distinct_bytes(data: &[u8]) -> usize {
@@ -403,15 +386,9 @@ fn inherited_socket_fd_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("activated.sock");
     let listener = UnixListener::bind(&path).unwrap();
-    let fd = listener.as_raw_fd();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--socket-fd", "3"]);
-    // SAFETY: between fork and exec we only call async-signal-safe dup2, as
-    // systemd does to hand a listening socket to a service at fd 3.
-    unsafe {
-        cmd.pre_exec(move || inherit_as_fd3(fd));
-    }
-    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let mut d =
+        DaemonProcess::spawn_with_fd3(Path::new(BIN), listener.as_raw_fd(), ["--socket-fd", "3"])
+            .unwrap();
 
     let mut s = Session::start(&path, &Options::default()).unwrap();
     let buf = s.ram().alloc(64, 8).unwrap();
@@ -430,14 +407,8 @@ fn inherited_socket_fd_is_served() {
 fn socket_fd_that_is_not_a_listening_socket_is_refused() {
     let file = std::fs::File::open("/dev/null").unwrap();
     let fd = OwnedFd::from(file);
-    let raw = fd.as_raw_fd();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--socket-fd", "3"]);
-    // SAFETY: only async-signal-safe dup2 between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || inherit_as_fd3(raw));
-    }
-    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let mut d = DaemonProcess::spawn_with_fd3(Path::new(BIN), fd.as_raw_fd(), ["--socket-fd", "3"])
+        .unwrap();
     let status = d.wait_timeout(WAIT).unwrap().expect("daemon exits");
     assert!(!status.success());
     assert!(

@@ -10,7 +10,8 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::RawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -53,6 +54,33 @@ impl DaemonProcess {
         let socket = dir.path().join("dev.sock");
         cmd.current_dir(dir.path());
         Self::spawn_in(dir, socket, cmd)
+    }
+
+    /// Start `bin ARGS…` with `fd` inherited as descriptor 3 (how systemd
+    /// socket activation hands over a listening socket).
+    pub fn spawn_with_fd3<I, S>(bin: &Path, fd: RawFd, args: I) -> std::io::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        // SAFETY: between fork and exec the hook only calls the async-signal-safe
+        // fcntl/dup2 on descriptors.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rc = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Self::spawn(cmd)
     }
 
     fn spawn_in(
