@@ -123,6 +123,39 @@ impl CommonArgs {
     }
 }
 
+/// Why a `key=value,…` option could not be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyValueError {
+    /// A key appeared twice.
+    #[error("'{0}' is given twice")]
+    Duplicate(String),
+    /// An empty key (`,,` or `=x`).
+    #[error("empty option name in '{0}'")]
+    EmptyKey(String),
+}
+
+/// Parse the one structured-option syntax every daemon uses for repeated,
+/// structured values: `key=value,key,key=value`. A bare `key` has no value.
+/// A first item without `=` can be taken as the main value by the caller
+/// (`--lun disk.img,ro` is `[("disk.img", None), ("ro", None)]`).
+pub fn parse_key_values(s: &str) -> Result<Vec<(String, Option<String>)>, KeyValueError> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for item in s.split(',') {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim().to_string())),
+            None => (item.trim(), None),
+        };
+        if key.is_empty() {
+            return Err(KeyValueError::EmptyKey(s.to_string()));
+        }
+        if out.iter().any(|(k, _)| k == key) {
+            return Err(KeyValueError::Duplicate(key.to_string()));
+        }
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +228,24 @@ mod tests {
     fn old_socket_spelling_is_accepted() {
         let args = parse(&["--socket", "/tmp/x"]).unwrap();
         assert_eq!(args.socket_path, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn key_values_parse_bare_and_valued_items() {
+        assert_eq!(
+            parse_key_values("disk.img,ro,block-size=4096").unwrap(),
+            vec![
+                ("disk.img".to_string(), None),
+                ("ro".to_string(), None),
+                ("block-size".to_string(), Some("4096".to_string())),
+            ]
+        );
+    }
+
+    #[test]
+    fn key_values_reject_duplicates_and_empty_keys() {
+        assert!(matches!(parse_key_values("a,a"), Err(KeyValueError::Duplicate(_))));
+        assert!(matches!(parse_key_values("a,,b"), Err(KeyValueError::EmptyKey(_))));
     }
 
     #[test]
