@@ -244,8 +244,14 @@ mod tests {
 
     #[test]
     fn key_values_reject_duplicates_and_empty_keys() {
-        assert!(matches!(parse_key_values("a,a"), Err(KeyValueError::Duplicate(_))));
-        assert!(matches!(parse_key_values("a,,b"), Err(KeyValueError::EmptyKey(_))));
+        assert!(matches!(
+            parse_key_values("a,a"),
+            Err(KeyValueError::Duplicate(_))
+        ));
+        assert!(matches!(
+            parse_key_values("a,,b"),
+            Err(KeyValueError::EmptyKey(_))
+        ));
     }
 
     #[test]

@@ -396,12 +396,7 @@ where
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let device = factory(index).map_err(|source| Error::DeviceCreate { index, source })?;
         let num_queues = device.num_queues();
-        let backend = Arc::new(
-            DeviceBackend::new(device, info.name, mem.clone()).map_err(|e| Error::DeviceCreate {
-                index,
-                source: Box::new(e),
-            })?,
-        );
+        let backend = Arc::new(DeviceBackend::new(device, info.name, mem.clone()));
         let mut daemon =
             VhostUserDaemon::new(format!("{}-{index}", info.kind), backend.clone(), mem)
                 .map_err(daemon_err)?;

@@ -33,7 +33,7 @@ use vhost::vhost_user::message::{
     VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::Backend;
-use vhost_user_backend::{ShutdownHandle, VhostUserBackend, VringT};
+use vhost_user_backend::{ShutdownHandle, VhostUserBackend};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use vm_memory::GuestMemoryAtomic;
@@ -94,12 +94,6 @@ pub trait VirtioDevice: Send + Sync + 'static {
 
     /// Which queues each worker thread serves (bit `q` of entry `t` set: thread
     /// `t` serves queue `q`). Default: one thread serves all queues.
-    ///
-    /// vhost-user-backend 0.24 indexes a thread's vrings by queue number when it
-    /// consumes kicks, so each queue `q` at position `p` of its thread's set
-    /// must have `p == q` or `q >= ` the size of that set; for example thread 0
-    /// serves queues `0..k` and every other thread one queue `q >= 1`.
-    /// [`DeviceBackend::new`] refuses other layouts.
     fn queues_per_thread(&self) -> Vec<u64> {
         let n = self.num_queues().min(64);
         vec![if n == 64 { u64::MAX } else { (1u64 << n) - 1 }]
@@ -179,20 +173,9 @@ pub struct DeviceBackend<D: VirtioDevice> {
 
 impl<D: VirtioDevice> DeviceBackend<D> {
     /// Wrap `device`, sharing `mem` with the vhost-user daemon.
-    pub fn new(device: D, name: &str, mem: GuestMemoryAtomic<GuestMemory>) -> io::Result<Self> {
+    pub fn new(device: D, name: &str, mem: GuestMemoryAtomic<GuestMemory>) -> Self {
         let masks = device.queues_per_thread();
-        for (thread, &mask) in masks.iter().enumerate() {
-            let queues: Vec<usize> = (0..64).filter(|q| mask & (1u64 << q) != 0).collect();
-            for (pos, &q) in queues.iter().enumerate() {
-                if pos != q && q < queues.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("queue {q} cannot be served by worker {thread} with mask {mask:#x}"),
-                    ));
-                }
-            }
-        }
-        Ok(Self {
+        Self {
             device,
             mem,
             masks,
@@ -201,7 +184,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             fatal: Mutex::new(None),
             shutdown: OnceLock::new(),
             exit_consumers: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// The wrapped device.
@@ -261,29 +244,6 @@ impl<D: VirtioDevice> DeviceBackend<D> {
     }
 }
 
-/// Consume a pending kick of `vring` without blocking; returns whether the
-/// vring is enabled (a disabled vring must not be processed).
-fn consume_kick(vring: &Vring) -> io::Result<bool> {
-    let readable = {
-        let state = vring.get_ref();
-        match state.get_kick() {
-            Some(kick) => {
-                // SAFETY: the vring state owns the kick descriptor and the read
-                // lock keeps it alive for the duration of the borrow.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(kick.as_raw_fd()) };
-                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-                matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
-            }
-            None => false,
-        }
-    };
-    if readable {
-        vring.read_kick()
-    } else {
-        Ok(vring.get_ref().is_enabled())
-    }
-}
-
 impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     type Bitmap = ();
     type Vring = Vring;
@@ -334,10 +294,13 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     }
 
     fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
-        self.device.write_config(offset, buf).map_err(|e| {
+        // A refused write leaves the field unchanged (the driver sees that on
+        // read-back). It must not be an error here: vhost-user-backend ends the
+        // whole connection on any request error.
+        if let Err(e) = self.device.write_config(offset, buf) {
             self.log.warn("config write refused", &e);
-            io::Error::new(io::ErrorKind::InvalidInput, e)
-        })
+        }
+        Ok(())
     }
 
     fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMemory>) -> io::Result<()> {
@@ -380,22 +343,13 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         let ctx = self.context();
         let queues = self.thread_queues(thread_id);
         let num_queues = self.device.num_queues();
+        // Queue events carry the queue's position among this worker's vrings
+        // (vhost-user-backend registers kicks that way), not its number.
         let result = if usize::from(device_event) < num_queues {
-            let queue = usize::from(device_event);
-            match queues
-                .iter()
-                .position(|&q| q == queue)
-                .and_then(|i| vrings.get(i))
-            {
-                // The library consumed the kick (and checked `enabled`) itself
-                // only for `queue < vrings.len()`; see `queues_per_thread`.
-                Some(vring) if queue >= vrings.len() => match consume_kick(vring) {
-                    Ok(true) => self.device.process_queue(&ctx, queue, vring),
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e.into()),
-                },
-                Some(vring) => self.device.process_queue(&ctx, queue, vring),
-                None => Ok(()),
+            let local = usize::from(device_event);
+            match (queues.get(local), vrings.get(local)) {
+                (Some(&queue), Some(vring)) => self.device.process_queue(&ctx, queue, vring),
+                _ => Ok(()),
             }
         } else if let Some(token) = HostEvents::token_of(num_queues, device_event) {
             let mut by_queue: Vec<Option<&Vring>> = vec![None; num_queues];

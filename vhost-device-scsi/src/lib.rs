@@ -1,11 +1,45 @@
 // Copyright 2026 vhost-device developers
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! vhost-device-scsi: virtio SCSI (LUNs over image files), device id 8.
+//! vhost-device-scsi: a virtio SCSI host (virtio 1.3, 5.6) with one target
+//! whose LUNs are image files (or memory).
 //!
-//! Not implemented yet: this crate only reserves its place in the workspace.
-//! Its daemon will be built on `vhost-device-common` the way
-//! `vhost-device-rng` is.
+//! - [`virtio`]: the virtio-scsi wire format and config space.
+//! - [`request`]: virtio-scsi requests; [`request::cdb`] emulates the SCSI
+//!   commands of a direct-access block device, [`request::sense`] the sense data.
+//! - [`host`]: where blocks live (image file, memory).
+//! - [`device`]: the queues — control, event, and one worker thread per request queue.
 
-/// The virtio device id (virtio 1.3, 5 "Device Types").
-pub const VIRTIO_DEVICE_ID: u32 = 8;
+pub mod args;
+pub mod device;
+pub mod host;
+pub mod request;
+pub mod virtio;
+
+use std::sync::Arc;
+
+use vhost_device_common::daemon::{self, DeviceInfo};
+
+/// Name and vhost-user back-end type.
+pub const INFO: DeviceInfo = DeviceInfo {
+    name: "vhost-device-scsi",
+    kind: "scsi",
+};
+
+/// Run the daemon until SIGTERM/SIGINT or a host failure.
+pub fn run(args: args::Args) -> Result<(), daemon::Error> {
+    let args::Args { common, device } = args;
+    let sockets = common.socket_count;
+    daemon::run(&common, &INFO, move || {
+        if sockets > 1 {
+            return Err(
+                "--socket-count must be 1: the LUNs belong to one target; run one daemon per guest"
+                    .into(),
+            );
+        }
+        let config = args::Config::try_from(device)?;
+        // LUNs are opened once: their data outlives any one front end.
+        let target = Arc::new(device::open_target(&config)?);
+        Ok(move |_index| Ok(device::ScsiDevice::new(target.clone(), &config)))
+    })
+}

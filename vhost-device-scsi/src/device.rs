@@ -1,0 +1,264 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The virtio-scsi device: queue 0 control, queue 1 events, queues 2… requests.
+//!
+//! Worker 0 serves the control, event and first request queue; every further
+//! request queue has a worker thread of its own, so a guest's queues run in
+//! parallel. Commands run to completion in order on their queue, so a write is
+//! in the image file (and, with FUA or SYNCHRONIZE CACHE, on stable storage)
+//! before its completion is put on the used ring.
+//!
+//! The event queue's buffers are kept: this target raises no events (no
+//! hot-plug, no parameter changes), so they are never used, as the spec allows.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vhost_device_common::config_space::{self, ConfigError};
+use vhost_device_common::device::VirtioDevice;
+use vhost_device_common::error::HostError;
+use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::vm_memory::ByteValued;
+
+use crate::args::{Config as Args, Image};
+use crate::host::linux::FileBlock;
+use crate::host::mock::MemBlock;
+use crate::host::BlockHost;
+use crate::request::cdb::Lun;
+use crate::request::{self, Sizes, Target};
+use crate::virtio::{
+    Config, CDB_SIZE, CONFIG_WRITABLE, CONTROL_QUEUE, EVENT_QUEUE, FIRST_REQUEST_QUEUE, SENSE_SIZE,
+};
+
+/// Queue size offered.
+pub const MAX_QUEUE_SIZE: usize = 1024;
+
+/// Why the LUNs could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Open failed.
+    #[error("cannot open LUN {index} image {path}")]
+    Open {
+        /// LUN number.
+        index: usize,
+        /// Path.
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Size not a multiple of the block size.
+    #[error("LUN {index} image {path} is {size} bytes, not a non-zero multiple of its {block_size}-byte blocks")]
+    Size {
+        /// LUN number.
+        index: usize,
+        /// Path.
+        path: String,
+        /// Size.
+        size: u64,
+        /// Block size.
+        block_size: u32,
+    },
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Open every LUN of `config`, checking sizes.
+pub fn open_target(config: &Args) -> Result<Target, OpenError> {
+    let mut luns = Vec::new();
+    for (index, lc) in config.luns.iter().enumerate() {
+        let (host, name): (Box<dyn BlockHost>, String) = match &lc.image {
+            Image::File(path) => {
+                let f = FileBlock::open(path, lc.read_only, lc.direct).map_err(|source| {
+                    OpenError::Open {
+                        index,
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?;
+                let name = std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+                    .to_string();
+                (Box::new(f), name)
+            }
+            Image::Memory(size) => {
+                let size = usize::try_from(*size).map_err(|e| OpenError::Open {
+                    index,
+                    path: "memory".into(),
+                    source: io::Error::other(e),
+                })?;
+                (Box::new(MemBlock::new(size)), format!("mem{index}"))
+            }
+        };
+        let size = host.size();
+        if size == 0 || size % u64::from(lc.block_size) != 0 {
+            return Err(OpenError::Size {
+                index,
+                path: host.name(),
+                size,
+                block_size: lc.block_size,
+            });
+        }
+        let hash = fnv(format!("{name}#{index}").as_bytes());
+        let serial = lc
+            .serial
+            .clone()
+            .unwrap_or_else(|| format!("VHD{:012X}", hash & 0xffff_ffff_ffff));
+        luns.push(Lun {
+            host,
+            block_size: lc.block_size,
+            read_only: lc.read_only,
+            rotational: lc.rotational,
+            serial,
+            // NAA 6 (IEEE registered extended) with a locally derived value.
+            naa: (0x6u64 << 60) | (hash & 0x0fff_ffff_ffff_ffff),
+            max_transfer_blocks: u32::try_from(
+                u64::from(config.max_sectors) * 512 / u64::from(lc.block_size),
+            )
+            .unwrap_or(u32::MAX)
+            .max(1),
+        });
+    }
+    Ok(Target { luns })
+}
+
+/// One virtio-scsi device (fresh per front-end connection; the LUNs are shared).
+pub struct ScsiDevice {
+    target: Arc<Target>,
+    request_queues: usize,
+    config: Mutex<Config>,
+    cdb_size: AtomicU32,
+    sense_size: AtomicU32,
+    scratch: Vec<Mutex<Vec<u8>>>,
+}
+
+impl ScsiDevice {
+    /// A device over `target` with the queue and limit settings of `args`.
+    pub fn new(target: Arc<Target>, args: &Args) -> Self {
+        let request_queues = args.num_queues as usize;
+        let config = Config {
+            num_queues: args.num_queues.into(),
+            seg_max: (u32::try_from(MAX_QUEUE_SIZE).unwrap_or(u32::MAX) - 2).into(),
+            max_sectors: args.max_sectors.into(),
+            cmd_per_lun: args.cmd_per_lun.into(),
+            event_info_size: 16.into(),
+            sense_size: SENSE_SIZE.into(),
+            cdb_size: CDB_SIZE.into(),
+            max_channel: 0.into(),
+            max_target: 0.into(),
+            max_lun: (u32::try_from(target.luns.len())
+                .unwrap_or(1)
+                .saturating_sub(1))
+            .into(),
+        };
+        Self {
+            target,
+            request_queues,
+            config: Mutex::new(config),
+            cdb_size: AtomicU32::new(CDB_SIZE),
+            sense_size: AtomicU32::new(SENSE_SIZE),
+            scratch: (0..request_queues)
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+        }
+    }
+
+    fn sizes(&self) -> Sizes {
+        Sizes {
+            cdb: self.cdb_size.load(Ordering::Acquire) as usize,
+            sense: self.sense_size.load(Ordering::Acquire) as usize,
+        }
+    }
+}
+
+impl VirtioDevice for ScsiDevice {
+    fn num_queues(&self) -> usize {
+        FIRST_REQUEST_QUEUE + self.request_queues
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn config(&self) -> Vec<u8> {
+        vhost_device_common::lock(&self.config).as_slice().to_vec()
+    }
+
+    fn write_config(&self, offset: u32, data: &[u8]) -> Result<(), ConfigError> {
+        let mut config = vhost_device_common::lock(&self.config);
+        let mut bytes = config.as_slice().to_vec();
+        config_space::write(&mut bytes, CONFIG_WRITABLE, offset, data)?;
+        let new = Config::from_slice(&bytes).copied().unwrap_or(*config);
+        let (sense, cdb) = (new.sense_size.to_native(), new.cdb_size.to_native());
+        // Larger sizes than the defaults are not supported; smaller ones are
+        // honoured (the CDB must still hold the longest command, 16 bytes).
+        if sense > SENSE_SIZE || !(16..=CDB_SIZE).contains(&cdb) {
+            return Err(ConfigError::ReadOnly {
+                offset,
+                end: offset as usize + data.len(),
+            });
+        }
+        *config = new;
+        self.sense_size.store(sense, Ordering::Release);
+        self.cdb_size.store(cdb, Ordering::Release);
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        // Worker 0: control, event, first request queue; then one worker per
+        // further request queue.
+        let mut masks = vec![0b111u64];
+        masks.extend((1..self.request_queues).map(|k| 1u64 << (FIRST_REQUEST_QUEUE + k)));
+        masks
+    }
+
+    fn process_queue(
+        &self,
+        ctx: &QueueContext<'_>,
+        queue: usize,
+        vring: &Vring,
+    ) -> Result<(), HostError> {
+        match queue {
+            CONTROL_QUEUE => {
+                drain(ctx, vring, |reader, writer| {
+                    Ok(Completion::Used(
+                        match request::control(&self.target, reader, writer) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                ctx.log.warn("bad control request", &e);
+                                0
+                            }
+                        },
+                    ))
+                })?;
+            }
+            EVENT_QUEUE => {}
+            q => {
+                let Some(scratch) = self.scratch.get(q - FIRST_REQUEST_QUEUE) else {
+                    return Ok(());
+                };
+                let mut scratch = vhost_device_common::lock(scratch);
+                let sizes = self.sizes();
+                drain(ctx, vring, |reader, writer| {
+                    Ok(Completion::Used(
+                        match request::command(&self.target, sizes, reader, writer, &mut scratch) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                ctx.log.warn("bad command request", &e);
+                                0
+                            }
+                        },
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}

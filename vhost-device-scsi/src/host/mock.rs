@@ -1,0 +1,97 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A LUN in memory (`--lun mem:SIZE`): for tests, demos and benchmarks of the
+//! daemon without a file system. Contents are lost when the daemon exits.
+
+use std::io;
+use std::sync::Mutex;
+
+use super::BlockHost;
+
+/// Memory-backed blocks, optionally failing I/O for error-path tests.
+#[derive(Debug)]
+pub struct MemBlock {
+    data: Mutex<Vec<u8>>,
+    fail_io: bool,
+}
+
+impl MemBlock {
+    /// `size` zeroed bytes.
+    pub fn new(size: usize) -> Self {
+        Self {
+            data: Mutex::new(vec![0; size]),
+            fail_io: false,
+        }
+    }
+
+    /// A LUN whose reads, writes and flushes fail with EIO.
+    pub fn failing(size: usize) -> Self {
+        Self {
+            data: Mutex::new(vec![0; size]),
+            fail_io: true,
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.fail_io {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
+
+    fn range(&self, offset: u64, len: usize, size: usize) -> io::Result<std::ops::Range<usize>> {
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        match start.checked_add(len) {
+            Some(end) if end <= size => Ok(start..end),
+            _ => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        }
+    }
+}
+
+impl BlockHost for MemBlock {
+    fn size(&self) -> u64 {
+        vhost_device_common::lock(&self.data).len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check()?;
+        let data = vhost_device_common::lock(&self.data);
+        let r = self.range(offset, buf.len(), data.len())?;
+        buf.copy_from_slice(&data[r]);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check()?;
+        let mut data = vhost_device_common::lock(&self.data);
+        let len = data.len();
+        let r = self.range(offset, buf.len(), len)?;
+        data[r].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.check()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut data = vhost_device_common::lock(&self.data);
+        let size = data.len();
+        let r = self.range(
+            offset,
+            usize::try_from(len).map_err(io::Error::other)?,
+            size,
+        )?;
+        data[r].fill(0);
+        Ok(())
+    }
+
+    fn thin(&self) -> bool {
+        true
+    }
+
+    fn name(&self) -> String {
+        "memory".into()
+    }
+}

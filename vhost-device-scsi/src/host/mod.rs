@@ -1,0 +1,34 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Where a LUN's blocks live.
+//!
+//! [`BlockHost`] is the narrow, `pread`/`pwrite`-shaped host interface of one
+//! LUN. [`linux::FileBlock`] is an image file (optionally `O_DIRECT`);
+//! [`mock::MemBlock`] is memory, selectable from the command line
+//! (`--lun mem:SIZE`) for tests and demos.
+
+pub mod linux;
+pub mod mock;
+
+use std::io;
+
+/// One LUN's storage.
+pub trait BlockHost: Send + Sync {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Read exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write all of `buf` at `offset`; when this returns the data is in the
+    /// file (the page cache at least).
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Make everything written so far durable (`fdatasync`).
+    fn flush(&self) -> io::Result<()>;
+    /// Deallocate `len` bytes at `offset` so that they read back as zeros.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Whether [`Self::discard`] really frees space (reported in the
+    /// provisioning VPD page).
+    fn thin(&self) -> bool;
+    /// A name for messages.
+    fn name(&self) -> String;
+}

@@ -1,0 +1,660 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! SCSI command emulation for a direct-access block device (SBC-3, SPC-4).
+//!
+//! [`execute`] runs one CDB against one [`Lun`], reading data-out from a
+//! [`Reader`] and writing data-in to a [`Writer`], and returns the SCSI status,
+//! sense data and how much data moved. Data moves in chunks of at most
+//! [`CHUNK`] bytes through the caller's scratch buffer, so a large transfer
+//! never needs a large host allocation.
+
+use std::io::{self, Read, Write};
+
+use vhost_device_common::virtio_queue::{Reader, Writer};
+
+use super::sense::{self, Sense};
+use crate::host::BlockHost;
+
+/// Largest piece of a transfer held in host memory at once.
+pub const CHUNK: usize = 1 << 20;
+
+/// Operation codes this target implements.
+pub mod op {
+    #![allow(missing_docs)]
+    pub const TEST_UNIT_READY: u8 = 0x00;
+    pub const REQUEST_SENSE: u8 = 0x03;
+    pub const READ_6: u8 = 0x08;
+    pub const WRITE_6: u8 = 0x0a;
+    pub const INQUIRY: u8 = 0x12;
+    pub const MODE_SENSE_6: u8 = 0x1a;
+    pub const START_STOP_UNIT: u8 = 0x1b;
+    pub const PREVENT_ALLOW_MEDIUM_REMOVAL: u8 = 0x1e;
+    pub const READ_CAPACITY_10: u8 = 0x25;
+    pub const READ_10: u8 = 0x28;
+    pub const WRITE_10: u8 = 0x2a;
+    pub const VERIFY_10: u8 = 0x2f;
+    pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
+    pub const WRITE_SAME_10: u8 = 0x41;
+    pub const UNMAP: u8 = 0x42;
+    pub const MODE_SENSE_10: u8 = 0x5a;
+    pub const READ_16: u8 = 0x88;
+    pub const WRITE_16: u8 = 0x8a;
+    pub const VERIFY_16: u8 = 0x8f;
+    pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
+    pub const WRITE_SAME_16: u8 = 0x93;
+    pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
+    pub const REPORT_LUNS: u8 = 0xa0;
+    pub const MAINTENANCE_IN: u8 = 0xa3;
+    pub const READ_12: u8 = 0xa8;
+    pub const WRITE_12: u8 = 0xaa;
+    /// SERVICE ACTION IN(16) / READ CAPACITY(16).
+    pub const SA_READ_CAPACITY_16: u8 = 0x10;
+    /// MAINTENANCE IN / REPORT SUPPORTED OPERATION CODES.
+    pub const SA_REPORT_SUPPORTED_OPCODES: u8 = 0x0c;
+}
+
+/// Every supported (opcode, service action, CDB length), for REPORT SUPPORTED
+/// OPERATION CODES.
+pub const SUPPORTED: &[(u8, Option<u8>, u16)] = &[
+    (op::TEST_UNIT_READY, None, 6),
+    (op::REQUEST_SENSE, None, 6),
+    (op::READ_6, None, 6),
+    (op::WRITE_6, None, 6),
+    (op::INQUIRY, None, 6),
+    (op::MODE_SENSE_6, None, 6),
+    (op::START_STOP_UNIT, None, 6),
+    (op::PREVENT_ALLOW_MEDIUM_REMOVAL, None, 6),
+    (op::READ_CAPACITY_10, None, 10),
+    (op::READ_10, None, 10),
+    (op::WRITE_10, None, 10),
+    (op::VERIFY_10, None, 10),
+    (op::SYNCHRONIZE_CACHE_10, None, 10),
+    (op::WRITE_SAME_10, None, 10),
+    (op::UNMAP, None, 10),
+    (op::MODE_SENSE_10, None, 10),
+    (op::READ_16, None, 16),
+    (op::WRITE_16, None, 16),
+    (op::VERIFY_16, None, 16),
+    (op::SYNCHRONIZE_CACHE_16, None, 16),
+    (op::WRITE_SAME_16, None, 16),
+    (op::SERVICE_ACTION_IN_16, Some(op::SA_READ_CAPACITY_16), 16),
+    (op::REPORT_LUNS, None, 12),
+    (
+        op::MAINTENANCE_IN,
+        Some(op::SA_REPORT_SUPPORTED_OPCODES),
+        12,
+    ),
+    (op::READ_12, None, 12),
+    (op::WRITE_12, None, 12),
+];
+
+/// Largest UNMAP block-descriptor count accepted per command.
+pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
+/// Largest UNMAP / WRITE SAME length in blocks.
+pub const MAX_UNMAP_BLOCKS: u32 = 1 << 22;
+
+/// One logical unit.
+pub struct Lun {
+    /// Storage.
+    pub host: Box<dyn BlockHost>,
+    /// Logical block size (512 or 4096).
+    pub block_size: u32,
+    /// Writes refused with DATA PROTECT.
+    pub read_only: bool,
+    /// Reported as rotating media (else solid state).
+    pub rotational: bool,
+    /// Unit serial number (VPD 0x80).
+    pub serial: String,
+    /// NAA identifier (VPD 0x83).
+    pub naa: u64,
+    /// Largest transfer in blocks (from `max_sectors`).
+    pub max_transfer_blocks: u32,
+}
+
+impl std::fmt::Debug for Lun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lun")
+            .field("host", &self.host.name())
+            .field("block_size", &self.block_size)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+impl Lun {
+    /// Number of logical blocks.
+    pub fn blocks(&self) -> u64 {
+        self.host.size() / u64::from(self.block_size)
+    }
+}
+
+/// The result of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// SCSI status.
+    pub status: u8,
+    /// Sense data for CHECK CONDITION.
+    pub sense: Option<Sense>,
+    /// The data buffers were too small (virtio-scsi `OVERRUN`).
+    pub overrun: bool,
+}
+
+impl Outcome {
+    /// GOOD.
+    pub const GOOD: Outcome = Outcome {
+        status: sense::GOOD,
+        sense: None,
+        overrun: false,
+    };
+
+    /// CHECK CONDITION with `sense`.
+    pub fn check(sense: Sense) -> Self {
+        Outcome {
+            status: sense::CHECK_CONDITION,
+            sense: Some(sense),
+            overrun: false,
+        }
+    }
+
+    fn overrun() -> Self {
+        Outcome {
+            overrun: true,
+            ..Outcome::GOOD
+        }
+    }
+}
+
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Length of the CDB for an opcode, from its group code (SPC-4, 4.2.5.1).
+pub fn cdb_len(opcode: u8) -> usize {
+    match opcode >> 5 {
+        0 => 6,
+        1 | 2 => 10,
+        4 => 16,
+        5 => 12,
+        _ => 6,
+    }
+}
+
+/// Copy `data` (truncated to `alloc`) to the data-in buffer.
+fn reply(data_in: &mut Writer<'_>, data: &[u8], alloc: usize) -> Outcome {
+    let n = data.len().min(alloc).min(data_in.available_bytes());
+    match data_in.write_all(&data[..n]) {
+        Ok(()) => Outcome::GOOD,
+        Err(_) => Outcome::overrun(),
+    }
+}
+
+/// Where a READ/WRITE/VERIFY addresses: (lba, blocks, fua).
+fn rw_params(cdb: &[u8]) -> (u64, u32, bool) {
+    let fua = cdb.get(1).is_some_and(|b| b & 0x08 != 0);
+    match cdb[0] {
+        op::READ_6 | op::WRITE_6 => {
+            let lba =
+                (u64::from(cdb[1] & 0x1f) << 16) | (u64::from(cdb[2]) << 8) | u64::from(cdb[3]);
+            let len = if cdb[4] == 0 { 256 } else { u32::from(cdb[4]) };
+            (lba, len, false)
+        }
+        op::READ_10 | op::WRITE_10 | op::VERIFY_10 | op::WRITE_SAME_10 => (
+            u64::from(be32(&cdb[2..6])),
+            u32::from(be16(&cdb[7..9])),
+            fua,
+        ),
+        op::READ_12 | op::WRITE_12 => (u64::from(be32(&cdb[2..6])), be32(&cdb[6..10]), fua),
+        _ => (be64(&cdb[2..10]), be32(&cdb[10..14]), fua),
+    }
+}
+
+/// Check that `lba..lba+blocks` is inside the LUN.
+fn in_range(lun: &Lun, lba: u64, blocks: u32) -> Result<(), Outcome> {
+    match lba.checked_add(u64::from(blocks)) {
+        Some(end) if end <= lun.blocks() => Ok(()),
+        _ => Err(Outcome::check(sense::LBA_OUT_OF_RANGE)),
+    }
+}
+
+fn io_error(lun: &Lun, what: &str, e: &io::Error, sense: Sense) -> Outcome {
+    log::error!("{}: {what} failed: {e}", lun.host.name());
+    Outcome::check(sense)
+}
+
+/// Execute `cdb` on `lun`.
+pub fn execute(
+    lun: &Lun,
+    cdb: &[u8],
+    data_out: &mut Reader<'_>,
+    data_in: &mut Writer<'_>,
+    scratch: &mut Vec<u8>,
+) -> Outcome {
+    if cdb.is_empty() || cdb.len() < cdb_len(cdb[0]) {
+        return Outcome::check(sense::INVALID_FIELD);
+    }
+    match cdb[0] {
+        op::TEST_UNIT_READY | op::START_STOP_UNIT | op::PREVENT_ALLOW_MEDIUM_REMOVAL => {
+            Outcome::GOOD
+        }
+        op::REQUEST_SENSE => reply(data_in, &sense::NO_SENSE.fixed(), usize::from(cdb[4])),
+        op::INQUIRY => inquiry(lun, cdb, data_in),
+        op::MODE_SENSE_6 | op::MODE_SENSE_10 => mode_sense(lun, cdb, data_in),
+        op::READ_CAPACITY_10 => {
+            let last = u32::try_from(lun.blocks().saturating_sub(1)).unwrap_or(u32::MAX);
+            let mut d = [0u8; 8];
+            d[0..4].copy_from_slice(&last.to_be_bytes());
+            d[4..8].copy_from_slice(&lun.block_size.to_be_bytes());
+            reply(data_in, &d, 8)
+        }
+        op::SERVICE_ACTION_IN_16 if cdb[1] & 0x1f == op::SA_READ_CAPACITY_16 => {
+            let mut d = [0u8; 32];
+            d[0..8].copy_from_slice(&lun.blocks().saturating_sub(1).to_be_bytes());
+            d[8..12].copy_from_slice(&lun.block_size.to_be_bytes());
+            if lun.host.thin() && !lun.read_only {
+                d[14] = 0x80 | 0x40; // LBPME, LBPRZ
+            }
+            reply(data_in, &d, be32(&cdb[10..14]) as usize)
+        }
+        op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16 => read(lun, cdb, data_in, scratch),
+        op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => {
+            write(lun, cdb, data_out, scratch)
+        }
+        op::VERIFY_10 | op::VERIFY_16 => verify(lun, cdb, data_out, scratch),
+        op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => match lun.host.flush() {
+            Ok(()) => Outcome::GOOD,
+            Err(e) => io_error(lun, "flush", &e, sense::WRITE_ERROR),
+        },
+        op::WRITE_SAME_10 | op::WRITE_SAME_16 => write_same(lun, cdb, data_out, scratch),
+        op::UNMAP => unmap(lun, cdb, data_out),
+        op::REPORT_LUNS => Outcome::check(sense::INVALID_OPCODE), // answered by the target
+        op::MAINTENANCE_IN if cdb[1] & 0x1f == op::SA_REPORT_SUPPORTED_OPCODES => {
+            report_opcodes(cdb, data_in)
+        }
+        op::SERVICE_ACTION_IN_16 | op::MAINTENANCE_IN => Outcome::check(sense::INVALID_FIELD),
+        _ => Outcome::check(sense::INVALID_OPCODE),
+    }
+}
+
+/// Standard INQUIRY data for a LUN, or for an absent one (peripheral qualifier 3).
+pub fn standard_inquiry(present: bool) -> [u8; 36] {
+    let mut d = [0u8; 36];
+    d[0] = if present { 0x00 } else { 0x7f };
+    d[2] = 0x06; // SPC-4
+    d[3] = 0x12; // HISUP, response data format 2
+    d[4] = 31;
+    d[7] = 0x02; // CMDQUE
+    d[8..16].copy_from_slice(b"VHOSTDEV");
+    d[16..32].copy_from_slice(b"vhost-device-scs");
+    d[32..36].copy_from_slice(b"0.1 ");
+    d
+}
+
+fn inquiry(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
+    let alloc = usize::from(be16(&cdb[3..5]));
+    let evpd = cdb[1] & 1 != 0;
+    if !evpd {
+        if cdb[2] != 0 {
+            return Outcome::check(sense::INVALID_FIELD);
+        }
+        return reply(data_in, &standard_inquiry(true), alloc);
+    }
+    let page = cdb[2];
+    let mut d = vec![0u8, page, 0, 0];
+    match page {
+        0x00 => d.extend_from_slice(&[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]),
+        0x80 => d.extend_from_slice(lun.serial.as_bytes()),
+        0x83 => {
+            // NAA designator, binary.
+            d.extend_from_slice(&[0x01, 0x03, 0x00, 0x08]);
+            d.extend_from_slice(&lun.naa.to_be_bytes());
+            // T10 vendor ID designator, ASCII.
+            let mut t10 = b"VHOSTDEV".to_vec();
+            t10.extend_from_slice(lun.serial.as_bytes());
+            d.extend_from_slice(&[0x02, 0x01, 0x00, u8::try_from(t10.len()).unwrap_or(u8::MAX)]);
+            d.extend_from_slice(&t10[..t10.len().min(255)]);
+        }
+        0xb0 => {
+            let mut p = [0u8; 0x3c];
+            p[4..8].copy_from_slice(&lun.max_transfer_blocks.to_be_bytes()); // MAXIMUM TRANSFER LENGTH
+            p[8..12].copy_from_slice(&lun.max_transfer_blocks.to_be_bytes()); // OPTIMAL TRANSFER LENGTH
+            if lun.host.thin() && !lun.read_only {
+                p[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes());
+                p[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
+            }
+            p[32..40].copy_from_slice(&u64::from(MAX_UNMAP_BLOCKS).to_be_bytes()); // MAX WRITE SAME
+            d.extend_from_slice(&p);
+        }
+        0xb1 => {
+            let mut p = [0u8; 0x3c];
+            let rate: u16 = if lun.rotational { 7200 } else { 1 };
+            p[0..2].copy_from_slice(&rate.to_be_bytes());
+            d.extend_from_slice(&p);
+        }
+        0xb2 => {
+            let thin = lun.host.thin() && !lun.read_only;
+            let mut p = [0u8; 4];
+            if thin {
+                p[1] = 0x80 | 0x40 | 0x20 | 0x04; // LBPU, LBPWS, LBPWS10, LBPRZ
+                p[2] = 0x02; // thin provisioned
+            }
+            d.extend_from_slice(&p);
+        }
+        _ => return Outcome::check(sense::INVALID_FIELD),
+    }
+    let len = u16::try_from(d.len() - 4).unwrap_or(u16::MAX);
+    d[2..4].copy_from_slice(&len.to_be_bytes());
+    reply(data_in, &d, alloc)
+}
+
+fn mode_sense(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
+    let six = cdb[0] == op::MODE_SENSE_6;
+    let page = cdb[2] & 0x3f;
+    let changeable = cdb[2] >> 6 == 1;
+    let subpage = cdb[3];
+    if subpage != 0 && !(page == 0x3f && subpage == 0xff) {
+        return Outcome::check(sense::INVALID_FIELD);
+    }
+    let caching = {
+        let mut p = vec![0x08, 0x12];
+        p.extend_from_slice(&[0u8; 0x12]);
+        if !changeable {
+            p[2] = 0x04; // WCE: writes are acknowledged before they are durable
+        }
+        p
+    };
+    let control = {
+        let mut p = vec![0x0a, 0x0a];
+        p.extend_from_slice(&[0u8; 0x0a]);
+        p
+    };
+    let mut pages = Vec::new();
+    match page {
+        0x08 => pages.extend_from_slice(&caching),
+        0x0a => pages.extend_from_slice(&control),
+        0x3f => {
+            pages.extend_from_slice(&caching);
+            pages.extend_from_slice(&control);
+        }
+        _ => return Outcome::check(sense::INVALID_FIELD),
+    }
+    let device_specific = if lun.read_only { 0x80 } else { 0 } | 0x10; // WP, DPOFUA
+    let mut d = if six {
+        vec![0u8, 0, device_specific, 0]
+    } else {
+        vec![0u8, 0, 0, device_specific, 0, 0, 0, 0]
+    };
+    d.extend_from_slice(&pages);
+    let alloc = if six {
+        usize::from(cdb[4])
+    } else {
+        usize::from(be16(&cdb[7..9]))
+    };
+    if six {
+        d[0] = u8::try_from(d.len() - 1).unwrap_or(u8::MAX);
+    } else {
+        let len = u16::try_from(d.len() - 2).unwrap_or(u16::MAX);
+        d[0..2].copy_from_slice(&len.to_be_bytes());
+    }
+    reply(data_in, &d, alloc)
+}
+
+fn check_transfer(lun: &Lun, lba: u64, blocks: u32) -> Result<u64, Outcome> {
+    if blocks > lun.max_transfer_blocks {
+        return Err(Outcome::check(sense::INVALID_FIELD));
+    }
+    in_range(lun, lba, blocks)?;
+    Ok(u64::from(blocks) * u64::from(lun.block_size))
+}
+
+fn read(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>, scratch: &mut Vec<u8>) -> Outcome {
+    let (lba, blocks, _) = rw_params(cdb);
+    let bytes = match check_transfer(lun, lba, blocks) {
+        Ok(b) => b,
+        Err(o) => return o,
+    };
+    if (data_in.available_bytes() as u64) < bytes {
+        return Outcome::overrun();
+    }
+    let mut offset = lba * u64::from(lun.block_size);
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        if scratch.len() < n {
+            scratch.resize(n, 0);
+        }
+        if let Err(e) = lun.host.read_at(&mut scratch[..n], offset) {
+            return io_error(lun, "read", &e, sense::READ_ERROR);
+        }
+        if data_in.write_all(&scratch[..n]).is_err() {
+            return Outcome::overrun();
+        }
+        offset += n as u64;
+        left -= n as u64;
+    }
+    Outcome::GOOD
+}
+
+fn write(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8>) -> Outcome {
+    if lun.read_only {
+        return Outcome::check(sense::WRITE_PROTECTED);
+    }
+    let (lba, blocks, fua) = rw_params(cdb);
+    let bytes = match check_transfer(lun, lba, blocks) {
+        Ok(b) => b,
+        Err(o) => return o,
+    };
+    if (data_out.available_bytes() as u64) < bytes {
+        return Outcome::overrun();
+    }
+    let mut offset = lba * u64::from(lun.block_size);
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        if scratch.len() < n {
+            scratch.resize(n, 0);
+        }
+        if data_out.read_exact(&mut scratch[..n]).is_err() {
+            return Outcome::overrun();
+        }
+        if let Err(e) = lun.host.write_at(&scratch[..n], offset) {
+            return io_error(lun, "write", &e, sense::WRITE_ERROR);
+        }
+        offset += n as u64;
+        left -= n as u64;
+    }
+    if fua {
+        if let Err(e) = lun.host.flush() {
+            return io_error(lun, "flush", &e, sense::WRITE_ERROR);
+        }
+    }
+    Outcome::GOOD
+}
+
+fn verify(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8>) -> Outcome {
+    let (lba, blocks, _) = rw_params(cdb);
+    let bytes = match check_transfer(lun, lba, blocks) {
+        Ok(b) => b,
+        Err(o) => return o,
+    };
+    match (cdb[1] >> 1) & 0x03 {
+        0 => Outcome::GOOD, // medium check only: the image is always readable
+        1 => {
+            if (data_out.available_bytes() as u64) < bytes {
+                return Outcome::overrun();
+            }
+            let mut offset = lba * u64::from(lun.block_size);
+            let mut left = bytes;
+            let mut theirs = vec![0u8; CHUNK.min(usize::try_from(bytes).unwrap_or(CHUNK))];
+            while left > 0 {
+                let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+                if scratch.len() < n {
+                    scratch.resize(n, 0);
+                }
+                if data_out.read_exact(&mut theirs[..n]).is_err() {
+                    return Outcome::overrun();
+                }
+                if let Err(e) = lun.host.read_at(&mut scratch[..n], offset) {
+                    return io_error(lun, "read", &e, sense::READ_ERROR);
+                }
+                if scratch[..n] != theirs[..n] {
+                    return Outcome::check(sense::MISCOMPARE);
+                }
+                offset += n as u64;
+                left -= n as u64;
+            }
+            Outcome::GOOD
+        }
+        _ => Outcome::check(sense::INVALID_FIELD),
+    }
+}
+
+fn write_same(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8>) -> Outcome {
+    if lun.read_only {
+        return Outcome::check(sense::WRITE_PROTECTED);
+    }
+    let unmap = cdb[1] & 0x08 != 0;
+    let ndob = cdb[0] == op::WRITE_SAME_16 && cdb[1] & 0x01 != 0;
+    let (lba, blocks, _) = rw_params(cdb);
+    // A zero length means "to the end of the medium" (SBC-3, 5.42).
+    let blocks = if blocks == 0 {
+        u32::try_from(lun.blocks().saturating_sub(lba)).unwrap_or(u32::MAX)
+    } else {
+        blocks
+    };
+    if blocks > MAX_UNMAP_BLOCKS {
+        return Outcome::check(sense::INVALID_FIELD);
+    }
+    if let Err(o) = in_range(lun, lba, blocks) {
+        return o;
+    }
+    let bs = lun.block_size as usize;
+    let mut block = vec![0u8; bs];
+    if !ndob && data_out.read_exact(&mut block).is_err() {
+        return Outcome::overrun();
+    }
+    let offset = lba * u64::from(lun.block_size);
+    let len = u64::from(blocks) * u64::from(lun.block_size);
+    if unmap && block.iter().all(|&b| b == 0) {
+        return match lun.host.discard(offset, len) {
+            Ok(()) => Outcome::GOOD,
+            Err(e) => io_error(lun, "discard", &e, sense::WRITE_ERROR),
+        };
+    }
+    let per = (CHUNK / bs).max(1);
+    if scratch.len() < per * bs {
+        scratch.resize(per * bs, 0);
+    }
+    for chunk in scratch[..per * bs].chunks_mut(bs) {
+        chunk.copy_from_slice(&block);
+    }
+    let mut done = 0u64;
+    while done < u64::from(blocks) {
+        let n = usize::try_from(u64::from(blocks) - done).unwrap_or(per).min(per);
+        if let Err(e) = lun
+            .host
+            .write_at(&scratch[..n * bs], offset + done * bs as u64)
+        {
+            return io_error(lun, "write", &e, sense::WRITE_ERROR);
+        }
+        done += n as u64;
+    }
+    Outcome::GOOD
+}
+
+fn unmap(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>) -> Outcome {
+    if lun.read_only {
+        return Outcome::check(sense::WRITE_PROTECTED);
+    }
+    let param_len = usize::from(be16(&cdb[7..9]));
+    if param_len == 0 {
+        return Outcome::GOOD;
+    }
+    if param_len < 8 || data_out.available_bytes() < param_len {
+        return Outcome::check(sense::PARAMETER_LIST_LENGTH);
+    }
+    let max = 8 + 16 * MAX_UNMAP_DESCRIPTORS as usize;
+    let mut params = vec![0u8; param_len.min(max)];
+    if data_out.read_exact(&mut params).is_err() {
+        return Outcome::check(sense::PARAMETER_LIST_LENGTH);
+    }
+    let desc_len = usize::from(be16(&params[2..4]));
+    if desc_len % 16 != 0 || 8 + desc_len > params.len() {
+        return Outcome::check(sense::INVALID_PARAMETER);
+    }
+    // Validate every descriptor before touching the medium.
+    let descs: Vec<(u64, u32)> = params[8..8 + desc_len]
+        .chunks_exact(16)
+        .map(|d| (be64(&d[0..8]), be32(&d[8..12])))
+        .collect();
+    for &(lba, blocks) in &descs {
+        if blocks > MAX_UNMAP_BLOCKS {
+            return Outcome::check(sense::INVALID_PARAMETER);
+        }
+        if let Err(o) = in_range(lun, lba, blocks) {
+            return o;
+        }
+    }
+    for (lba, blocks) in descs {
+        let bs = u64::from(lun.block_size);
+        if let Err(e) = lun.host.discard(lba * bs, u64::from(blocks) * bs) {
+            return io_error(lun, "discard", &e, sense::WRITE_ERROR);
+        }
+    }
+    Outcome::GOOD
+}
+
+fn report_opcodes(cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
+    let alloc = be32(&cdb[6..10]) as usize;
+    let (requested_op, requested_sa) = (cdb[3], be16(&cdb[4..6]));
+    match cdb[2] & 0x07 {
+        0 => {
+            let mut d = vec![0u8; 4];
+            for &(opcode, sa, len) in SUPPORTED {
+                let mut e = [0u8; 8];
+                e[0] = opcode;
+                if let Some(sa) = sa {
+                    e[3] = sa;
+                    e[5] = 0x01; // SERVACTV
+                }
+                e[6..8].copy_from_slice(&len.to_be_bytes());
+                d.extend_from_slice(&e);
+            }
+            let len = u32::try_from(d.len() - 4).unwrap_or(u32::MAX);
+            d[0..4].copy_from_slice(&len.to_be_bytes());
+            reply(data_in, &d, alloc)
+        }
+        1 | 2 => {
+            let with_sa = cdb[2] & 0x07 == 2;
+            let found = SUPPORTED.iter().find(|&&(o, sa, _)| {
+                o == requested_op
+                    && (if with_sa {
+                        sa.map(u16::from) == Some(requested_sa)
+                    } else {
+                        sa.is_none()
+                    })
+            });
+            let mut d = vec![0u8; 4];
+            match found {
+                Some(&(opcode, _, len)) => {
+                    d[1] = 0x03; // supported, conforming to the standard
+                    d[2..4].copy_from_slice(&len.to_be_bytes());
+                    let mut usage = vec![0xffu8; usize::from(len)];
+                    usage[0] = opcode;
+                    d.extend_from_slice(&usage);
+                }
+                None => d[1] = 0x01, // not supported
+            }
+            reply(data_in, &d, alloc)
+        }
+        _ => Outcome::check(sense::INVALID_FIELD),
+    }
+}

@@ -1,0 +1,536 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The real `vhost-device-scsi` binary, driven over its socket by the test front end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use vhost_device_test_frontend::process::DaemonProcess;
+use vhost_device_test_frontend::{Chain, Options, Session};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-scsi");
+const WAIT: Duration = Duration::from_secs(10);
+const DATA: u64 = 1 << 20;
+
+/// A SCSI initiator on one request queue.
+struct Initiator {
+    req: u64,
+    resp: u64,
+    data: u64,
+    queue: usize,
+}
+
+#[derive(Debug)]
+struct Reply {
+    used: u32,
+    sense_len: u32,
+    resid: u32,
+    status: u8,
+    response: u8,
+    sense: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl Reply {
+    fn key_asc(&self) -> (u8, u8) {
+        (self.sense[2], self.sense[12])
+    }
+}
+
+fn lun_addr(lun: u16) -> [u8; 8] {
+    [1, 0, 0x40 | (lun >> 8) as u8, lun as u8, 0, 0, 0, 0]
+}
+
+impl Initiator {
+    fn new(s: &Session, queue: usize) -> Self {
+        Self {
+            req: s.ram().alloc(DATA + 4096, 4096).unwrap(),
+            resp: s.ram().alloc(4096, 4096).unwrap(),
+            data: s.ram().alloc(DATA, 4096).unwrap(),
+            queue,
+        }
+    }
+
+    /// Post a command without waiting; returns the head.
+    fn post(&self, s: &mut Session, addr: [u8; 8], cdb: &[u8], out: &[u8], in_len: u32) -> u16 {
+        let mut req = Vec::new();
+        req.extend_from_slice(&addr);
+        req.extend_from_slice(&7u64.to_le_bytes());
+        req.extend_from_slice(&[0, 0, 0]);
+        let mut c = [0u8; 32];
+        c[..cdb.len()].copy_from_slice(cdb);
+        req.extend_from_slice(&c);
+        req.extend_from_slice(out);
+        s.ram().write(self.req, &req).unwrap();
+        s.ram().write(self.resp, &[0xee; 108]).unwrap();
+        let mut chain = Chain::new()
+            .readable(self.req, u32::try_from(req.len()).unwrap())
+            .writable(self.resp, 108);
+        if in_len > 0 {
+            chain = chain.writable(self.data, in_len);
+        }
+        let vq = s.queue(self.queue).unwrap();
+        let head = vq.add(&chain).unwrap();
+        vq.kick().unwrap();
+        head
+    }
+
+    fn collect(&self, s: &mut Session, used: u32, in_len: u32) -> Reply {
+        let r = s.ram().read(self.resp, 108).unwrap();
+        Reply {
+            used,
+            sense_len: u32::from_le_bytes(r[0..4].try_into().unwrap()),
+            resid: u32::from_le_bytes(r[4..8].try_into().unwrap()),
+            status: r[10],
+            response: r[11],
+            sense: r[12..].to_vec(),
+            data: s.ram().read(self.data, in_len as usize).unwrap(),
+        }
+    }
+
+    fn cmd_at(&self, s: &mut Session, addr: [u8; 8], cdb: &[u8], out: &[u8], in_len: u32) -> Reply {
+        let head = self.post(s, addr, cdb, out, in_len);
+        let used = s
+            .queue(self.queue)
+            .unwrap()
+            .wait_used(WAIT)
+            .expect("command completes");
+        assert_eq!(used.len(), 1);
+        assert_eq!(used[0].head, head);
+        self.collect(s, used[0].len, in_len)
+    }
+
+    fn cmd(&self, s: &mut Session, lun: u16, cdb: &[u8], out: &[u8], in_len: u32) -> Reply {
+        self.cmd_at(s, lun_addr(lun), cdb, out, in_len)
+    }
+}
+
+fn read10(lba: u32, blocks: u16) -> Vec<u8> {
+    let mut c = vec![0x28, 0];
+    c.extend_from_slice(&lba.to_be_bytes());
+    c.push(0);
+    c.extend_from_slice(&blocks.to_be_bytes());
+    c.push(0);
+    c
+}
+
+fn write10(lba: u32, blocks: u16, fua: bool) -> Vec<u8> {
+    let mut c = read10(lba, blocks);
+    c[0] = 0x2a;
+    if fua {
+        c[1] = 0x08;
+    }
+    c
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
+}
+
+fn daemon(args: &[&str]) -> DaemonProcess {
+    DaemonProcess::start(Path::new(BIN), args).expect("daemon starts")
+}
+
+fn session(d: &DaemonProcess) -> Session {
+    let opts = Options {
+        ram_size: 32 << 20,
+        ..Options::default()
+    };
+    Session::start(&d.socket, &opts).expect("front end connects")
+}
+
+fn image(dir: &Path, name: &str, size: u64) -> String {
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(size).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn inquiry_reports_a_direct_access_disk() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd(&mut s, 0, &[0x12, 0, 0, 0, 96, 0], &[], 96);
+
+    assert_eq!((r.response, r.status), (0, 0));
+    assert_eq!(r.data[0], 0x00, "peripheral device type");
+    assert_eq!(&r.data[8..16], b"VHOSTDEV");
+    assert_eq!(r.resid, 96 - 36);
+}
+
+#[test]
+fn read_capacity_reports_size_and_block_size() {
+    let d = daemon(&["--lun", "mem:8M,block-size=4096"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd(
+        &mut s,
+        0,
+        &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+        &[],
+        32,
+    );
+
+    assert_eq!(r.status, 0);
+    assert_eq!(
+        u64::from_be_bytes(r.data[0..8].try_into().unwrap()),
+        8 * 256 - 1
+    );
+    assert_eq!(u32::from_be_bytes(r.data[8..12].try_into().unwrap()), 4096);
+}
+
+#[test]
+fn pattern_written_over_the_whole_lun_reads_back() {
+    let d = daemon(&["--lun", "mem:4M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    let chunk = 64 * 1024;
+    let blocks = (chunk / 512) as u16;
+    for k in 0..(4 << 20) / chunk {
+        let data = pattern(chunk, k as u8);
+        let r = i.cmd(
+            &mut s,
+            0,
+            &write10((k * chunk / 512) as u32, blocks, false),
+            &data,
+            0,
+        );
+        assert_eq!((r.response, r.status), (0, 0), "write {k}");
+    }
+    for k in 0..(4 << 20) / chunk {
+        let r = i.cmd(
+            &mut s,
+            0,
+            &read10((k * chunk / 512) as u32, blocks),
+            &[],
+            chunk as u32,
+        );
+        assert_eq!(r.status, 0);
+        assert!(r.data == pattern(chunk, k as u8), "chunk {k} differs");
+        assert_eq!(r.used, 108 + chunk as u32);
+    }
+}
+
+#[test]
+fn written_data_is_in_the_image_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "disk.img", 1 << 20);
+    let d = daemon(&["--lun", &img]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    let data = pattern(8192, 3);
+
+    let r = i.cmd(&mut s, 0, &write10(10, 16, true), &data, 0);
+
+    assert_eq!(r.status, 0);
+    let file = std::fs::read(&img).unwrap();
+    assert!(file[10 * 512..10 * 512 + 8192] == data[..]);
+}
+
+#[test]
+fn read_only_lun_refuses_writes_with_data_protect() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "ro.img", 1 << 20);
+    let spec = format!("{img},ro");
+    let d = daemon(&["--lun", &spec]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd(&mut s, 0, &write10(0, 1, false), &[0xaa; 512], 0);
+    let mode = i.cmd(&mut s, 0, &[0x1a, 0, 0x3f, 0, 64, 0], &[], 64);
+
+    assert_eq!(r.status, 2);
+    assert_eq!(r.key_asc(), (0x07, 0x27));
+    assert_eq!(mode.data[2] & 0x80, 0x80, "MODE SENSE write-protect bit");
+    assert_eq!(std::fs::read(&img).unwrap()[0], 0);
+}
+
+#[test]
+fn lba_past_the_end_is_out_of_range() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd(&mut s, 0, &read10(2047, 2), &[], 1024);
+
+    assert_eq!(r.status, 2);
+    assert_eq!(r.key_asc(), (0x05, 0x21));
+    assert_eq!(r.sense_len, 18);
+}
+
+#[test]
+fn unknown_opcode_is_an_invalid_command_operation_code() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd(&mut s, 0, &[0xc7, 0, 0, 0, 0, 0], &[], 0);
+
+    assert_eq!(r.status, 2);
+    assert_eq!(r.key_asc(), (0x05, 0x20));
+}
+
+#[test]
+fn bad_target_is_reported() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd_at(
+        &mut s,
+        [1, 5, 0x40, 0, 0, 0, 0, 0],
+        &[0, 0, 0, 0, 0, 0],
+        &[],
+        0,
+    );
+    let r2 = i.cmd_at(&mut s, [0; 8], &[0, 0, 0, 0, 0, 0], &[], 0);
+
+    assert_eq!(r.response, 3, "BAD_TARGET");
+    assert_eq!(r2.response, 3, "BAD_TARGET");
+}
+
+#[test]
+fn absent_lun_answers_inquiry_with_qualifier_3() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let inq = i.cmd(&mut s, 4, &[0x12, 0, 0, 0, 36, 0], &[], 36);
+    let tur = i.cmd(&mut s, 4, &[0, 0, 0, 0, 0, 0], &[], 0);
+
+    assert_eq!(inq.data[0], 0x7f);
+    assert_eq!(tur.key_asc(), (0x05, 0x25));
+}
+
+#[test]
+fn report_luns_lists_every_lun() {
+    let d = daemon(&["--lun", "mem:1M", "--lun", "mem:2M", "--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd(
+        &mut s,
+        0,
+        &[0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+        &[],
+        256,
+    );
+
+    assert_eq!(r.status, 0);
+    assert_eq!(u32::from_be_bytes(r.data[0..4].try_into().unwrap()), 24);
+    assert_eq!(r.data[8 + 8 + 1], 1);
+    assert_eq!(r.data[8 + 16 + 1], 2);
+}
+
+#[test]
+fn short_buffers_are_answered_and_the_queue_keeps_serving() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    // Response buffer of 10 bytes: cannot hold the 108-byte response.
+    s.ram().write(i.req, &[1, 0, 0x40, 0]).unwrap();
+    let vq = s.queue(2).unwrap();
+    vq.add(&Chain::new().readable(i.req, 51).writable(i.resp, 10))
+        .unwrap();
+    // Request shorter than its header.
+    vq.add(&Chain::new().readable(i.req, 5).writable(i.resp, 108))
+        .unwrap();
+    // No device-readable part at all.
+    vq.add(&Chain::new().writable(i.resp, 108)).unwrap();
+    vq.kick().unwrap();
+    let mut used = Vec::new();
+    while used.len() < 3 {
+        used.extend(vq.wait_used(WAIT).unwrap());
+    }
+    assert!(used.iter().all(|u| u.len == 0), "{used:?}");
+
+    let r = i.cmd(&mut s, 0, &[0, 0, 0, 0, 0, 0], &[], 0);
+    assert_eq!((r.response, r.status), (0, 0));
+}
+
+#[test]
+fn data_in_buffer_too_small_for_a_read_is_an_overrun() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+
+    let r = i.cmd(&mut s, 0, &read10(0, 8), &[], 1024);
+
+    assert_eq!(r.response, 1, "OVERRUN");
+}
+
+#[test]
+fn several_queues_serve_at_once() {
+    let d = daemon(&["--lun", "mem:4M", "--num-queues", "3"]);
+    let mut s = session(&d);
+    let inits: Vec<Initiator> = (2..5).map(|q| Initiator::new(&s, q)).collect();
+    for (k, i) in inits.iter().enumerate() {
+        let data = pattern(4096, k as u8);
+        let r = i.cmd(&mut s, 0, &write10(k as u32 * 8, 8, false), &data, 0);
+        assert_eq!(r.status, 0, "queue {}", i.queue);
+    }
+    // All three reads in flight together.
+    let heads: Vec<u16> = inits
+        .iter()
+        .enumerate()
+        .map(|(k, i)| i.post(&mut s, lun_addr(0), &read10(k as u32 * 8, 8), &[], 4096))
+        .collect();
+    for (k, i) in inits.iter().enumerate() {
+        let used = s.queue(i.queue).unwrap().wait_used(WAIT).unwrap();
+        assert_eq!(used[0].head, heads[k]);
+        let r = i.collect(&mut s, used[0].len, 4096);
+        assert!(r.data == pattern(4096, k as u8), "queue {}", i.queue);
+    }
+}
+
+#[test]
+fn unmap_punches_holes_in_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "thin.img", 4 << 20);
+    let d = daemon(&["--lun", &img]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    let data = vec![0x5a; 1 << 20];
+    assert_eq!(
+        i.cmd(&mut s, 0, &write10(0, 2048, true), &data, 0).status,
+        0
+    );
+    let before = std::fs::metadata(&img).unwrap().blocks();
+    let mut params = vec![0u8, 22, 0, 16, 0, 0, 0, 0];
+    params.extend_from_slice(&0u64.to_be_bytes());
+    params.extend_from_slice(&2048u32.to_be_bytes());
+    params.extend_from_slice(&[0; 4]);
+
+    let r = i.cmd(&mut s, 0, &[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], &params, 0);
+
+    assert_eq!(r.status, 0);
+    let after = std::fs::metadata(&img).unwrap().blocks();
+    assert!(after + 1024 <= before, "blocks {before} -> {after}");
+    let back = i.cmd(&mut s, 0, &read10(0, 8), &[], 4096);
+    assert!(back.data.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn task_management_completes_and_notification_query_answers() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let mut s = session(&d);
+    let req = s.ram().alloc(64, 8).unwrap();
+    let resp = s.ram().alloc(64, 8).unwrap();
+    let mut tmf = Vec::new();
+    tmf.extend_from_slice(&0u32.to_le_bytes());
+    tmf.extend_from_slice(&5u32.to_le_bytes()); // LOGICAL UNIT RESET
+    tmf.extend_from_slice(&lun_addr(0));
+    tmf.extend_from_slice(&0u64.to_le_bytes());
+    s.ram().write(req, &tmf).unwrap();
+    s.ram().write(resp, &[0xff]).unwrap();
+    let vq = s.queue(0).unwrap();
+    vq.add(&Chain::new().readable(req, 24).writable(resp, 1))
+        .unwrap();
+    vq.kick().unwrap();
+    let used = vq.wait_used(WAIT).unwrap();
+    assert_eq!(used[0].len, 1);
+    assert_eq!(s.ram().read(resp, 1).unwrap()[0], 0, "FUNCTION COMPLETE");
+
+    let mut an = Vec::new();
+    an.extend_from_slice(&1u32.to_le_bytes());
+    an.extend_from_slice(&lun_addr(0));
+    an.extend_from_slice(&0xffu32.to_le_bytes());
+    s.ram().write(req, &an).unwrap();
+    let vq = s.queue(0).unwrap();
+    vq.add(&Chain::new().readable(req, 16).writable(resp, 5))
+        .unwrap();
+    vq.kick().unwrap();
+    let used = vq.wait_used(WAIT).unwrap();
+    assert_eq!(used[0].len, 5);
+    assert_eq!(s.ram().read(resp, 5).unwrap(), vec![0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn data_survives_a_front_end_reconnect() {
+    let d = daemon(&["--lun", "mem:1M"]);
+    let data = pattern(512, 9);
+    {
+        let mut s = session(&d);
+        let i = Initiator::new(&s, 2);
+        assert_eq!(i.cmd(&mut s, 0, &write10(5, 1, false), &data, 0).status, 0);
+    }
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    let r = i.cmd(&mut s, 0, &read10(5, 1), &[], 512);
+    assert!(r.data == data);
+}
+
+#[test]
+fn config_space_reports_queues_and_honours_smaller_cdb_size() {
+    let d = daemon(&["--lun", "mem:1M", "--num-queues", "2"]);
+    let mut s = session(&d);
+    let config = s.get_config(0, 36).unwrap();
+    assert_eq!(u32::from_le_bytes(config[0..4].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(config[24..28].try_into().unwrap()), 32);
+
+    let _ = s.set_config(24, &64u32.to_le_bytes());
+    assert_eq!(
+        u32::from_le_bytes(s.get_config(24, 4).unwrap()[..].try_into().unwrap()),
+        32,
+        "cdb_size 64 accepted"
+    );
+    s.set_config(24, &16u32.to_le_bytes()).unwrap();
+
+    assert_eq!(
+        u32::from_le_bytes(s.get_config(24, 4).unwrap()[..].try_into().unwrap()),
+        16
+    );
+    // A request with a 16-byte CDB now works.
+    let (req, resp) = (
+        s.ram().alloc(64, 8).unwrap(),
+        s.ram().alloc(128, 8).unwrap(),
+    );
+    let mut r = lun_addr(0).to_vec();
+    r.extend_from_slice(&[0; 11]);
+    r.extend_from_slice(&[0; 16]); // TEST UNIT READY
+    s.ram().write(req, &r).unwrap();
+    let vq = s.queue(2).unwrap();
+    vq.add(&Chain::new().readable(req, 35).writable(resp, 108))
+        .unwrap();
+    vq.kick().unwrap();
+    assert_eq!(vq.wait_used(WAIT).unwrap()[0].len, 108);
+}
+
+#[test]
+fn image_size_not_a_multiple_of_the_block_size_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "odd.img", 1000);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-path", "s.sock", "--lun", &img]);
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("exits");
+    assert!(!status.success());
+    assert!(
+        d.stderr_text().contains("not a non-zero multiple"),
+        "{}",
+        d.stderr_text()
+    );
+}
+
+#[test]
+fn missing_image_is_a_startup_error_naming_it() {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-path", "s.sock", "--lun", "/nonexistent/disk.img"]);
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("exits");
+    assert!(!status.success());
+    assert!(
+        d.stderr_text().contains("/nonexistent/disk.img"),
+        "{}",
+        d.stderr_text()
+    );
+}
