@@ -138,6 +138,13 @@ impl TestQueue {
         Ok(head)
     }
 
+    /// Write `data` at `addr`.
+    pub fn write_bytes(&self, addr: u64, data: &[u8]) -> Result<(), String> {
+        self.raw
+            .write_slice(data, GuestAddress(addr))
+            .map_err(|e| fail("write", e))
+    }
+
     /// Fill `len` bytes at `addr` with `byte`.
     pub fn fill(&self, addr: u64, len: usize, byte: u8) -> Result<(), String> {
         self.raw

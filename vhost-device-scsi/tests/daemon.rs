@@ -2,7 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The real `vhost-device-scsi` binary, driven over its socket by the test front end.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -533,4 +537,29 @@ fn missing_image_is_a_startup_error_naming_it() {
         "{}",
         d.stderr_text()
     );
+}
+
+#[test]
+fn flushed_write_survives_the_daemon_being_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "k.img", 1 << 20);
+    let mut d = daemon(&["--lun", &img]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    let data = pattern(4096, 77);
+    assert_eq!(
+        i.cmd(&mut s, 0, &write10(100, 8, false), &data, 0).status,
+        0
+    );
+    assert_eq!(
+        i.cmd(&mut s, 0, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0)
+            .status,
+        0
+    );
+
+    d.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+    d.wait_timeout(WAIT).unwrap().expect("killed");
+
+    let file = std::fs::read(&img).unwrap();
+    assert!(file[100 * 512..100 * 512 + 4096] == data[..]);
 }

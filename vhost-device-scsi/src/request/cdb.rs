@@ -558,7 +558,9 @@ fn write_same(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Ve
     }
     let mut done = 0u64;
     while done < u64::from(blocks) {
-        let n = usize::try_from(u64::from(blocks) - done).unwrap_or(per).min(per);
+        let n = usize::try_from(u64::from(blocks) - done)
+            .unwrap_or(per)
+            .min(per);
         if let Err(e) = lun
             .host
             .write_at(&scratch[..n * bs], offset + done * bs as u64)

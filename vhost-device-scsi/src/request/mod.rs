@@ -224,3 +224,260 @@ pub fn control(
     }
     Ok(u32::try_from(writer.bytes_written()).unwrap_or(u32::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::mock::MemBlock;
+    use vhost_device_common::queue::{drain, Completion};
+    use vhost_device_common::testing::{TestQueue, BUFFERS};
+
+    const RESP: u64 = BUFFERS + 0x10_0000;
+    const DATA: u64 = BUFFERS + 0x20_0000;
+    const SIZES: Sizes = Sizes { cdb: 32, sense: 96 };
+
+    fn target_with(host: MemBlock, block_size: u32) -> Target {
+        Target {
+            luns: vec![Lun {
+                host: Box::new(host),
+                block_size,
+                read_only: false,
+                rotational: false,
+                serial: "SERIAL1".into(),
+                naa: 0x6000_0000_0000_0001,
+                max_transfer_blocks: 300,
+            }],
+        }
+    }
+
+    fn target() -> Target {
+        target_with(MemBlock::new(1 << 20), 512)
+    }
+
+    struct Done {
+        used: u32,
+        resid: u32,
+        status: u8,
+        response: u8,
+        sense: Vec<u8>,
+        data: Vec<u8>,
+    }
+
+    fn run(target: &Target, cdb: &[u8], out: &[u8], in_len: u32) -> Done {
+        let mut q = TestQueue::new(16, false).unwrap();
+        let mut req = vec![1, 0, 0x40, 0, 0, 0, 0, 0];
+        req.extend_from_slice(&[0; 11]);
+        let mut c = [0u8; 32];
+        c[..cdb.len()].copy_from_slice(cdb);
+        req.extend_from_slice(&c);
+        req.extend_from_slice(out);
+        q.write_bytes(BUFFERS, &req).unwrap();
+        let mut bufs = vec![(BUFFERS, req.len() as u32, false), (RESP, 108, true)];
+        if in_len > 0 {
+            bufs.push((DATA, in_len, true));
+        }
+        q.add(&bufs).unwrap();
+        let mut scratch = Vec::new();
+        drain(&q.context(), &q.vring, |r, w| {
+            Ok(Completion::Used(command(
+                target,
+                SIZES,
+                r,
+                w,
+                &mut scratch,
+            )?))
+        })
+        .unwrap();
+        let resp = q.read(RESP, 108).unwrap();
+        Done {
+            used: q.used().unwrap()[0].1,
+            resid: u32::from_le_bytes([resp[4], resp[5], resp[6], resp[7]]),
+            status: resp[10],
+            response: resp[11],
+            sense: resp[12..30].to_vec(),
+            data: q.read(DATA, in_len as usize).unwrap(),
+        }
+    }
+
+    fn key_asc(d: &Done) -> (u8, u8) {
+        (d.sense[2], d.sense[12])
+    }
+
+    #[test]
+    fn vpd_page_list_names_every_page() {
+        let d = run(&target(), &[0x12, 1, 0x00, 0, 64, 0], &[], 64);
+        assert_eq!((d.response, d.status), (response::OK, 0));
+        assert_eq!(&d.data[4..10], &[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]);
+    }
+
+    #[test]
+    fn block_limits_page_reports_the_transfer_limit() {
+        let d = run(&target(), &[0x12, 1, 0xb0, 0, 64, 0], &[], 64);
+        assert_eq!(u32::from_be_bytes(d.data[8..12].try_into().unwrap()), 300);
+    }
+
+    #[test]
+    fn unit_serial_page_has_the_serial() {
+        let d = run(&target(), &[0x12, 1, 0x80, 0, 64, 0], &[], 64);
+        assert_eq!(&d.data[4..11], b"SERIAL1");
+    }
+
+    #[test]
+    fn unknown_vpd_page_is_an_invalid_field() {
+        let d = run(&target(), &[0x12, 1, 0x42, 0, 64, 0], &[], 64);
+        assert_eq!(key_asc(&d), (0x05, 0x24));
+    }
+
+    #[test]
+    fn inquiry_residual_counts_bytes_not_transferred() {
+        let d = run(&target(), &[0x12, 0, 0, 0, 255, 0], &[], 255);
+        assert_eq!(d.resid, 255 - 36);
+        assert_eq!(d.used, 108 + 36);
+    }
+
+    #[test]
+    fn caching_mode_page_reports_write_cache_enabled() {
+        let d = run(&target(), &[0x5a, 0, 0x08, 0, 0, 0, 0, 0, 64, 0], &[], 64);
+        assert_eq!(d.status, 0);
+        assert_eq!(d.data[8], 0x08, "page code");
+        assert_eq!(d.data[10] & 0x04, 0x04, "WCE");
+        assert_eq!(d.data[3] & 0x80, 0, "not write protected");
+    }
+
+    #[test]
+    fn transfer_beyond_the_limit_is_an_invalid_field() {
+        let d = run(
+            &target(),
+            &[0x28, 0, 0, 0, 0, 0, 0, 0x01, 0x90, 0],
+            &[],
+            400 * 512,
+        );
+        assert_eq!(key_asc(&d), (0x05, 0x24));
+    }
+
+    #[test]
+    fn write_6_with_length_zero_writes_256_blocks() {
+        let t = target();
+        let d = run(&t, &[0x0a, 0, 0, 0, 0, 0], &vec![7u8; 256 * 512], 0);
+        assert_eq!(d.status, 0);
+        let back = run(&t, &[0x28, 0, 0, 0, 0, 255, 0, 0, 1, 0], &[], 512);
+        assert_eq!(back.data, vec![7u8; 512]);
+    }
+
+    #[test]
+    fn write_same_repeats_the_block() {
+        let t = target();
+        let d = run(&t, &[0x41, 0, 0, 0, 0, 10, 0, 0, 4, 0], &[9u8; 512], 0);
+        assert_eq!(d.status, 0);
+        let back = run(&t, &[0x28, 0, 0, 0, 0, 10, 0, 0, 4, 0], &[], 2048);
+        assert_eq!(back.data, vec![9u8; 2048]);
+    }
+
+    #[test]
+    fn write_same_with_unmap_zeroes_the_range() {
+        let t = target();
+        run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0], &[5u8; 4096], 0);
+        let d = run(
+            &t,
+            &[0x93, 0x08 | 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0],
+            &[],
+            0,
+        );
+        assert_eq!(d.status, 0);
+        let back = run(&t, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], &[], 4096);
+        assert!(back.data.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn verify_with_bytchk_detects_a_miscompare() {
+        let t = target();
+        run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[3u8; 512], 0);
+        let same = run(&t, &[0x2f, 0x02, 0, 0, 0, 0, 0, 0, 1, 0], &[3u8; 512], 0);
+        let differs = run(&t, &[0x2f, 0x02, 0, 0, 0, 0, 0, 0, 1, 0], &[4u8; 512], 0);
+        assert_eq!(same.status, 0);
+        assert_eq!(key_asc(&differs), (0x0e, 0x1d));
+    }
+
+    #[test]
+    fn supported_opcode_query_answers_for_one_command() {
+        let read16 = run(
+            &target(),
+            &[0xa3, 0x0c, 0x01, 0x88, 0, 0, 0, 0, 0, 64, 0, 0],
+            &[],
+            64,
+        );
+        let vendor = run(
+            &target(),
+            &[0xa3, 0x0c, 0x01, 0xc7, 0, 0, 0, 0, 0, 64, 0, 0],
+            &[],
+            64,
+        );
+        assert_eq!(read16.data[1] & 0x07, 0x03);
+        assert_eq!(u16::from_be_bytes([read16.data[2], read16.data[3]]), 16);
+        assert_eq!(vendor.data[1] & 0x07, 0x01);
+    }
+
+    #[test]
+    fn all_supported_opcodes_are_listed() {
+        let d = run(
+            &target(),
+            &[0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0],
+            &[],
+            1024,
+        );
+        let len = u32::from_be_bytes(d.data[0..4].try_into().unwrap()) as usize;
+        assert_eq!(len, 8 * cdb::SUPPORTED.len());
+    }
+
+    #[test]
+    fn host_read_failure_is_a_medium_error() {
+        let t = target_with(MemBlock::failing(1 << 20), 512);
+        let d = run(&t, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 512);
+        assert_eq!(key_asc(&d), (0x03, 0x11));
+    }
+
+    #[test]
+    fn request_sense_reports_no_sense() {
+        let d = run(&target(), &[0x03, 0, 0, 0, 18, 0], &[], 18);
+        assert_eq!(d.status, 0);
+        assert_eq!(d.data[0], 0x70);
+        assert_eq!(d.data[2], 0);
+    }
+
+    #[test]
+    fn unmap_past_the_end_changes_nothing() {
+        let t = target();
+        run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[6u8; 512], 0);
+        let mut params = vec![0, 38, 0, 32];
+        params.extend_from_slice(&[0; 4]);
+        params.extend_from_slice(&0u64.to_be_bytes());
+        params.extend_from_slice(&1u32.to_be_bytes());
+        params.extend_from_slice(&[0; 4]);
+        params.extend_from_slice(&5000u64.to_be_bytes());
+        params.extend_from_slice(&1u32.to_be_bytes());
+        params.extend_from_slice(&[0; 4]);
+        let d = run(&t, &[0x42, 0, 0, 0, 0, 0, 0, 0, 40, 0], &params, 0);
+        assert_eq!(key_asc(&d), (0x05, 0x21));
+        let back = run(&t, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 512);
+        assert_eq!(
+            back.data,
+            vec![6u8; 512],
+            "first descriptor applied before validation"
+        );
+    }
+
+    #[test]
+    fn control_request_of_unknown_type_is_an_error() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.write_bytes(BUFFERS, &9u32.to_le_bytes()).unwrap();
+        q.add(&[(BUFFERS, 24, false), (RESP, 1, true)]).unwrap();
+        let t = target();
+        let mut err = None;
+        drain(&q.context(), &q.vring, |r, w| {
+            err = control(&t, r, w).err();
+            Ok(Completion::Used(0))
+        })
+        .unwrap();
+        assert!(matches!(err, Some(Error::UnknownControl(9))));
+    }
+}
