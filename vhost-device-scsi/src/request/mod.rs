@@ -272,7 +272,10 @@ mod tests {
         req.extend_from_slice(&c);
         req.extend_from_slice(out);
         q.write_bytes(BUFFERS, &req).unwrap();
-        let mut bufs = vec![(BUFFERS, u32::try_from(req.len()).unwrap(), false), (RESP, 108, true)];
+        let mut bufs = vec![
+            (BUFFERS, u32::try_from(req.len()).unwrap(), false),
+            (RESP, 108, true),
+        ];
         if in_len > 0 {
             bufs.push((DATA, in_len, true));
         }

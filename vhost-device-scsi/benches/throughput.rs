@@ -1,0 +1,193 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! I/O rates of the real `vhost-device-scsi` binary, driven over its socket by
+//! the test front end (`cargo bench -p vhost-device-scsi`).
+//!
+//! The image lives on tmpfs (`/dev/shm`) so that the daemon, not a disk, is
+//! measured: 4 KiB random reads and writes at queue depth 1 and 32, 1 MiB
+//! sequential reads and writes at depth 4, and the daemon's CPU time per I/O
+//! (from `/proc`). `SCSI_BENCH_SECONDS` sets the time per case (default 2).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vhost_device_test_frontend::process::DaemonProcess;
+use vhost_device_test_frontend::{Chain, Options, Session};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-scsi");
+const LUN_BYTES: u64 = 256 << 20;
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+struct Slot {
+    req: u64,
+    resp: u64,
+    data: u64,
+}
+
+fn cdb(write: bool, lba: u64, blocks: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = if write { 0x8a } else { 0x88 };
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+/// Keep `depth` commands of `size` bytes in flight for `secs`.
+/// Returns (I/O per second, MB/s, daemon CPU µs per I/O).
+fn run_case(
+    d: &DaemonProcess,
+    s: &mut Session,
+    write: bool,
+    random: bool,
+    size: u32,
+    depth: usize,
+    secs: Duration,
+) -> (f64, f64, f64) {
+    let slots: Vec<Slot> = (0..depth)
+        .map(|_| Slot {
+            req: s.ram().alloc(u64::from(size) + 4096, 4096).unwrap(),
+            resp: s.ram().alloc(128, 64).unwrap(),
+            data: s.ram().alloc(u64::from(size), 4096).unwrap(),
+        })
+        .collect();
+    let blocks = size / 512;
+    let span = LUN_BYTES / u64::from(size);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut seq = 0u64;
+    let mut next_lba = || {
+        let unit = if random {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % span
+        } else {
+            seq = (seq + 1) % span;
+            seq
+        };
+        unit * u64::from(blocks)
+    };
+    let mut header = vec![1u8, 0, 0x40, 0, 0, 0, 0, 0];
+    header.extend_from_slice(&[0; 11]);
+    let post = |s: &mut Session, slot: &Slot, lba: u64| -> u16 {
+        let mut req = header.clone();
+        let mut c = [0u8; 32];
+        c[..16].copy_from_slice(&cdb(write, lba, blocks));
+        req.extend_from_slice(&c);
+        s.ram().write(slot.req, &req).unwrap();
+        let chain = if write {
+            Chain::new()
+                .readable(slot.req, req.len() as u32)
+                .readable(slot.data, size)
+                .writable(slot.resp, 108)
+        } else {
+            Chain::new()
+                .readable(slot.req, req.len() as u32)
+                .writable(slot.resp, 108)
+                .writable(slot.data, size)
+        };
+        s.queue(2).unwrap().add(&chain).unwrap()
+    };
+    let mut by_head = HashMap::new();
+    let old = s.queue(2).unwrap().avail_index();
+    for (i, slot) in slots.iter().enumerate() {
+        by_head.insert(post(s, slot, next_lba()), i);
+    }
+    s.queue(2).unwrap().kick_if_needed(old).unwrap();
+    let cpu0 = d.cpu_ticks().unwrap();
+    let start = Instant::now();
+    let mut ios = 0u64;
+    while start.elapsed() < secs {
+        let used = s
+            .queue(2)
+            .unwrap()
+            .wait_used(Duration::from_secs(10))
+            .unwrap();
+        let done: Vec<usize> = used
+            .iter()
+            .map(|u| by_head.remove(&u.head).unwrap())
+            .collect();
+        ios += done.len() as u64;
+        let old = s.queue(2).unwrap().avail_index();
+        for i in done {
+            by_head.insert(post(s, &slots[i], next_lba()), i);
+        }
+        s.queue(2).unwrap().kick_if_needed(old).unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (d.cpu_ticks().unwrap() - cpu0) as f64 * 1e6 / 100.0; // USER_HZ = 100
+    while s.queue(2).unwrap().in_flight() > 0 {
+        s.queue(2)
+            .unwrap()
+            .wait_used(Duration::from_secs(10))
+            .unwrap();
+    }
+    let iops = ios as f64 / elapsed;
+    (iops, iops * f64::from(size) / 1e6, cpu / ios.max(1) as f64)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let secs = Duration::from_secs_f64(
+        std::env::var("SCSI_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if full { 2.0 } else { 0.05 }),
+    );
+    let shm = if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    let img = dir.path().join("bench.img");
+    std::fs::write(&img, vec![0x11u8; LUN_BYTES as usize]).unwrap();
+    let d = DaemonProcess::start(Path::new(BIN), ["--lun", img.to_str().unwrap()]).unwrap();
+    let opts = Options {
+        ram_size: 256 << 20,
+        num_queues: Some(3),
+        ..Options::default()
+    };
+    let mut s = Session::start(&d.socket, &opts).unwrap();
+
+    println!(
+        "vhost-device-scsi benchmark on {}, image on {shm}",
+        machine()
+    );
+    println!();
+    println!("| workload | queue depth | IOPS | MB/s | daemon CPU per I/O |");
+    println!("|---|---|---|---|---|");
+    let cases = [
+        ("4 KiB random read", false, true, 4096, 1),
+        ("4 KiB random read", false, true, 4096, 32),
+        ("4 KiB random write", true, true, 4096, 1),
+        ("4 KiB random write", true, true, 4096, 32),
+        ("1 MiB sequential read", false, false, 1 << 20, 4),
+        ("1 MiB sequential write", true, false, 1 << 20, 4),
+    ];
+    for (name, write, random, size, depth) in cases {
+        let (iops, mbs, cpu) = run_case(&d, &mut s, write, random, size, depth, secs);
+        println!("| {name} | {depth} | {iops:.0} | {mbs:.0} | {cpu:.1} µs |");
+    }
+}
