@@ -29,7 +29,7 @@ pub struct Args {
 /// Options of the SCSI device.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceArgs {
-    /// A LUN (repeat for LUN 1, 2, …): IMAGE[,ro][,rotational][,block-size=512|4096][,direct][,serial=S].
+    /// A LUN (repeat for LUN 1, 2, …): `IMAGE[,ro][,rotational][,block-size=512|4096][,direct][,serial=S]`.
     /// IMAGE `mem:SIZE` (e.g. mem:64M) is an in-memory LUN
     #[arg(long = "lun", value_name = "SPEC", required = true)]
     pub luns: Vec<String>,
