@@ -219,11 +219,12 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         }
     }
 
-    fn context(&self) -> QueueContext<'_> {
+    fn context<'a>(&'a self, vrings: &'a [Option<&'a Vring>]) -> QueueContext<'a> {
         QueueContext {
             mem: &self.mem,
             event_idx: self.event_idx.load(Ordering::Acquire),
             log: &self.log,
+            vrings,
         }
     }
 
@@ -340,9 +341,15 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         vrings: &[Vring],
         thread_id: usize,
     ) -> io::Result<()> {
-        let ctx = self.context();
         let queues = self.thread_queues(thread_id);
         let num_queues = self.device.num_queues();
+        let mut by_queue: Vec<Option<&Vring>> = vec![None; num_queues];
+        for (i, &q) in queues.iter().enumerate() {
+            if let (Some(slot), Some(v)) = (by_queue.get_mut(q), vrings.get(i)) {
+                *slot = Some(v);
+            }
+        }
+        let ctx = self.context(&by_queue);
         // Queue events carry the queue's position among this worker's vrings
         // (vhost-user-backend registers kicks that way), not its number.
         let result = if usize::from(device_event) < num_queues {
@@ -352,12 +359,6 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
                 _ => Ok(()),
             }
         } else if let Some(token) = HostEvents::token_of(num_queues, device_event) {
-            let mut by_queue: Vec<Option<&Vring>> = vec![None; num_queues];
-            for (i, &q) in queues.iter().enumerate() {
-                if let (Some(slot), Some(v)) = (by_queue.get_mut(q), vrings.get(i)) {
-                    *slot = Some(v);
-                }
-            }
             self.device.host_event(&ctx, token, evset, &by_queue)
         } else {
             Ok(())

@@ -40,7 +40,6 @@ pub enum Completion {
 }
 
 /// Everything a device needs to drain its queues.
-#[derive(Debug)]
 pub struct QueueContext<'a> {
     /// Current guest memory.
     pub mem: &'a GuestMemoryAtomic<GuestMemory>,
@@ -48,6 +47,19 @@ pub struct QueueContext<'a> {
     pub event_idx: bool,
     /// Where guest errors are logged.
     pub log: &'a GuestErrorLog,
+    /// The vrings of the current worker thread, indexed by queue number
+    /// (`None` for queues another worker serves), for devices whose queues
+    /// depend on each other (vsock answers on `rx` what arrives on `tx`).
+    pub vrings: &'a [Option<&'a Vring>],
+}
+
+impl std::fmt::Debug for QueueContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueContext")
+            .field("event_idx", &self.event_idx)
+            .field("vrings", &self.vrings.len())
+            .finish()
+    }
 }
 
 /// What one [`drain`] call did.

@@ -96,6 +96,7 @@ impl TestQueue {
             mem: &self.mem,
             event_idx: self.event_idx,
             log: &self.log,
+            vrings: &[],
         }
     }
 

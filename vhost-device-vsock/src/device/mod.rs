@@ -1,0 +1,643 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The vsock device: the three queues, the host listener and every
+//! connection's host socket, all served by one worker thread without blocking.
+//!
+//! - `tx` (driver to device): each packet is checked ([`request::parse`]) and
+//!   applied to its connection ([`conn`]); data goes to the host socket, or
+//!   into the connection's buffer (bounded by the credit given) when the host
+//!   reader is slow.
+//! - `rx` (device to driver): connection-less RSTs first, then each ready
+//!   connection's control packets, then data read from its host socket within
+//!   the guest's credit. When the guest has no rx buffers, connections wait in
+//!   the ready list and the next rx kick resumes them.
+//! - host sockets are in the worker's epoll, with `EPOLLIN` only while their
+//!   data is wanted and `EPOLLOUT` only while guest data waits for them, so an
+//!   idle or throttled connection costs nothing.
+//! - `event`: `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` is sent at the start of
+//!   every front-end connection, so a guest that outlived a daemon restart
+//!   drops its stale connections.
+
+pub mod conn;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vhost_device_common::device::VirtioDevice;
+use vhost_device_common::error::{GuestErrorLog, HostError};
+use vhost_device_common::events::HostEvents;
+use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::virtio_queue::Writer;
+use vhost_device_common::vm_memory::ByteValued;
+use vhost_device_common::vmm_sys_util::epoll::EventSet;
+
+use crate::args::Config as Args;
+use crate::host::{self, UdsListener, MAX_HANDSHAKE};
+use crate::request::{self, MAX_PAYLOAD};
+use crate::virtio::{
+    Config, Event, Op, PacketHeader, EVENT_QUEUE, EVENT_TRANSPORT_RESET, NUM_QUEUES, RX_QUEUE,
+    SHUTDOWN_RCV, SHUTDOWN_SEND, TX_QUEUE,
+};
+use conn::{Conn, State};
+
+/// Most connections (established or not) per device.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Queue size offered.
+pub const MAX_QUEUE_SIZE: usize = 1024;
+/// First port given to host-initiated connections.
+const FIRST_HOST_PORT: u32 = 1 << 30;
+const TOKEN_LISTENER: u16 = 0;
+const HDR: usize = std::mem::size_of::<PacketHeader>();
+
+fn token(slot: usize) -> Option<u16> {
+    u16::try_from(slot + 1).ok()
+}
+
+struct Muxer {
+    guest_cid: u64,
+    uds: PathBuf,
+    buf_alloc: u32,
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_key: HashMap<(u32, u32), usize>,
+    ready: VecDeque<usize>,
+    rst: VecDeque<PacketHeader>,
+    events: Option<HostEvents>,
+    next_port: u32,
+    reset_pending: bool,
+    scratch: Vec<u8>,
+}
+
+impl Muxer {
+    fn count(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn insert(&mut self, conn: Conn) -> Option<usize> {
+        if let Some(slot) = self.free.pop() {
+            self.slots[slot] = Some(conn);
+            return Some(slot);
+        }
+        if self.slots.len() >= MAX_CONNECTIONS {
+            return None;
+        }
+        self.slots.push(Some(conn));
+        Some(self.slots.len() - 1)
+    }
+
+    fn remove(&mut self, slot: usize) {
+        let Some(conn) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        if conn.interest.is_some() {
+            if let Some(ev) = &self.events {
+                let _ = ev.remove(0, conn.stream.as_fd());
+            }
+        }
+        if self.by_key.get(&(conn.host_port, conn.guest_port)) == Some(&slot) {
+            self.by_key.remove(&(conn.host_port, conn.guest_port));
+        }
+        self.free.push(slot);
+    }
+
+    /// Tell the guest the connection is gone and forget it.
+    fn reset(&mut self, slot: usize) {
+        if let Some(c) = self.slots.get(slot).and_then(Option::as_ref) {
+            if c.state != State::Handshake {
+                let h = request::header(
+                    self.guest_cid,
+                    c.host_port,
+                    c.guest_port,
+                    Op::Rst,
+                    0,
+                    0,
+                    0,
+                    0,
+                );
+                self.rst.push_back(h);
+            }
+        }
+        self.remove(slot);
+    }
+
+    fn mark_ready(&mut self, slot: usize) {
+        if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            if !c.queued {
+                c.queued = true;
+                self.ready.push_back(slot);
+            }
+        }
+    }
+
+    /// Register exactly the events the connection needs now.
+    fn sync(&mut self, slot: usize) -> Result<(), HostError> {
+        let (Some(events), Some(c)) = (
+            &self.events,
+            self.slots.get_mut(slot).and_then(Option::as_mut),
+        ) else {
+            return Ok(());
+        };
+        let mut want = EventSet::empty();
+        if c.wants_host_data() && !c.readable {
+            want |= EventSet::IN;
+        }
+        if !c.tx_buf.is_empty() {
+            want |= EventSet::OUT;
+        }
+        let tok = token(slot).ok_or("connection slot out of range")?;
+        match (c.interest, want.is_empty()) {
+            (None, true) => {}
+            (Some(_), true) => {
+                events.remove(0, c.stream.as_fd())?;
+                c.interest = None;
+            }
+            (None, false) => {
+                events.add(0, c.stream.as_fd(), want, tok)?;
+                c.interest = Some(want.bits());
+            }
+            (Some(bits), false) if bits != want.bits() => {
+                events.modify(0, c.stream.as_fd(), want, tok)?;
+                c.interest = Some(want.bits());
+            }
+            (Some(_), false) => {}
+        }
+        Ok(())
+    }
+
+    fn alloc_port(&mut self, guest_port: u32) -> u32 {
+        loop {
+            let p = self.next_port;
+            self.next_port = self.next_port.wrapping_add(1).max(FIRST_HOST_PORT);
+            if !self.by_key.contains_key(&(p, guest_port)) {
+                return p;
+            }
+        }
+    }
+
+    /// A packet on the tx queue.
+    fn on_tx(
+        &mut self,
+        reader: &mut vhost_device_common::virtio_queue::Reader<'_>,
+        log: &GuestErrorLog,
+    ) -> Result<(), HostError> {
+        let pkt = match request::parse(reader, self.guest_cid) {
+            Ok(p) => p,
+            Err((e, hdr)) => {
+                log.warn("bad packet", &e);
+                if let Some(r) = hdr
+                    .as_ref()
+                    .and_then(|h| request::rst_for(h, self.guest_cid))
+                {
+                    self.rst.push_back(r);
+                }
+                return Ok(());
+            }
+        };
+        let key = (pkt.dst_port(), pkt.src_port());
+        let slot = self.by_key.get(&key).copied();
+        let refuse = |m: &mut Self| {
+            if let Some(r) = request::rst_for(&pkt.hdr, m.guest_cid) {
+                m.rst.push_back(r);
+            }
+        };
+        let Some(slot) = slot else {
+            match pkt.op {
+                Op::Request => self.guest_connect(&pkt)?,
+                Op::Rst => {}
+                _ => refuse(self),
+            }
+            return Ok(());
+        };
+        if pkt.op == Op::Rst {
+            self.remove(slot);
+            return Ok(());
+        }
+        if pkt.op == Op::Request {
+            refuse(self);
+            return Ok(());
+        }
+        let Some(c) = self.slots[slot].as_mut() else {
+            return Ok(());
+        };
+        c.update_peer(pkt.hdr.buf_alloc.to_native(), pkt.hdr.fwd_cnt.to_native());
+        match pkt.op {
+            Op::Response => {
+                if c.state != State::Connecting {
+                    self.reset(slot);
+                    return Ok(());
+                }
+                c.state = State::Established;
+                let ok = format!("OK {}\n", c.host_port);
+                for b in ok.bytes().rev() {
+                    c.tx_buf.push_front(b);
+                }
+                c.readable = true;
+                self.after_write(slot);
+                self.mark_ready(slot);
+            }
+            Op::Rw => {
+                let len = pkt.len() as usize;
+                if c.state != State::Established || c.guest_shut_send {
+                    self.reset(slot);
+                    return Ok(());
+                }
+                if c.would_overflow(len) {
+                    log.warn(
+                        "guest exceeded its credit",
+                        &io::Error::other(format!("{} bytes buffered, {len} more", c.tx_buf.len())),
+                    );
+                    self.reset(slot);
+                    return Ok(());
+                }
+                self.scratch.clear();
+                request::read_payload(reader, pkt.len(), &mut self.scratch)?;
+                if let Some(c) = self.slots[slot].as_mut() {
+                    c.tx_buf.extend(self.scratch.iter());
+                }
+                self.after_write(slot);
+            }
+            Op::CreditUpdate => {
+                self.mark_ready(slot);
+            }
+            Op::CreditRequest => {
+                c.push_control(Op::CreditUpdate, 0);
+                self.mark_ready(slot);
+            }
+            Op::Shutdown => {
+                let flags = pkt.hdr.flags.to_native();
+                c.guest_shut_rcv |= flags & SHUTDOWN_RCV != 0;
+                c.guest_shut_send |= flags & SHUTDOWN_SEND != 0;
+                if c.guest_shut_rcv && c.guest_shut_send {
+                    // Both directions closed: pass on what is buffered, then
+                    // close with RST, which the driver waits for.
+                    let _ = c.flush();
+                    self.reset(slot);
+                    return Ok(());
+                }
+                self.after_write(slot);
+            }
+            Op::Request | Op::Rst => {}
+        }
+        self.sync(slot)
+    }
+
+    /// After guest data was buffered (or the guest shut down sending): write
+    /// to the host, half-close when done, and plan a credit update.
+    fn after_write(&mut self, slot: usize) {
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
+        };
+        match c.flush() {
+            Ok(_) => {}
+            Err(e) => {
+                log::debug!("host socket of port {} failed: {e}", c.host_port);
+                self.reset(slot);
+                return;
+            }
+        }
+        if c.tx_buf.is_empty() && c.guest_shut_send {
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        }
+        if c.credit_update_due() {
+            c.push_control(Op::CreditUpdate, 0);
+            self.mark_ready(slot);
+        }
+    }
+
+    fn guest_connect(&mut self, pkt: &request::Packet) -> Result<(), HostError> {
+        let reply_rst = |m: &mut Self| {
+            if let Some(r) = request::rst_for(&pkt.hdr, m.guest_cid) {
+                m.rst.push_back(r);
+            }
+        };
+        if self.count() >= MAX_CONNECTIONS {
+            reply_rst(self);
+            return Ok(());
+        }
+        match host::connect_port(&self.uds, pkt.dst_port()) {
+            Ok(stream) => {
+                let mut c = Conn::new(
+                    stream,
+                    State::Established,
+                    pkt.dst_port(),
+                    pkt.src_port(),
+                    self.buf_alloc,
+                );
+                c.update_peer(pkt.hdr.buf_alloc.to_native(), pkt.hdr.fwd_cnt.to_native());
+                c.push_control(Op::Response, 0);
+                c.readable = true;
+                let Some(slot) = self.insert(c) else {
+                    reply_rst(self);
+                    return Ok(());
+                };
+                self.by_key.insert((pkt.dst_port(), pkt.src_port()), slot);
+                self.mark_ready(slot);
+                self.sync(slot)?;
+            }
+            Err(e) => {
+                log::debug!("guest connect to port {}: {e}", pkt.dst_port());
+                reply_rst(self);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read a host program's `CONNECT <port>\n`, one byte at a time so that
+    /// nothing after the line is consumed.
+    fn read_handshake(&mut self, slot: usize) -> Result<(), HostError> {
+        let Some(c) = self.slots[slot].as_mut() else {
+            return Ok(());
+        };
+        let mut byte = [0u8; 1];
+        loop {
+            match c.stream.read(&mut byte) {
+                Ok(0) => {
+                    self.remove(slot);
+                    return Ok(());
+                }
+                Ok(_) => {
+                    c.handshake.push(byte[0]);
+                    if byte[0] == b'\n' {
+                        break;
+                    }
+                    if c.handshake.len() >= MAX_HANDSHAKE {
+                        self.remove(slot);
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    return self.sync(slot);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.remove(slot);
+                    return Ok(());
+                }
+            }
+        }
+        let Some(port) = host::parse_connect(&c.handshake) else {
+            self.remove(slot);
+            return Ok(());
+        };
+        let host_port = self.alloc_port(port);
+        let Some(c) = self.slots[slot].as_mut() else {
+            return Ok(());
+        };
+        c.state = State::Connecting;
+        c.guest_port = port;
+        c.host_port = host_port;
+        c.readable = false;
+        c.push_control(Op::Request, 0);
+        self.by_key.insert((host_port, port), slot);
+        self.mark_ready(slot);
+        self.sync(slot)
+    }
+
+    /// Fill one rx buffer, or ask to stop when there is nothing to send.
+    fn fill_rx(
+        &mut self,
+        writer: &mut Writer<'_>,
+        log: &GuestErrorLog,
+    ) -> Result<Completion, HostError> {
+        let room = writer.available_bytes();
+        if room < HDR {
+            log.warn(
+                "rx buffer too small",
+                &io::Error::other(format!("{room} bytes")),
+            );
+            return Ok(Completion::Used(0));
+        }
+        if let Some(h) = self.rst.pop_front() {
+            return Ok(Completion::Used(request::write(writer, h, &[])?));
+        }
+        while let Some(slot) = self.ready.pop_front() {
+            let guest_cid = self.guest_cid;
+            let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            c.queued = false;
+            if let Some((op, flags)) = c.control.pop_front() {
+                let h = request::header(
+                    guest_cid,
+                    c.host_port,
+                    c.guest_port,
+                    op,
+                    flags,
+                    0,
+                    c.buf_alloc,
+                    c.fwd_cnt,
+                );
+                c.fwd_cnt_sent = c.fwd_cnt;
+                let n = request::write(writer, h, &[])?;
+                self.mark_ready(slot);
+                return Ok(Completion::Used(n));
+            }
+            if c.state == State::Handshake && c.readable {
+                self.read_handshake(slot)?;
+                continue;
+            }
+            if c.state == State::Established && c.readable && c.wants_host_data() {
+                let max = (c.peer_credit().min(MAX_PAYLOAD) as usize).min(room - HDR);
+                if self.scratch.len() < max {
+                    self.scratch.resize(max, 0);
+                }
+                match c.stream.read(&mut self.scratch[..max]) {
+                    Ok(0) => {
+                        c.host_eof = true;
+                        c.readable = false;
+                        c.push_control(Op::Shutdown, SHUTDOWN_SEND);
+                        self.mark_ready(slot);
+                        self.sync(slot)?;
+                    }
+                    Ok(n) => {
+                        let len = u32::try_from(n).unwrap_or(0);
+                        c.rx_cnt = c.rx_cnt.wrapping_add(len);
+                        let h = request::header(
+                            guest_cid,
+                            c.host_port,
+                            c.guest_port,
+                            Op::Rw,
+                            0,
+                            len,
+                            c.buf_alloc,
+                            c.fwd_cnt,
+                        );
+                        c.fwd_cnt_sent = c.fwd_cnt;
+                        let used = request::write(writer, h, &self.scratch[..n])?;
+                        self.mark_ready(slot);
+                        return Ok(Completion::Used(used));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        c.readable = false;
+                        self.sync(slot)?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => self.mark_ready(slot),
+                    Err(e) => {
+                        log::debug!("host socket of port {} failed: {e}", c.host_port);
+                        self.reset(slot);
+                    }
+                }
+                continue;
+            }
+            self.sync(slot)?;
+        }
+        Ok(Completion::Stop)
+    }
+
+    fn accept(&mut self, listener: &UdsListener) -> Result<(), HostError> {
+        loop {
+            match listener.listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(true)?;
+                    if self.count() >= MAX_CONNECTIONS {
+                        log::warn!("connection limit ({MAX_CONNECTIONS}) reached; refusing a host connection");
+                        continue;
+                    }
+                    let mut c = Conn::new(stream, State::Handshake, 0, 0, self.buf_alloc);
+                    c.readable = true;
+                    if let Some(slot) = self.insert(c) {
+                        self.mark_ready(slot);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("accept on the host socket failed: {e}");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_host_event(&mut self, slot: usize, evset: EventSet) -> Result<(), HostError> {
+        let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if evset.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR) {
+            c.readable = true;
+            self.mark_ready(slot);
+        }
+        if evset.contains(EventSet::OUT) {
+            self.after_write(slot);
+        }
+        self.sync(slot)
+    }
+}
+
+/// One vsock device (fresh per front-end connection).
+pub struct VsockDevice {
+    muxer: Mutex<Muxer>,
+    listener: Arc<UdsListener>,
+}
+
+impl VsockDevice {
+    /// A device for `args`, taking host connections from `listener`.
+    pub fn new(args: &Args, listener: Arc<UdsListener>) -> Self {
+        Self {
+            muxer: Mutex::new(Muxer {
+                guest_cid: args.guest_cid,
+                uds: args.uds_path.clone(),
+                buf_alloc: args.buffer_size,
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_key: HashMap::new(),
+                ready: VecDeque::new(),
+                rst: VecDeque::new(),
+                events: None,
+                next_port: FIRST_HOST_PORT,
+                reset_pending: true,
+                scratch: Vec::new(),
+            }),
+            listener,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Muxer> {
+        vhost_device_common::lock(&self.muxer)
+    }
+
+    fn service(&self, m: &mut Muxer, ctx: &QueueContext<'_>) -> Result<(), HostError> {
+        if let Some(rx) = ctx.vrings.get(RX_QUEUE).copied().flatten() {
+            drain(ctx, rx, |_, writer| m.fill_rx(writer, ctx.log))?;
+        }
+        if let Some(ev) = ctx.vrings.get(EVENT_QUEUE).copied().flatten() {
+            drain(ctx, ev, |_, writer| {
+                if !m.reset_pending {
+                    return Ok(Completion::Stop);
+                }
+                m.reset_pending = false;
+                let e = Event {
+                    id: EVENT_TRANSPORT_RESET.into(),
+                };
+                std::io::Write::write_all(writer, e.as_slice())?;
+                Ok(Completion::Used(u32::try_from(writer.bytes_written())?))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl VirtioDevice for VsockDevice {
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn config(&self) -> Vec<u8> {
+        let cfg = Config {
+            guest_cid: self.lock().guest_cid.into(),
+        };
+        cfg.as_slice().to_vec()
+    }
+
+    fn attach(&self, events: HostEvents) -> io::Result<()> {
+        events.add(
+            0,
+            self.listener.listener.as_fd(),
+            EventSet::IN,
+            TOKEN_LISTENER,
+        )?;
+        self.lock().events = Some(events);
+        Ok(())
+    }
+
+    fn process_queue(
+        &self,
+        ctx: &QueueContext<'_>,
+        queue: usize,
+        vring: &Vring,
+    ) -> Result<(), HostError> {
+        let mut m = self.lock();
+        if queue == TX_QUEUE {
+            drain(ctx, vring, |reader, _| {
+                m.on_tx(reader, ctx.log)?;
+                Ok(Completion::Used(0))
+            })?;
+        }
+        self.service(&mut m, ctx)
+    }
+
+    fn host_event(
+        &self,
+        ctx: &QueueContext<'_>,
+        token: u16,
+        evset: EventSet,
+        _vrings: &[Option<&Vring>],
+    ) -> Result<(), HostError> {
+        let mut m = self.lock();
+        if token == TOKEN_LISTENER {
+            m.accept(&self.listener)?;
+        } else {
+            m.on_host_event(usize::from(token) - 1, evset)?;
+        }
+        self.service(&mut m, ctx)
+    }
+}
