@@ -9,203 +9,18 @@
     clippy::cast_possible_truncation
 )]
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vhost_device_test_frontend::process::DaemonProcess;
-use vhost_device_test_frontend::{Chain, Options, Session};
+use vhost_device_test_frontend::Chain;
+
+mod guest;
+use guest::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-vsock");
-const CID: u64 = 3;
-const WAIT: Duration = Duration::from_secs(10);
-const RX: usize = 0;
-const TX: usize = 1;
-const EVT: usize = 2;
-const RX_BUF: u32 = 64 * 1024 + 44;
-const GUEST_BUF: u32 = 256 * 1024;
-
-const REQUEST: u16 = 1;
-const RESPONSE: u16 = 2;
-const RST: u16 = 3;
-const SHUTDOWN: u16 = 4;
-const RW: u16 = 5;
-const CREDIT_UPDATE: u16 = 6;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Hdr {
-    src_cid: u64,
-    dst_cid: u64,
-    src_port: u32,
-    dst_port: u32,
-    len: u32,
-    ty: u16,
-    op: u16,
-    flags: u32,
-    buf_alloc: u32,
-    fwd_cnt: u32,
-}
-
-impl Hdr {
-    fn bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(44);
-        b.extend_from_slice(&self.src_cid.to_le_bytes());
-        b.extend_from_slice(&self.dst_cid.to_le_bytes());
-        b.extend_from_slice(&self.src_port.to_le_bytes());
-        b.extend_from_slice(&self.dst_port.to_le_bytes());
-        b.extend_from_slice(&self.len.to_le_bytes());
-        b.extend_from_slice(&self.ty.to_le_bytes());
-        b.extend_from_slice(&self.op.to_le_bytes());
-        b.extend_from_slice(&self.flags.to_le_bytes());
-        b.extend_from_slice(&self.buf_alloc.to_le_bytes());
-        b.extend_from_slice(&self.fwd_cnt.to_le_bytes());
-        b
-    }
-
-    fn parse(b: &[u8]) -> Self {
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
-        Hdr {
-            src_cid: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-            dst_cid: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-            src_port: u32_at(16),
-            dst_port: u32_at(20),
-            len: u32_at(24),
-            ty: u16_at(28),
-            op: u16_at(30),
-            flags: u32_at(32),
-            buf_alloc: u32_at(36),
-            fwd_cnt: u32_at(40),
-        }
-    }
-}
-
-/// The guest side: a minimal vsock driver over the test front end.
-struct Guest {
-    s: Session,
-    rx_heads: std::collections::HashMap<u16, u64>,
-    tx: u64,
-    inbox: VecDeque<(Hdr, Vec<u8>)>,
-}
-
-impl Guest {
-    fn new(d: &DaemonProcess) -> Self {
-        let opts = Options {
-            ram_size: 64 << 20,
-            queue_size: 256,
-            ..Options::default()
-        };
-        let s = Session::start(&d.socket, &opts).unwrap();
-        let rx_bufs: Vec<u64> = (0..64)
-            .map(|_| s.ram().alloc(u64::from(RX_BUF), 4096).unwrap())
-            .collect();
-        let tx = s.ram().alloc(u64::from(RX_BUF), 4096).unwrap();
-        let mut g = Guest {
-            s,
-            rx_heads: Default::default(),
-            tx,
-            inbox: VecDeque::new(),
-        };
-        for b in rx_bufs {
-            g.post_rx(b);
-        }
-        g.s.queue(RX).unwrap().kick().unwrap();
-        g
-    }
-
-    fn post_rx(&mut self, buf: u64) {
-        let head = self
-            .s
-            .queue(RX)
-            .unwrap()
-            .add(&Chain::new().writable(buf, RX_BUF))
-            .unwrap();
-        self.rx_heads.insert(head, buf);
-    }
-
-    fn hdr(&self, src_port: u32, dst_port: u32, op: u16) -> Hdr {
-        Hdr {
-            src_cid: CID,
-            dst_cid: 2,
-            src_port,
-            dst_port,
-            ty: 1,
-            op,
-            buf_alloc: GUEST_BUF,
-            ..Hdr::default()
-        }
-    }
-
-    /// Send a packet on tx (payload split over two descriptors when non-empty).
-    fn send(&mut self, h: Hdr, payload: &[u8]) {
-        let mut h = h;
-        h.len = payload.len() as u32;
-        let mut bytes = h.bytes();
-        bytes.extend_from_slice(payload);
-        self.s.ram().write(self.tx, &bytes).unwrap();
-        let mut chain = Chain::new().readable(self.tx, 44);
-        if !payload.is_empty() {
-            let half = (payload.len() / 2) as u32;
-            if half > 0 {
-                chain = chain.readable(self.tx + 44, half);
-            }
-            chain = chain.readable(self.tx + 44 + u64::from(half), payload.len() as u32 - half);
-        }
-        let vq = self.s.queue(TX).unwrap();
-        vq.add(&chain).unwrap();
-        vq.kick().unwrap();
-        vq.wait_used(WAIT).expect("tx completes");
-    }
-
-    /// Collect whatever arrived on rx, reposting buffers.
-    fn poll_rx(&mut self, timeout: Duration) -> bool {
-        let used = match self.s.queue(RX).unwrap().wait_used(timeout) {
-            Ok(u) => u,
-            Err(_) => return false,
-        };
-        let mut done = Vec::new();
-        for u in used {
-            let buf = self.rx_heads.remove(&u.head).unwrap();
-            let data = self.s.ram().read(buf, u.len as usize).unwrap();
-            let h = Hdr::parse(&data[..44]);
-            self.inbox.push_back((h, data[44..].to_vec()));
-            done.push(buf);
-        }
-        // Repost only after every used head is accounted for: a reposted
-        // buffer may take a descriptor index that a later used entry names.
-        for buf in done {
-            self.post_rx(buf);
-        }
-        self.s.queue(RX).unwrap().kick().unwrap();
-        true
-    }
-
-    /// Wait for the next packet from the device.
-    fn recv(&mut self) -> (Hdr, Vec<u8>) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(p) = self.inbox.pop_front() {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "no packet from the device");
-            self.poll_rx(Duration::from_millis(200));
-        }
-    }
-
-    /// Wait for a packet with `op`, skipping credit updates.
-    fn expect(&mut self, op: u16) -> (Hdr, Vec<u8>) {
-        loop {
-            let (h, p) = self.recv();
-            if h.op == CREDIT_UPDATE && op != CREDIT_UPDATE {
-                continue;
-            }
-            assert_eq!(h.op, op, "unexpected packet {h:?}");
-            return (h, p);
-        }
-    }
-}
 
 fn daemon(dir: &Path, extra: &[&str]) -> (DaemonProcess, PathBuf) {
     let uds = dir.join("v.sock");
@@ -216,24 +31,6 @@ fn daemon(dir: &Path, extra: &[&str]) -> (DaemonProcess, PathBuf) {
 
 fn host_listener(uds: &Path, port: u32) -> UnixListener {
     UnixListener::bind(format!("{}_{port}", uds.display())).unwrap()
-}
-
-fn checksum(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Guest connects to host port 1234; returns the accepted host stream.
@@ -287,16 +84,6 @@ fn guest_connection_reaches_the_host_listener_both_ways() {
     g.send(g.hdr(5000, 1234, SHUTDOWN).with_flags(3), &[]);
     g.expect(RST);
     assert_eq!(host.read(&mut buf).unwrap(), 0, "host sees end of stream");
-}
-
-trait WithFlags {
-    fn with_flags(self, f: u32) -> Self;
-}
-impl WithFlags for Hdr {
-    fn with_flags(mut self, f: u32) -> Self {
-        self.flags = f;
-        self
-    }
 }
 
 #[test]
@@ -571,4 +358,19 @@ fn reserved_guest_cid_is_a_startup_error() {
     let status = d.wait_timeout(WAIT).unwrap().expect("exits");
     assert!(!status.success());
     assert!(d.stderr_text().contains("reserved"), "{}", d.stderr_text());
+}
+
+#[test]
+fn sigterm_removes_both_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, uds) = daemon(dir.path(), &[]);
+    let _g = Guest::new(&d);
+    assert!(uds.exists());
+
+    d.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("exits");
+
+    assert!(status.success());
+    assert!(!uds.exists(), "host socket left behind");
+    assert!(!d.socket.exists(), "vhost-user socket left behind");
 }

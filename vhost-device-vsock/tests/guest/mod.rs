@@ -1,0 +1,233 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A minimal guest vsock driver over the test front end, shared by the
+//! integration tests and the benchmark.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use vhost_device_test_frontend::process::DaemonProcess;
+use vhost_device_test_frontend::{Chain, Options, Session};
+
+pub const CID: u64 = 3;
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const RX: usize = 0;
+pub const TX: usize = 1;
+pub const EVT: usize = 2;
+pub const RX_BUF: u32 = 64 * 1024 + 44;
+pub const GUEST_BUF: u32 = 256 * 1024;
+
+pub const REQUEST: u16 = 1;
+pub const RESPONSE: u16 = 2;
+pub const RST: u16 = 3;
+pub const SHUTDOWN: u16 = 4;
+pub const RW: u16 = 5;
+pub const CREDIT_UPDATE: u16 = 6;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hdr {
+    pub src_cid: u64,
+    pub dst_cid: u64,
+    pub src_port: u32,
+    pub dst_port: u32,
+    pub len: u32,
+    pub ty: u16,
+    pub op: u16,
+    pub flags: u32,
+    pub buf_alloc: u32,
+    pub fwd_cnt: u32,
+}
+
+impl Hdr {
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(44);
+        b.extend_from_slice(&self.src_cid.to_le_bytes());
+        b.extend_from_slice(&self.dst_cid.to_le_bytes());
+        b.extend_from_slice(&self.src_port.to_le_bytes());
+        b.extend_from_slice(&self.dst_port.to_le_bytes());
+        b.extend_from_slice(&self.len.to_le_bytes());
+        b.extend_from_slice(&self.ty.to_le_bytes());
+        b.extend_from_slice(&self.op.to_le_bytes());
+        b.extend_from_slice(&self.flags.to_le_bytes());
+        b.extend_from_slice(&self.buf_alloc.to_le_bytes());
+        b.extend_from_slice(&self.fwd_cnt.to_le_bytes());
+        b
+    }
+
+    pub fn parse(b: &[u8]) -> Self {
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
+        Hdr {
+            src_cid: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+            dst_cid: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            src_port: u32_at(16),
+            dst_port: u32_at(20),
+            len: u32_at(24),
+            ty: u16_at(28),
+            op: u16_at(30),
+            flags: u32_at(32),
+            buf_alloc: u32_at(36),
+            fwd_cnt: u32_at(40),
+        }
+    }
+}
+
+/// The guest side: a minimal vsock driver over the test front end.
+pub struct Guest {
+    pub s: Session,
+    rx_heads: std::collections::HashMap<u16, u64>,
+    pub tx: u64,
+    pub inbox: VecDeque<(Hdr, Vec<u8>)>,
+}
+
+impl Guest {
+    pub fn new(d: &DaemonProcess) -> Self {
+        let opts = Options {
+            ram_size: 64 << 20,
+            queue_size: 256,
+            ..Options::default()
+        };
+        let s = Session::start(&d.socket, &opts).unwrap();
+        let rx_bufs: Vec<u64> = (0..64)
+            .map(|_| s.ram().alloc(u64::from(RX_BUF), 4096).unwrap())
+            .collect();
+        let tx = s.ram().alloc(u64::from(RX_BUF), 4096).unwrap();
+        let mut g = Guest {
+            s,
+            rx_heads: Default::default(),
+            tx,
+            inbox: VecDeque::new(),
+        };
+        for b in rx_bufs {
+            g.post_rx(b);
+        }
+        g.s.queue(RX).unwrap().kick().unwrap();
+        g
+    }
+
+    pub fn post_rx(&mut self, buf: u64) {
+        let head = self
+            .s
+            .queue(RX)
+            .unwrap()
+            .add(&Chain::new().writable(buf, RX_BUF))
+            .unwrap();
+        self.rx_heads.insert(head, buf);
+    }
+
+    pub fn hdr(&self, src_port: u32, dst_port: u32, op: u16) -> Hdr {
+        Hdr {
+            src_cid: CID,
+            dst_cid: 2,
+            src_port,
+            dst_port,
+            ty: 1,
+            op,
+            buf_alloc: GUEST_BUF,
+            ..Hdr::default()
+        }
+    }
+
+    /// Send a packet on tx (payload split over two descriptors when non-empty).
+    pub fn send(&mut self, h: Hdr, payload: &[u8]) {
+        let mut h = h;
+        h.len = payload.len() as u32;
+        let mut bytes = h.bytes();
+        bytes.extend_from_slice(payload);
+        self.s.ram().write(self.tx, &bytes).unwrap();
+        let mut chain = Chain::new().readable(self.tx, 44);
+        if !payload.is_empty() {
+            let half = (payload.len() / 2) as u32;
+            if half > 0 {
+                chain = chain.readable(self.tx + 44, half);
+            }
+            chain = chain.readable(self.tx + 44 + u64::from(half), payload.len() as u32 - half);
+        }
+        let vq = self.s.queue(TX).unwrap();
+        vq.add(&chain).unwrap();
+        vq.kick().unwrap();
+        vq.wait_used(WAIT).expect("tx completes");
+    }
+
+    /// Collect whatever arrived on rx, reposting buffers.
+    pub fn poll_rx(&mut self, timeout: Duration) -> bool {
+        let used = match self.s.queue(RX).unwrap().wait_used(timeout) {
+            Ok(u) => u,
+            Err(_) => return false,
+        };
+        let mut done = Vec::new();
+        for u in used {
+            let buf = self.rx_heads.remove(&u.head).unwrap();
+            let data = self.s.ram().read(buf, u.len as usize).unwrap();
+            let h = Hdr::parse(&data[..44]);
+            self.inbox.push_back((h, data[44..].to_vec()));
+            done.push(buf);
+        }
+        // Repost only after every used head is accounted for: a reposted
+        // buffer may take a descriptor index that a later used entry names.
+        for buf in done {
+            self.post_rx(buf);
+        }
+        self.s.queue(RX).unwrap().kick().unwrap();
+        true
+    }
+
+    /// Wait for the next packet from the device.
+    pub fn recv(&mut self) -> (Hdr, Vec<u8>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(p) = self.inbox.pop_front() {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "no packet from the device");
+            self.poll_rx(Duration::from_millis(200));
+        }
+    }
+
+    /// Wait for a packet with `op`, skipping credit updates.
+    pub fn expect(&mut self, op: u16) -> (Hdr, Vec<u8>) {
+        loop {
+            let (h, p) = self.recv();
+            if h.op == CREDIT_UPDATE && op != CREDIT_UPDATE {
+                continue;
+            }
+            assert_eq!(h.op, op, "unexpected packet {h:?}");
+            return (h, p);
+        }
+    }
+}
+
+pub trait WithFlags {
+    fn with_flags(self, f: u32) -> Self;
+}
+impl WithFlags for Hdr {
+    fn with_flags(mut self, f: u32) -> Self {
+        self.flags = f;
+        self
+    }
+}
+
+pub fn checksum(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
