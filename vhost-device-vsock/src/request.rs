@@ -12,7 +12,7 @@ use thiserror::Error;
 use vhost_device_common::virtio_queue::{Reader, Writer};
 use vhost_device_common::vm_memory::ByteValued;
 
-use crate::virtio::{Op, PacketHeader, HOST_CID, TYPE_STREAM};
+use crate::virtio::{Op, PacketHeader, HOST_CID, TYPE_SEQPACKET, TYPE_STREAM};
 
 /// Largest payload accepted in one packet from the driver, and sent in one
 /// packet to it (Linux uses 64 KiB at most).
@@ -72,6 +72,10 @@ impl Packet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Seqpacket rather than stream.
+    pub fn is_seqpacket(&self) -> bool {
+        self.hdr.type_.to_native() == TYPE_SEQPACKET
+    }
 }
 
 /// Read and check a packet header. On error the caller answers with RST where
@@ -79,6 +83,7 @@ impl Packet {
 pub fn parse(
     reader: &mut Reader<'_>,
     guest_cid: u64,
+    seqpacket: bool,
 ) -> Result<Packet, (Error, Option<PacketHeader>)> {
     let hdr: PacketHeader = reader
         .read_obj()
@@ -92,7 +97,7 @@ pub fn parse(
     }
     let op = Op::try_from(hdr.op.to_native()).map_err(|o| (Error::UnknownOp(o), Some(hdr)))?;
     let ty = hdr.type_.to_native();
-    if ty != TYPE_STREAM {
+    if ty != TYPE_STREAM && !(seqpacket && ty == TYPE_SEQPACKET) {
         return Err((Error::UnsupportedType(ty), Some(hdr)));
     }
     let len = hdr.len.to_native();
@@ -133,6 +138,7 @@ pub fn rst_for(hdr: &PacketHeader, guest_cid: u64) -> Option<PacketHeader> {
 #[allow(clippy::too_many_arguments)]
 pub fn header(
     guest_cid: u64,
+    ty: u16,
     host_port: u32,
     guest_port: u32,
     op: Op,
@@ -147,7 +153,7 @@ pub fn header(
         src_port: host_port.into(),
         dst_port: guest_port.into(),
         len: len.into(),
-        type_: TYPE_STREAM.into(),
+        type_: ty.into(),
         op: u16::from(op).into(),
         flags: flags.into(),
         buf_alloc: buf_alloc.into(),

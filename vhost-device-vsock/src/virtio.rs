@@ -26,6 +26,14 @@ pub const HOST_CID: u64 = 2;
 /// `VIRTIO_VSOCK_F_STREAM` (bit 0).
 pub const F_STREAM: u64 = 1 << 0;
 
+/// `VIRTIO_VSOCK_F_SEQPACKET` (bit 1).
+pub const F_SEQPACKET: u64 = 1 << 1;
+
+/// RW flag (seqpacket): end of message.
+pub const SEQ_EOM: u32 = 1;
+/// RW flag (seqpacket): end of record.
+pub const SEQ_EOR: u32 = 2;
+
 /// Socket type: stream.
 pub const TYPE_STREAM: u16 = 1;
 /// Socket type: seqpacket.

@@ -374,3 +374,80 @@ fn sigterm_removes_both_sockets() {
     assert!(!uds.exists(), "host socket left behind");
     assert!(!d.socket.exists(), "vhost-user socket left behind");
 }
+
+fn seqpacket_listener(uds: &Path, port: u32) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let addr = UnixAddr::new(&PathBuf::from(format!("{}_{port}", uds.display()))).unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).unwrap();
+    listen(&fd, Backlog::new(4).unwrap()).unwrap();
+    fd
+}
+
+#[test]
+fn seqpacket_messages_keep_their_boundaries_both_ways() {
+    use nix::sys::socket::{accept, recv, send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = seqpacket_listener(&uds, 4321);
+    let mut g = Guest::new(&d);
+    let seq = |h: Hdr| Hdr { ty: 2, ..h };
+
+    g.send(seq(g.hdr(40, 4321, REQUEST)), &[]);
+    let (resp, _) = g.expect(RESPONSE);
+    assert_eq!(resp.ty, 2);
+    let host = accept(listener.as_raw_fd()).unwrap();
+    // One message in two fragments, then a second message.
+    g.send(seq(g.hdr(40, 4321, RW)), b"ab");
+    g.send(seq(g.hdr(40, 4321, RW)).with_flags(1), b"c");
+    g.send(seq(g.hdr(40, 4321, RW)).with_flags(1), b"defg");
+    let mut buf = [0u8; 64];
+    let n = recv(host, &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(&buf[..n], b"abc");
+    let n = recv(host, &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(&buf[..n], b"defg");
+
+    send(host, b"hello", MsgFlags::empty()).unwrap();
+    let big = pattern(100 * 1024, 5);
+    send(host, &big, MsgFlags::empty()).unwrap();
+    let (h, p) = g.expect(RW);
+    assert_eq!((p.as_slice(), h.flags & 1), (&b"hello"[..], 1));
+    let mut got = Vec::new();
+    loop {
+        let (h, p) = g.expect(RW);
+        got.extend_from_slice(&p);
+        if h.flags & 1 != 0 {
+            break;
+        }
+        assert!(got.len() < big.len(), "EOM missing on the last fragment");
+    }
+    assert_eq!(checksum(&got), checksum(&big));
+    nix::unistd::close(host).unwrap();
+}
+
+#[test]
+fn seqpacket_without_the_feature_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let _listener = seqpacket_listener(&uds, 4322);
+    let mut g = Guest::with_features(&d, !(1u64 << 1));
+
+    g.send(
+        Hdr {
+            ty: 2,
+            ..g.hdr(41, 4322, REQUEST)
+        },
+        &[],
+    );
+
+    g.expect(RST);
+}

@@ -19,9 +19,9 @@
 //! `peer_buf_alloc - (rx_cnt - peer_fwd_cnt)` bytes.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
 
+use crate::host::HostSocket;
 use crate::virtio::Op;
 
 /// Where a connection is in its life.
@@ -39,15 +39,23 @@ pub enum State {
 #[derive(Debug)]
 pub struct Conn {
     /// Host end.
-    pub stream: UnixStream,
+    pub stream: HostSocket,
     /// Life cycle state.
     pub state: State,
     /// Port on the host side (CID 2).
     pub host_port: u32,
     /// Port on the guest side.
     pub guest_port: u32,
-    /// Guest-to-host bytes not yet written to the host socket.
+    /// Guest-to-host bytes not yet written to the host socket (stream).
     pub tx_buf: VecDeque<u8>,
+    /// Complete guest messages not yet sent to the host socket (seqpacket).
+    pub tx_msgs: VecDeque<Vec<u8>>,
+    /// The guest message being assembled until its EOM (seqpacket).
+    pub tx_partial: Vec<u8>,
+    /// Host message being delivered to the guest, and how much of it went (seqpacket).
+    pub rx_msg: Vec<u8>,
+    /// Bytes of `rx_msg` already sent.
+    pub rx_off: usize,
     /// Our receive buffer size, advertised to the guest.
     pub buf_alloc: u32,
     /// Bytes passed on to the host (wrapping).
@@ -81,7 +89,7 @@ pub struct Conn {
 impl Conn {
     /// A connection in `state` over `stream`.
     pub fn new(
-        stream: UnixStream,
+        stream: HostSocket,
         state: State,
         host_port: u32,
         guest_port: u32,
@@ -93,6 +101,10 @@ impl Conn {
             host_port,
             guest_port,
             tx_buf: VecDeque::new(),
+            tx_msgs: VecDeque::new(),
+            tx_partial: Vec::new(),
+            rx_msg: Vec::new(),
+            rx_off: 0,
             buf_alloc,
             fwd_cnt: 0,
             fwd_cnt_sent: 0,
@@ -125,7 +137,26 @@ impl Conn {
     /// Whether the guest sent more than its credit allows if `len` more bytes
     /// were buffered.
     pub fn would_overflow(&self, len: usize) -> bool {
-        self.tx_buf.len() + len > self.buf_alloc as usize
+        self.buffered() + len > self.buf_alloc as usize
+    }
+
+    /// Guest bytes held for the host socket.
+    pub fn buffered(&self) -> usize {
+        self.tx_buf.len() + self.tx_msgs.iter().map(Vec::len).sum::<usize>() + self.tx_partial.len()
+    }
+
+    /// Whether guest data waits for the host socket to accept it.
+    pub fn has_pending_tx(&self) -> bool {
+        !self.tx_buf.is_empty() || !self.tx_msgs.is_empty()
+    }
+
+    /// A socket type of the connection, as on the wire.
+    pub fn wire_type(&self) -> u16 {
+        if self.stream.seqpacket {
+            crate::virtio::TYPE_SEQPACKET
+        } else {
+            crate::virtio::TYPE_STREAM
+        }
     }
 
     /// Whether host data should be read and sent to the guest now.
@@ -147,9 +178,23 @@ impl Conn {
     /// Returns the bytes written.
     pub fn flush(&mut self) -> io::Result<usize> {
         let mut total = 0;
+        while let Some(msg) = self.tx_msgs.front() {
+            match self.stream.send(msg) {
+                Ok(_) => {
+                    let n = msg.len();
+                    self.tx_msgs.pop_front();
+                    total += n;
+                    self.fwd_cnt = self
+                        .fwd_cnt
+                        .wrapping_add(u32::try_from(n).unwrap_or(u32::MAX));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) => return Err(e),
+            }
+        }
         while !self.tx_buf.is_empty() {
             let (front, _) = self.tx_buf.as_slices();
-            match self.stream.write(front) {
+            match self.stream.send(front) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => {
                     self.tx_buf.drain(..n);
@@ -159,7 +204,6 @@ impl Conn {
                         .wrapping_add(u32::try_from(n).unwrap_or(u32::MAX));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -179,10 +223,12 @@ impl Conn {
 mod tests {
     use super::*;
 
+    use std::os::unix::net::UnixStream;
+
     fn conn(buf_alloc: u32) -> (Conn, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
-        (Conn::new(a, State::Established, 1, 2, buf_alloc), b)
+        (Conn::new(a.into(), State::Established, 1, 2, buf_alloc), b)
     }
 
     #[test]

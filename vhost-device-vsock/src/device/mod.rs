@@ -22,7 +22,7 @@
 pub mod conn;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,8 +39,8 @@ use crate::args::Config as Args;
 use crate::host::{self, UdsListener, MAX_HANDSHAKE};
 use crate::request::{self, MAX_PAYLOAD};
 use crate::virtio::{
-    Config, Event, Op, PacketHeader, EVENT_QUEUE, EVENT_TRANSPORT_RESET, NUM_QUEUES, RX_QUEUE,
-    SHUTDOWN_RCV, SHUTDOWN_SEND, TX_QUEUE,
+    Config, Event, Op, PacketHeader, EVENT_QUEUE, EVENT_TRANSPORT_RESET, F_SEQPACKET, NUM_QUEUES,
+    RX_QUEUE, SEQ_EOM, SEQ_EOR, SHUTDOWN_RCV, SHUTDOWN_SEND, TX_QUEUE,
 };
 use conn::{Conn, State};
 
@@ -48,6 +48,9 @@ use conn::{Conn, State};
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Queue size offered.
 pub const MAX_QUEUE_SIZE: usize = 1024;
+/// Longest host seqpacket message passed to the guest whole; longer ones are
+/// truncated (and logged).
+pub const MAX_SEQPACKET_MESSAGE: usize = 256 * 1024;
 /// First port given to host-initiated connections.
 const FIRST_HOST_PORT: u32 = 1 << 30;
 const TOKEN_LISTENER: u16 = 0;
@@ -69,6 +72,7 @@ struct Muxer {
     events: Option<HostEvents>,
     next_port: u32,
     reset_pending: bool,
+    seqpacket: bool,
     scratch: Vec<u8>,
 }
 
@@ -110,6 +114,7 @@ impl Muxer {
             if c.state != State::Handshake {
                 let h = request::header(
                     self.guest_cid,
+                    c.wire_type(),
                     c.host_port,
                     c.guest_port,
                     Op::Rst,
@@ -145,7 +150,7 @@ impl Muxer {
         if c.wants_host_data() && !c.readable {
             want |= EventSet::IN;
         }
-        if !c.tx_buf.is_empty() {
+        if c.has_pending_tx() {
             want |= EventSet::OUT;
         }
         let tok = token(slot).ok_or("connection slot out of range")?;
@@ -184,7 +189,7 @@ impl Muxer {
         reader: &mut vhost_device_common::virtio_queue::Reader<'_>,
         log: &GuestErrorLog,
     ) -> Result<(), HostError> {
-        let pkt = match request::parse(reader, self.guest_cid) {
+        let pkt = match request::parse(reader, self.guest_cid, self.seqpacket) {
             Ok(p) => p,
             Err((e, hdr)) => {
                 log.warn("bad packet", &e);
@@ -223,6 +228,10 @@ impl Muxer {
         let Some(c) = self.slots[slot].as_mut() else {
             return Ok(());
         };
+        if c.wire_type() != pkt.hdr.type_.to_native() {
+            self.reset(slot);
+            return Ok(());
+        }
         c.update_peer(pkt.hdr.buf_alloc.to_native(), pkt.hdr.fwd_cnt.to_native());
         match pkt.op {
             Op::Response => {
@@ -253,10 +262,18 @@ impl Muxer {
                     self.reset(slot);
                     return Ok(());
                 }
-                self.scratch.clear();
-                request::read_payload(reader, pkt.len(), &mut self.scratch)?;
-                if let Some(c) = self.slots[slot].as_mut() {
-                    c.tx_buf.extend(self.scratch.iter());
+                if c.stream.seqpacket {
+                    request::read_payload(reader, pkt.len(), &mut c.tx_partial)?;
+                    if pkt.hdr.flags.to_native() & SEQ_EOM != 0 {
+                        let msg = std::mem::take(&mut c.tx_partial);
+                        c.tx_msgs.push_back(msg);
+                    }
+                } else {
+                    self.scratch.clear();
+                    request::read_payload(reader, pkt.len(), &mut self.scratch)?;
+                    if let Some(c) = self.slots[slot].as_mut() {
+                        c.tx_buf.extend(self.scratch.iter());
+                    }
                 }
                 self.after_write(slot);
             }
@@ -299,8 +316,8 @@ impl Muxer {
                 return;
             }
         }
-        if c.tx_buf.is_empty() && c.guest_shut_send {
-            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        if !c.has_pending_tx() && c.guest_shut_send {
+            let _ = c.stream.shutdown_write();
         }
         if c.credit_update_due() {
             c.push_control(Op::CreditUpdate, 0);
@@ -318,7 +335,7 @@ impl Muxer {
             reply_rst(self);
             return Ok(());
         }
-        match host::connect_port(&self.uds, pkt.dst_port()) {
+        match host::connect_port(&self.uds, pkt.dst_port(), pkt.is_seqpacket()) {
             Ok(stream) => {
                 let mut c = Conn::new(
                     stream,
@@ -354,7 +371,7 @@ impl Muxer {
         };
         let mut byte = [0u8; 1];
         loop {
-            match c.stream.read(&mut byte) {
+            match c.stream.recv(&mut byte) {
                 Ok(0) => {
                     self.remove(slot);
                     return Ok(());
@@ -424,6 +441,7 @@ impl Muxer {
             if let Some((op, flags)) = c.control.pop_front() {
                 let h = request::header(
                     guest_cid,
+                    c.wire_type(),
                     c.host_port,
                     c.guest_port,
                     op,
@@ -441,12 +459,81 @@ impl Muxer {
                 self.read_handshake(slot)?;
                 continue;
             }
+            if c.state == State::Established
+                && c.readable
+                && c.wants_host_data()
+                && c.stream.seqpacket
+            {
+                let max = (c.peer_credit().min(MAX_PAYLOAD) as usize).min(room - HDR);
+                if c.rx_off >= c.rx_msg.len() {
+                    c.rx_msg.resize(MAX_SEQPACKET_MESSAGE, 0);
+                    c.rx_off = 0;
+                    match c.stream.recv(&mut c.rx_msg) {
+                        Ok(0) => {
+                            c.rx_msg.clear();
+                            c.host_eof = true;
+                            c.readable = false;
+                            c.push_control(Op::Shutdown, SHUTDOWN_SEND);
+                            self.mark_ready(slot);
+                            self.sync(slot)?;
+                            continue;
+                        }
+                        Ok(n) => {
+                            if n > MAX_SEQPACKET_MESSAGE {
+                                log.warn(
+                                    "host message truncated",
+                                    &io::Error::other(format!(
+                                        "{n} bytes, limit {MAX_SEQPACKET_MESSAGE}"
+                                    )),
+                                );
+                            }
+                            c.rx_msg.truncate(n.min(MAX_SEQPACKET_MESSAGE));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            c.rx_msg.clear();
+                            c.readable = false;
+                            self.sync(slot)?;
+                            continue;
+                        }
+                        Err(e) => {
+                            log::debug!("host socket of port {} failed: {e}", c.host_port);
+                            self.reset(slot);
+                            continue;
+                        }
+                    }
+                }
+                let left = c.rx_msg.len() - c.rx_off;
+                let n = max.min(left);
+                let flags = if n == left { SEQ_EOM | SEQ_EOR } else { 0 };
+                let len = u32::try_from(n).unwrap_or(0);
+                c.rx_cnt = c.rx_cnt.wrapping_add(len);
+                let h = request::header(
+                    guest_cid,
+                    c.wire_type(),
+                    c.host_port,
+                    c.guest_port,
+                    Op::Rw,
+                    flags,
+                    len,
+                    c.buf_alloc,
+                    c.fwd_cnt,
+                );
+                c.fwd_cnt_sent = c.fwd_cnt;
+                let used = request::write(writer, h, &c.rx_msg[c.rx_off..c.rx_off + n])?;
+                c.rx_off += n;
+                if c.rx_off >= c.rx_msg.len() {
+                    c.rx_msg.clear();
+                    c.rx_off = 0;
+                }
+                self.mark_ready(slot);
+                return Ok(Completion::Used(used));
+            }
             if c.state == State::Established && c.readable && c.wants_host_data() {
                 let max = (c.peer_credit().min(MAX_PAYLOAD) as usize).min(room - HDR);
                 if self.scratch.len() < max {
                     self.scratch.resize(max, 0);
                 }
-                match c.stream.read(&mut self.scratch[..max]) {
+                match c.stream.recv(&mut self.scratch[..max]) {
                     Ok(0) => {
                         c.host_eof = true;
                         c.readable = false;
@@ -459,6 +546,7 @@ impl Muxer {
                         c.rx_cnt = c.rx_cnt.wrapping_add(len);
                         let h = request::header(
                             guest_cid,
+                            c.wire_type(),
                             c.host_port,
                             c.guest_port,
                             Op::Rw,
@@ -498,7 +586,7 @@ impl Muxer {
                         log::warn!("connection limit ({MAX_CONNECTIONS}) reached; refusing a host connection");
                         continue;
                     }
-                    let mut c = Conn::new(stream, State::Handshake, 0, 0, self.buf_alloc);
+                    let mut c = Conn::new(stream.into(), State::Handshake, 0, 0, self.buf_alloc);
                     c.readable = true;
                     if let Some(slot) = self.insert(c) {
                         self.mark_ready(slot);
@@ -551,6 +639,7 @@ impl VsockDevice {
                 events: None,
                 next_port: FIRST_HOST_PORT,
                 reset_pending: true,
+                seqpacket: false,
                 scratch: Vec::new(),
             }),
             listener,
@@ -589,6 +678,14 @@ impl VirtioDevice for VsockDevice {
 
     fn max_queue_size(&self) -> usize {
         MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        F_SEQPACKET
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.lock().seqpacket = features & F_SEQPACKET != 0;
     }
 
     fn config(&self) -> Vec<u8> {

@@ -11,8 +11,11 @@
 //!   Unix socket `<uds-path>_P`, where a host program listens.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 
 /// The longest handshake line accepted (`CONNECT 4294967295\n` is 19 bytes).
 pub const MAX_HANDSHAKE: usize = 32;
@@ -57,13 +60,103 @@ impl Drop for UdsListener {
     }
 }
 
-/// Connect to the host program listening for guest port `port`.
-pub fn connect_port(uds_path: &Path, port: u32) -> io::Result<UnixStream> {
+/// The host end of one connection: a non-blocking Unix stream or seqpacket socket.
+#[derive(Debug)]
+pub struct HostSocket {
+    fd: OwnedFd,
+    /// `SOCK_SEQPACKET` (message boundaries kept) rather than `SOCK_STREAM`.
+    pub seqpacket: bool,
+}
+
+impl HostSocket {
+    /// Receive into `buf`. For a seqpacket socket this is one message, and the
+    /// returned length is the message's full length even when `buf` was too
+    /// short (`MSG_TRUNC`). `Ok(0)` is end of stream.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let flags = if self.seqpacket {
+            MsgFlags::MSG_TRUNC
+        } else {
+            MsgFlags::empty()
+        };
+        loop {
+            match socket::recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, flags) {
+                Err(nix::errno::Errno::EINTR) => {}
+                other => return other.map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// Send `buf` (one message on a seqpacket socket).
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match socket::send(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                buf,
+                MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Err(nix::errno::Errno::EINTR) => {}
+                other => return other.map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// Half-close: no more sending.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            socket::Shutdown::Write,
+        )
+        .map_err(io::Error::from)
+    }
+}
+
+impl From<UnixStream> for HostSocket {
+    fn from(s: UnixStream) -> Self {
+        Self {
+            fd: OwnedFd::from(s),
+            seqpacket: false,
+        }
+    }
+}
+
+impl AsFd for HostSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Connect to the host program listening for guest port `port`, with a stream
+/// or a seqpacket socket.
+pub fn connect_port(uds_path: &Path, port: u32, seqpacket: bool) -> io::Result<HostSocket> {
     let mut name = uds_path.as_os_str().to_owned();
     name.push(format!("_{port}"));
-    let stream = UnixStream::connect(PathBuf::from(name))?;
-    stream.set_nonblocking(true)?;
-    Ok(stream)
+    let path = PathBuf::from(name);
+    if !seqpacket {
+        let stream = UnixStream::connect(&path)?;
+        stream.set_nonblocking(true)?;
+        return Ok(stream.into());
+    }
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(&path)?;
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    let flags = nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        nix::fcntl::FcntlArg::F_GETFL,
+    )?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        nix::fcntl::FcntlArg::F_SETFL(flags),
+    )?;
+    Ok(HostSocket {
+        fd,
+        seqpacket: true,
+    })
 }
 
 /// Parse a complete handshake line (`CONNECT <port>\n`).
@@ -101,7 +194,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("v.sock");
         let _l = UnixListener::bind(dir.path().join("v.sock_52")).unwrap();
-        assert!(connect_port(&base, 52).is_ok());
-        assert!(connect_port(&base, 53).is_err());
+        assert!(connect_port(&base, 52, false).is_ok());
+        assert!(connect_port(&base, 53, false).is_err());
+    }
+}
+
+#[cfg(test)]
+mod seqpacket_tests {
+    use super::*;
+
+    #[test]
+    fn seqpacket_keeps_message_boundaries_and_reports_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("v.sock");
+        let listener = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = UnixAddr::new(&dir.path().join("v.sock_9")).unwrap();
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &addr).unwrap();
+        socket::listen(&listener, socket::Backlog::new(4).unwrap()).unwrap();
+        let client = connect_port(&base, 9, true).unwrap();
+        let server = socket::accept(std::os::fd::AsRawFd::as_raw_fd(&listener)).unwrap();
+        let server = HostSocket {
+            // SAFETY: accept returned a new descriptor that nothing else owns.
+            fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(server) },
+            seqpacket: true,
+        };
+        client.send(b"one").unwrap();
+        client.send(b"second message").unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(server.recv(&mut buf).unwrap(), 3);
+        let mut small = [0u8; 4];
+        assert_eq!(
+            server.recv(&mut small).unwrap(),
+            14,
+            "full length of a truncated message"
+        );
     }
 }

@@ -89,9 +89,15 @@ pub struct Guest {
 
 impl Guest {
     pub fn new(d: &DaemonProcess) -> Self {
+        Self::with_features(d, u64::MAX)
+    }
+
+    /// A guest whose driver accepts only `features`.
+    pub fn with_features(d: &DaemonProcess, features: u64) -> Self {
         let opts = Options {
             ram_size: 64 << 20,
             queue_size: 256,
+            accept_features: features,
             ..Options::default()
         };
         let s = Session::start(&d.socket, &opts).unwrap();
