@@ -115,6 +115,9 @@ pub enum Error {
     /// The device's own options are invalid.
     #[error("invalid device configuration")]
     Setup(#[source] HostError),
+    /// Neither `--socket-path` nor `--socket-fd` was given.
+    #[error("one of --socket-path PATH or --socket-fd FD is required (see --help)")]
+    NoSocket,
     /// Binding a socket path failed.
     #[error("cannot listen on {}", path.display())]
     Listen {
@@ -239,17 +242,35 @@ where
     F: Fn(u32) -> Result<D, HostError> + Send + Sync + 'static,
     S: FnOnce() -> Result<F, HostError>,
 {
+    let sockets = common.sockets();
+    if sockets.is_none() && !common.print_capabilities {
+        return Err(Error::NoSocket);
+    }
+    run_with_sockets(common, info, || {
+        let factory = setup()?;
+        Ok((sockets.ok_or("no socket")?, factory))
+    })
+}
+
+/// Like [`run`], for daemons whose own options name the sockets (vsock's
+/// `--vm socket=…`): `setup` returns the sockets together with the factory.
+pub fn run_with_sockets<D, F, S>(
+    common: &CommonArgs,
+    info: &DeviceInfo,
+    setup: S,
+) -> Result<(), Error>
+where
+    D: VirtioDevice,
+    F: Fn(u32) -> Result<D, HostError> + Send + Sync + 'static,
+    S: FnOnce() -> Result<(SocketSource, F), HostError>,
+{
     common.init_logging();
     if common.print_capabilities {
         print!("{}", info.capabilities_json());
         return Ok(());
     }
-    let factory = Arc::new(setup().map_err(Error::Setup)?);
-    let Some(sockets) = common.sockets() else {
-        return Err(Error::Setup(
-            "one of --socket-path or --socket-fd is required".into(),
-        ));
-    };
+    let (sockets, factory) = setup().map_err(Error::Setup)?;
+    let factory = Arc::new(factory);
 
     // Block the termination signals before any thread starts, so that every
     // thread inherits the mask and only the signal thread receives them.

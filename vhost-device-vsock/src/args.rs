@@ -28,22 +28,32 @@ pub struct Args {
 /// Options of the vsock device.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceArgs {
-    /// The guest's context id (3 or more)
-    #[arg(long, value_name = "CID")]
-    pub guest_cid: u64,
+    /// The guest's context id (3 or more); one VM, with --socket-path or --socket-fd
+    #[arg(long, value_name = "CID", conflicts_with_all = ["vms", "config"])]
+    pub guest_cid: Option<u64>,
 
-    /// Unix socket for host programs: connect and write "CONNECT <port>\n" to
-    /// reach guest port <port>; guest connections to CID 2 port P go to PATH_P
-    #[arg(long, value_name = "PATH")]
-    pub uds_path: PathBuf,
+    /// Unix socket for host programs: connect and write `CONNECT PORT\n` to
+    /// reach guest port PORT; guest connections to CID 2 port P go to PATH_P
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["vms", "config"])]
+    pub uds_path: Option<PathBuf>,
 
     /// Receive buffer per connection, in bytes: how much the guest may send
     /// ahead of a slow host reader (the credit it is given)
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
     pub buffer_size: u32,
+
+    /// One VM of several served by this process (repeat):
+    /// `guest-cid=CID,socket=PATH,uds-path=PATH[,groups=G1+G2][,buffer-size=BYTES]`.
+    /// VMs sharing a group can connect to each other's CID
+    #[arg(long = "vm", value_name = "SPEC")]
+    pub vms: Vec<String>,
+
+    /// A file of VMs, one `--vm` SPEC per line (`#` starts a comment)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
-/// Validated configuration.
+/// One VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Guest CID.
@@ -52,6 +62,10 @@ pub struct Config {
     pub uds_path: PathBuf,
     /// Per-connection receive buffer.
     pub buffer_size: u32,
+    /// The vhost-user socket (multi-VM mode; `None`: from `--socket-path`/`--socket-fd`).
+    pub socket: Option<PathBuf>,
+    /// Sibling groups.
+    pub groups: Vec<String>,
 }
 
 /// Invalid options.
@@ -63,23 +77,153 @@ pub enum ArgsError {
     /// Buffer out of range.
     #[error("--buffer-size must be between {} and {} bytes", BUFFER_RANGE.start(), BUFFER_RANGE.end())]
     BufferSize,
+    /// Neither a single VM nor `--vm`.
+    #[error("give --guest-cid and --uds-path for one VM, or --vm/--config for several")]
+    NoVm,
+    /// A `--vm` spec is malformed.
+    #[error("VM '{spec}': {what}")]
+    BadVm {
+        /// The spec.
+        spec: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// Two VMs share a CID.
+    #[error("guest CID {0} is given to two VMs; every VM needs its own")]
+    DuplicateCid(u64),
+    /// Two VMs share a path.
+    #[error("{0} is given to two VMs")]
+    DuplicatePath(String),
+    /// The config file cannot be read.
+    #[error("cannot read --config {0}: {1}")]
+    ConfigFile(String, String),
+    /// `--socket-path` together with `--vm`.
+    #[error("with --vm/--config each VM names its vhost-user socket (socket=PATH); drop --socket-path/--socket-fd")]
+    SocketWithVms,
+}
+
+fn vm_spec(spec: &str, default_buffer: u32) -> Result<Config, ArgsError> {
+    let bad = |what: String| ArgsError::BadVm {
+        spec: spec.into(),
+        what,
+    };
+    let items = vhost_device_common::cli::parse_key_values(spec).map_err(|e| bad(e.to_string()))?;
+    let (mut cid, mut socket, mut uds, mut groups, mut buffer) = (
+        None,
+        None,
+        None,
+        vec!["default".to_string()],
+        default_buffer,
+    );
+    for (key, value) in items {
+        let value = value.ok_or_else(|| bad(format!("'{key}' needs a value")))?;
+        match key.as_str() {
+            "guest-cid" => {
+                cid = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|e| bad(format!("guest-cid: {e}")))?,
+                )
+            }
+            "socket" => socket = Some(PathBuf::from(value)),
+            "uds-path" => uds = Some(PathBuf::from(value)),
+            "groups" => {
+                groups = value
+                    .split('+')
+                    .filter(|g| !g.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "buffer-size" => {
+                buffer = value
+                    .parse()
+                    .map_err(|e| bad(format!("buffer-size: {e}")))?
+            }
+            other => {
+                return Err(bad(format!(
+                "unknown key '{other}' (known: guest-cid, socket, uds-path, groups, buffer-size)"
+            )))
+            }
+        }
+    }
+    let guest_cid = cid.ok_or_else(|| bad("guest-cid is required".into()))?;
+    let config = Config {
+        guest_cid,
+        uds_path: uds.ok_or_else(|| bad("uds-path is required".into()))?,
+        buffer_size: buffer,
+        socket: Some(socket.ok_or_else(|| bad("socket is required".into()))?),
+        groups,
+    };
+    check(&config)?;
+    Ok(config)
+}
+
+fn check(c: &Config) -> Result<(), ArgsError> {
+    if c.guest_cid < 3 || c.guest_cid >= u64::from(u32::MAX) {
+        return Err(ArgsError::ReservedCid(c.guest_cid));
+    }
+    if !BUFFER_RANGE.contains(&c.buffer_size) {
+        return Err(ArgsError::BufferSize);
+    }
+    Ok(())
+}
+
+/// Every VM the options describe. `has_socket_option`: whether
+/// `--socket-path`/`--socket-fd` was given.
+pub fn vms(a: DeviceArgs, has_socket_option: bool) -> Result<Vec<Config>, ArgsError> {
+    let mut specs = a.vms.clone();
+    if let Some(file) = &a.config {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ArgsError::ConfigFile(file.display().to_string(), e.to_string()))?;
+        specs.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+    if specs.is_empty() {
+        return Ok(vec![Config::try_from(a)?]);
+    }
+    if has_socket_option {
+        return Err(ArgsError::SocketWithVms);
+    }
+    let vms = specs
+        .iter()
+        .map(|s| vm_spec(s, a.buffer_size))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, v) in vms.iter().enumerate() {
+        for w in &vms[..i] {
+            if v.guest_cid == w.guest_cid {
+                return Err(ArgsError::DuplicateCid(v.guest_cid));
+            }
+            if v.uds_path == w.uds_path {
+                return Err(ArgsError::DuplicatePath(v.uds_path.display().to_string()));
+            }
+            if v.socket == w.socket {
+                return Err(ArgsError::DuplicatePath(format!("{:?}", v.socket)));
+            }
+        }
+    }
+    Ok(vms)
 }
 
 impl TryFrom<DeviceArgs> for Config {
     type Error = ArgsError;
 
     fn try_from(a: DeviceArgs) -> Result<Self, ArgsError> {
-        if a.guest_cid < 3 || a.guest_cid >= u64::from(u32::MAX) {
-            return Err(ArgsError::ReservedCid(a.guest_cid));
-        }
-        if !BUFFER_RANGE.contains(&a.buffer_size) {
-            return Err(ArgsError::BufferSize);
-        }
-        Ok(Self {
-            guest_cid: a.guest_cid,
-            uds_path: a.uds_path,
+        let (Some(guest_cid), Some(uds_path)) = (a.guest_cid, a.uds_path) else {
+            return Err(ArgsError::NoVm);
+        };
+        let c = Self {
+            guest_cid,
+            uds_path,
             buffer_size: a.buffer_size,
-        })
+            socket: None,
+            groups: vec!["default".into()],
+        };
+        check(&c)?;
+        Ok(c)
     }
 }
 
@@ -118,6 +262,68 @@ mod tests {
                 "{cid}"
             );
         }
+    }
+
+    fn parse_vms(extra: &[&str]) -> Result<Vec<Config>, String> {
+        let a = Args::try_parse_from(["vhost-device-vsock"].iter().chain(extra))
+            .map_err(|e| e.to_string())?;
+        vms(a.device, a.common.sockets().is_some()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn several_vms_are_parsed_with_groups() {
+        let v = parse_vms(&[
+            "--vm",
+            "guest-cid=3,socket=/a,uds-path=/ua,groups=g1+g2",
+            "--vm",
+            "guest-cid=4,socket=/b,uds-path=/ub",
+        ])
+        .unwrap();
+        assert_eq!(v[0].groups, vec!["g1", "g2"]);
+        assert_eq!(v[1].groups, vec!["default"]);
+        assert_eq!(v[1].socket, Some(PathBuf::from("/b")));
+    }
+
+    #[test]
+    fn duplicate_cids_are_refused() {
+        let err = parse_vms(&[
+            "--vm",
+            "guest-cid=3,socket=/a,uds-path=/ua",
+            "--vm",
+            "guest-cid=3,socket=/b,uds-path=/ub",
+        ])
+        .unwrap_err();
+        assert!(err.contains("CID 3 is given to two VMs"), "{err}");
+    }
+
+    #[test]
+    fn vm_without_socket_is_refused() {
+        assert!(parse_vms(&["--vm", "guest-cid=3,uds-path=/ua"])
+            .unwrap_err()
+            .contains("socket is required"));
+    }
+
+    #[test]
+    fn config_file_lists_vms() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("vms.conf");
+        std::fs::write(&f, "# two VMs\nguest-cid=5,socket=/a,uds-path=/ua\n\nguest-cid=6,socket=/b,uds-path=/ub # second\n").unwrap();
+        let v = parse_vms(&["--config", f.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            v.iter().map(|c| c.guest_cid).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+    }
+
+    #[test]
+    fn socket_path_with_vms_is_refused() {
+        assert!(parse_vms(&[
+            "--socket-path",
+            "/s",
+            "--vm",
+            "guest-cid=3,socket=/a,uds-path=/ua"
+        ])
+        .is_err());
     }
 
     #[test]

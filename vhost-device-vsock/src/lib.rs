@@ -16,6 +16,7 @@ pub mod virtio;
 
 use std::sync::Arc;
 
+use vhost_device_common::cli::SocketSource;
 use vhost_device_common::daemon::{self, DeviceInfo};
 
 /// Name and vhost-user back-end type.
@@ -27,15 +28,44 @@ pub const INFO: DeviceInfo = DeviceInfo {
 /// Run the daemon until SIGTERM/SIGINT or a host failure.
 pub fn run(args: args::Args) -> Result<(), daemon::Error> {
     let args::Args { common, device } = args;
-    let sockets = common.socket_count;
-    daemon::run(&common, &INFO, move || {
-        if sockets > 1 {
-            return Err("--socket-count must be 1 for vsock: one guest per --uds-path".into());
+    let socket_option = common.sockets();
+    daemon::run_with_sockets(&common, &INFO, move || {
+        let vms = args::vms(device, socket_option.is_some())?;
+        let sockets = match (&socket_option, vms.as_slice()) {
+            (Some(s), [_]) if vms[0].socket.is_none() => {
+                if common.socket_count > 1 {
+                    return Err(
+                        "--socket-count must be 1 for vsock: use --vm for several VMs".into(),
+                    );
+                }
+                s.clone()
+            }
+            (None, [one]) if one.socket.is_none() => {
+                return Err(
+                    "one of --socket-path PATH or --socket-fd FD is required (or use --vm)".into(),
+                )
+            }
+            _ => SocketSource::Paths(vms.iter().filter_map(|v| v.socket.clone()).collect()),
+        };
+        let mut registry = device::siblings::Registry::default();
+        let mut listeners = Vec::new();
+        for vm in &vms {
+            registry.add(Arc::new(device::siblings::Mailbox::new(
+                vm.guest_cid,
+                vm.groups.clone(),
+            )?));
+            // Bound once for the life of the process, like the vhost-user
+            // socket; the file is removed when the daemon ends.
+            listeners.push(Arc::new(host::UdsListener::bind(&vm.uds_path)?));
         }
-        let config = args::Config::try_from(device)?;
-        // Bound once for the life of the process, like the vhost-user socket;
-        // the file is removed when the daemon ends.
-        let listener = Arc::new(host::UdsListener::bind(&config.uds_path)?);
-        Ok(move |_index| Ok(device::VsockDevice::new(&config, listener.clone())))
+        let registry = Arc::new(registry);
+        let factory = move |index: u32| {
+            let i = index as usize;
+            match (vms.get(i), listeners.get(i)) {
+                (Some(vm), Some(l)) => device::VsockDevice::new(vm, l.clone(), registry.clone()),
+                _ => Err("no VM for this socket".into()),
+            }
+        };
+        Ok((sockets, factory))
     })
 }

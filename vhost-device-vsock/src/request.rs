@@ -92,7 +92,7 @@ pub fn parse(
     if src != guest_cid {
         return Err((Error::WrongSource(src), Some(hdr)));
     }
-    if dst != HOST_CID {
+    if dst == src || dst < HOST_CID {
         return Err((Error::WrongDestination(dst), Some(hdr)));
     }
     let op = Op::try_from(hdr.op.to_native()).map_err(|o| (Error::UnknownOp(o), Some(hdr)))?;

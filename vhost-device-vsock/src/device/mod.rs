@@ -20,6 +20,7 @@
 //!   drops its stale connections.
 
 pub mod conn;
+pub mod siblings;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -43,6 +44,7 @@ use crate::virtio::{
     RX_QUEUE, SEQ_EOM, SEQ_EOR, SHUTDOWN_RCV, SHUTDOWN_SEND, TX_QUEUE,
 };
 use conn::{Conn, State};
+use siblings::{Mailbox, Registry};
 
 /// Most connections (established or not) per device.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -54,10 +56,12 @@ pub const MAX_SEQPACKET_MESSAGE: usize = 256 * 1024;
 /// First port given to host-initiated connections.
 const FIRST_HOST_PORT: u32 = 1 << 30;
 const TOKEN_LISTENER: u16 = 0;
+const TOKEN_MAILBOX: u16 = 1;
+const FIRST_CONN_TOKEN: u16 = 2;
 const HDR: usize = std::mem::size_of::<PacketHeader>();
 
 fn token(slot: usize) -> Option<u16> {
-    u16::try_from(slot + 1).ok()
+    u16::try_from(slot + usize::from(FIRST_CONN_TOKEN)).ok()
 }
 
 struct Muxer {
@@ -74,6 +78,11 @@ struct Muxer {
     reset_pending: bool,
     seqpacket: bool,
     scratch: Vec<u8>,
+    mailbox: Arc<Mailbox>,
+    registry: Arc<Registry>,
+    /// A sibling's packet being delivered in rx-buffer-sized pieces: header,
+    /// payload, bytes already delivered.
+    sibling: Option<(PacketHeader, Vec<u8>, usize)>,
 }
 
 impl Muxer {
@@ -202,6 +211,9 @@ impl Muxer {
                 return Ok(());
             }
         };
+        if pkt.hdr.dst_cid.to_native() != crate::virtio::HOST_CID {
+            return self.forward(&pkt, reader, log);
+        }
         let key = (pkt.dst_port(), pkt.src_port());
         let slot = self.by_key.get(&key).copied();
         let refuse = |m: &mut Self| {
@@ -300,6 +312,66 @@ impl Muxer {
             Op::Request | Op::Rst => {}
         }
         self.sync(slot)
+    }
+
+    /// A packet for another VM: into its mailbox if they share a group,
+    /// otherwise RST.
+    fn forward(
+        &mut self,
+        pkt: &request::Packet,
+        reader: &mut vhost_device_common::virtio_queue::Reader<'_>,
+        log: &GuestErrorLog,
+    ) -> Result<(), HostError> {
+        let mut payload = Vec::new();
+        if pkt.op == Op::Rw {
+            request::read_payload(reader, pkt.len(), &mut payload)?;
+        }
+        let dst = pkt.hdr.dst_cid.to_native();
+        let delivered = match self.registry.route(&self.mailbox, dst) {
+            Some(to) => to.post(pkt.hdr, payload),
+            None => {
+                log.warn(
+                    "packet for an unreachable CID",
+                    &io::Error::other(format!("CID {dst}")),
+                );
+                false
+            }
+        };
+        if !delivered {
+            if let Some(mut r) = request::rst_for(&pkt.hdr, self.guest_cid) {
+                r.src_cid = pkt.hdr.dst_cid;
+                self.rst.push_back(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deliver (a piece of) a sibling's packet into an rx buffer of `room` bytes.
+    fn fill_from_sibling(
+        &mut self,
+        writer: &mut Writer<'_>,
+        room: usize,
+    ) -> Result<Option<u32>, HostError> {
+        if self.sibling.is_none() {
+            self.sibling = self.mailbox.take().map(|(h, p)| (h, p, 0));
+        }
+        let Some((orig, payload, off)) = self.sibling.take() else {
+            return Ok(None);
+        };
+        let mut h = orig;
+        let left = payload.len() - off;
+        let n = left.min(room - HDR);
+        let last = n == left;
+        h.len = u32::try_from(n).unwrap_or(0).into();
+        if !last {
+            // Only the last piece of a message keeps EOM/EOR.
+            h.flags = (h.flags.to_native() & !(SEQ_EOM | SEQ_EOR)).into();
+        }
+        let used = request::write(writer, h, &payload[off..off + n])?;
+        if !last {
+            self.sibling = Some((orig, payload, off + n));
+        }
+        Ok(Some(used))
     }
 
     /// After guest data was buffered (or the guest shut down sending): write
@@ -431,6 +503,9 @@ impl Muxer {
         }
         if let Some(h) = self.rst.pop_front() {
             return Ok(Completion::Used(request::write(writer, h, &[])?));
+        }
+        if let Some(used) = self.fill_from_sibling(writer, room)? {
+            return Ok(Completion::Used(used));
         }
         while let Some(slot) = self.ready.pop_front() {
             let guest_cid = self.guest_cid;
@@ -624,9 +699,17 @@ pub struct VsockDevice {
 }
 
 impl VsockDevice {
-    /// A device for `args`, taking host connections from `listener`.
-    pub fn new(args: &Args, listener: Arc<UdsListener>) -> Self {
-        Self {
+    /// A device for `args`, taking host connections from `listener` and
+    /// sibling packets from its mailbox in `registry`.
+    pub fn new(
+        args: &Args,
+        listener: Arc<UdsListener>,
+        registry: Arc<Registry>,
+    ) -> Result<Self, HostError> {
+        let mailbox = registry
+            .get(args.guest_cid)
+            .ok_or("the VM has no mailbox in the registry")?;
+        Ok(Self {
             muxer: Mutex::new(Muxer {
                 guest_cid: args.guest_cid,
                 uds: args.uds_path.clone(),
@@ -641,9 +724,12 @@ impl VsockDevice {
                 reset_pending: true,
                 seqpacket: false,
                 scratch: Vec::new(),
+                mailbox,
+                registry,
+                sibling: None,
             }),
             listener,
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Muxer> {
@@ -696,13 +782,17 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn attach(&self, events: HostEvents) -> io::Result<()> {
+        let mut m = self.lock();
         events.add(
             0,
             self.listener.listener.as_fd(),
             EventSet::IN,
             TOKEN_LISTENER,
         )?;
-        self.lock().events = Some(events);
+        // Packets siblings sent before this driver's transport reset are stale.
+        m.mailbox.clear();
+        events.add(0, m.mailbox.wake.as_fd(), EventSet::IN, TOKEN_MAILBOX)?;
+        m.events = Some(events);
         Ok(())
     }
 
@@ -730,10 +820,12 @@ impl VirtioDevice for VsockDevice {
         _vrings: &[Option<&Vring>],
     ) -> Result<(), HostError> {
         let mut m = self.lock();
-        if token == TOKEN_LISTENER {
-            m.accept(&self.listener)?;
-        } else {
-            m.on_host_event(usize::from(token) - 1, evset)?;
+        match token {
+            TOKEN_LISTENER => m.accept(&self.listener)?,
+            TOKEN_MAILBOX => {
+                let _ = m.mailbox.wake.read();
+            }
+            t => m.on_host_event(usize::from(t - FIRST_CONN_TOKEN), evset)?,
         }
         self.service(&mut m, ctx)
     }

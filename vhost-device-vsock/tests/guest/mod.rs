@@ -82,6 +82,8 @@ impl Hdr {
 /// The guest side: a minimal vsock driver over the test front end.
 pub struct Guest {
     pub s: Session,
+    /// This guest's CID.
+    pub cid: u64,
     rx_heads: std::collections::HashMap<u16, u64>,
     pub tx: u64,
     pub inbox: VecDeque<(Hdr, Vec<u8>)>,
@@ -94,19 +96,25 @@ impl Guest {
 
     /// A guest whose driver accepts only `features`.
     pub fn with_features(d: &DaemonProcess, features: u64) -> Self {
+        Self::at(&d.socket, CID, features)
+    }
+
+    /// A guest with CID `cid` on the vhost-user socket `socket`.
+    pub fn at(socket: &std::path::Path, cid: u64, features: u64) -> Self {
         let opts = Options {
             ram_size: 64 << 20,
             queue_size: 256,
             accept_features: features,
             ..Options::default()
         };
-        let s = Session::start(&d.socket, &opts).unwrap();
+        let s = Session::start(socket, &opts).unwrap();
         let rx_bufs: Vec<u64> = (0..64)
             .map(|_| s.ram().alloc(u64::from(RX_BUF), 4096).unwrap())
             .collect();
         let tx = s.ram().alloc(u64::from(RX_BUF), 4096).unwrap();
         let mut g = Guest {
             s,
+            cid,
             rx_heads: Default::default(),
             tx,
             inbox: VecDeque::new(),
@@ -130,7 +138,7 @@ impl Guest {
 
     pub fn hdr(&self, src_port: u32, dst_port: u32, op: u16) -> Hdr {
         Hdr {
-            src_cid: CID,
+            src_cid: self.cid,
             dst_cid: 2,
             src_port,
             dst_port,
