@@ -19,22 +19,6 @@ use vhost_device_test_frontend::{Chain, Options, Session};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-rng");
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
-}
-
 /// Keep `depth` requests of `size` bytes in flight for `secs`; returns MB/s.
 fn throughput(s: &mut Session, size: u32, depth: usize, secs: Duration) -> f64 {
     let bufs: Vec<u64> = (0..depth)
@@ -102,7 +86,10 @@ fn main() {
             .unwrap_or(if full { 2.0 } else { 0.05 }),
     );
     let rounds = if full { 5000 } else { 50 };
-    println!("vhost-device-rng benchmark on {}", machine());
+    println!(
+        "vhost-device-rng benchmark on {}",
+        vhost_device_test_frontend::machine_description()
+    );
     println!();
     println!("| source | buffer | in flight | MB/s |");
     println!("|---|---|---|---|");

@@ -24,22 +24,6 @@ use vhost_device_test_frontend::{Chain, Options, Session};
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-scsi");
 const LUN_BYTES: u64 = 256 << 20;
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
-}
-
 struct Slot {
     req: u64,
     resp: u64,
@@ -173,7 +157,7 @@ fn main() {
 
     println!(
         "vhost-device-scsi benchmark on {}, image on {shm}",
-        machine()
+        vhost_device_test_frontend::machine_description()
     );
     println!();
     println!("| workload | queue depth | IOPS | MB/s | daemon CPU per I/O |");

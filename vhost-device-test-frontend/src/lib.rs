@@ -161,6 +161,22 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// The machine a benchmark runs on, for its report: CPU model, cores, kernel.
+pub fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
 /// How long the front end waits for any single back-end reply.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 

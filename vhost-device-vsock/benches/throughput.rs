@@ -27,21 +27,6 @@ use vhost_device_test_frontend::process::DaemonProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-vsock");
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{cpu}, {cores} cores")
-}
-
 fn connect(g: &mut Guest, listener: &UnixListener, port: u32) -> UnixStream {
     g.send(g.hdr(port, 1234, REQUEST), &[]);
     g.expect(RESPONSE);
@@ -161,7 +146,7 @@ fn main() {
 
     println!(
         "vhost-device-vsock benchmark on {}, {mib} MiB per case",
-        machine()
+        vhost_device_test_frontend::machine_description()
     );
     println!();
     println!("| direction | connections | Gbit/s |");

@@ -29,7 +29,11 @@ pub const INFO: DeviceInfo = DeviceInfo {
 pub fn run(args: args::Args) -> Result<(), daemon::Error> {
     let args::Args { common, device } = args;
     let socket_option = common.sockets();
-    daemon::run_with_sockets(&common, &INFO, move || {
+    // The host sockets are removed when the listeners drop, and again here in
+    // case a connection outlived the shutdown grace period.
+    let created = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let created_in_setup = created.clone();
+    let result = daemon::run_with_sockets(&common, &INFO, move || {
         let vms = args::vms(device, socket_option.is_some())?;
         let sockets = match (&socket_option, vms.as_slice()) {
             (Some(s), [_]) if vms[0].socket.is_none() => {
@@ -57,6 +61,7 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
             // Bound once for the life of the process, like the vhost-user
             // socket; the file is removed when the daemon ends.
             listeners.push(Arc::new(host::UdsListener::bind(&vm.uds_path)?));
+            vhost_device_common::lock(&created_in_setup).push(vm.uds_path.clone());
         }
         let registry = Arc::new(registry);
         let factory = move |index: u32| {
@@ -67,5 +72,9 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
             }
         };
         Ok((sockets, factory))
-    })
+    });
+    for path in vhost_device_common::lock(&created).iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
 }

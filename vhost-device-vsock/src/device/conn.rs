@@ -210,6 +210,37 @@ impl Conn {
         Ok(total)
     }
 
+    /// The header of a packet to the guest, counting `len` payload bytes as sent
+    /// and the current `fwd_cnt` as told.
+    pub fn header_to_guest(
+        &mut self,
+        guest_cid: u64,
+        op: Op,
+        flags: u32,
+        len: u32,
+    ) -> crate::virtio::PacketHeader {
+        self.rx_cnt = self.rx_cnt.wrapping_add(len);
+        self.fwd_cnt_sent = self.fwd_cnt;
+        crate::request::header(
+            guest_cid,
+            self.wire_type(),
+            self.host_port,
+            self.guest_port,
+            op,
+            flags,
+            len,
+            self.buf_alloc,
+            self.fwd_cnt,
+        )
+    }
+
+    /// The host program closed its sending side: tell the guest.
+    pub fn host_ended(&mut self) {
+        self.host_eof = true;
+        self.readable = false;
+        self.push_control(Op::Shutdown, crate::virtio::SHUTDOWN_SEND);
+    }
+
     /// Queue a control packet for the guest.
     pub fn push_control(&mut self, op: Op, flags: u32) {
         if op == Op::CreditUpdate && self.control.iter().any(|&(o, _)| o == Op::CreditUpdate) {

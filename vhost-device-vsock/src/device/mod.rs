@@ -514,18 +514,7 @@ impl Muxer {
             };
             c.queued = false;
             if let Some((op, flags)) = c.control.pop_front() {
-                let h = request::header(
-                    guest_cid,
-                    c.wire_type(),
-                    c.host_port,
-                    c.guest_port,
-                    op,
-                    flags,
-                    0,
-                    c.buf_alloc,
-                    c.fwd_cnt,
-                );
-                c.fwd_cnt_sent = c.fwd_cnt;
+                let h = c.header_to_guest(guest_cid, op, flags, 0);
                 let n = request::write(writer, h, &[])?;
                 self.mark_ready(slot);
                 return Ok(Completion::Used(n));
@@ -546,9 +535,7 @@ impl Muxer {
                     match c.stream.recv(&mut c.rx_msg) {
                         Ok(0) => {
                             c.rx_msg.clear();
-                            c.host_eof = true;
-                            c.readable = false;
-                            c.push_control(Op::Shutdown, SHUTDOWN_SEND);
+                            c.host_ended();
                             self.mark_ready(slot);
                             self.sync(slot)?;
                             continue;
@@ -581,19 +568,7 @@ impl Muxer {
                 let n = max.min(left);
                 let flags = if n == left { SEQ_EOM | SEQ_EOR } else { 0 };
                 let len = u32::try_from(n).unwrap_or(0);
-                c.rx_cnt = c.rx_cnt.wrapping_add(len);
-                let h = request::header(
-                    guest_cid,
-                    c.wire_type(),
-                    c.host_port,
-                    c.guest_port,
-                    Op::Rw,
-                    flags,
-                    len,
-                    c.buf_alloc,
-                    c.fwd_cnt,
-                );
-                c.fwd_cnt_sent = c.fwd_cnt;
+                let h = c.header_to_guest(guest_cid, Op::Rw, flags, len);
                 let used = request::write(writer, h, &c.rx_msg[c.rx_off..c.rx_off + n])?;
                 c.rx_off += n;
                 if c.rx_off >= c.rx_msg.len() {
@@ -610,27 +585,13 @@ impl Muxer {
                 }
                 match c.stream.recv(&mut self.scratch[..max]) {
                     Ok(0) => {
-                        c.host_eof = true;
-                        c.readable = false;
-                        c.push_control(Op::Shutdown, SHUTDOWN_SEND);
+                        c.host_ended();
                         self.mark_ready(slot);
                         self.sync(slot)?;
                     }
                     Ok(n) => {
                         let len = u32::try_from(n).unwrap_or(0);
-                        c.rx_cnt = c.rx_cnt.wrapping_add(len);
-                        let h = request::header(
-                            guest_cid,
-                            c.wire_type(),
-                            c.host_port,
-                            c.guest_port,
-                            Op::Rw,
-                            0,
-                            len,
-                            c.buf_alloc,
-                            c.fwd_cnt,
-                        );
-                        c.fwd_cnt_sent = c.fwd_cnt;
+                        let h = c.header_to_guest(guest_cid, Op::Rw, 0, len);
                         let used = request::write(writer, h, &self.scratch[..n])?;
                         self.mark_ready(slot);
                         return Ok(Completion::Used(used));
