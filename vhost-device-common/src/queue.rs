@@ -87,6 +87,11 @@ where
     let mem = ctx.mem.memory();
     let mut stats = DrainStats::default();
     let mut state = vring.get_mut();
+    // A queue the front end never set up (QEMU keeps vsock's event queue to
+    // itself, for example) has no rings to read: nothing to do.
+    if !state.get_queue().ready() {
+        return Ok(stats);
+    }
 
     'outer: loop {
         if ctx.event_idx {
@@ -233,6 +238,18 @@ mod tests {
         let result = drain(&q.context(), &q.vring, |_, _| Err("disk on fire".into()));
 
         assert_eq!(result.unwrap_err().to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn queue_that_is_not_ready_is_left_alone() {
+        let mut q = TestQueue::new(16, true).unwrap();
+        q.add(&[(BUFFERS, 8, true)]).unwrap();
+        q.vring.set_queue_ready(false);
+
+        let stats = drain(&q.context(), &q.vring, |_, w| write_all(w, 1)).unwrap();
+
+        assert_eq!(stats, DrainStats::default());
+        assert!(q.used().unwrap().is_empty());
     }
 
     #[test]

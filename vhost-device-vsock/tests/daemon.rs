@@ -107,6 +107,10 @@ fn host_program_connects_to_a_guest_port() {
     let (h, payload) = g.expect(RW);
     assert_eq!(payload, b"early data");
     assert_eq!(h.src_port, req.src_port);
+    assert_eq!(
+        h.fwd_cnt, 0,
+        "the OK line is not guest data the host consumed"
+    );
     g.send(g.hdr(7000, req.src_port, RW), b"from guest");
     let mut buf = [0u8; 10];
     host.read_exact(&mut buf).unwrap();
@@ -574,5 +578,26 @@ fn duplicate_guest_cids_are_a_startup_error() {
         d.stderr_text().contains("CID 7 is given to two VMs"),
         "{}",
         d.stderr_text()
+    );
+}
+
+#[test]
+fn front_end_keeping_the_event_queue_is_served_without_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::at_with_queues(&d.socket, CID, u64::MAX, Some(2));
+
+    let mut host = guest_connect(&mut g, &uds, &listener, 12);
+    g.send(g.hdr(12, 1234, RW), b"two queues");
+    let mut buf = [0u8; 10];
+    host.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"two queues");
+
+    let before = d.cpu_ticks().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        d.cpu_ticks().unwrap() - before <= 2,
+        "worker spins on the missing event queue"
     );
 }

@@ -46,6 +46,9 @@ pub struct Conn {
     pub host_port: u32,
     /// Port on the guest side.
     pub guest_port: u32,
+    /// The daemon's own bytes for the host program (`OK <port>\n`), written
+    /// before guest data and not counted as guest data forwarded.
+    pub reply: VecDeque<u8>,
     /// Guest-to-host bytes not yet written to the host socket (stream).
     pub tx_buf: VecDeque<u8>,
     /// Complete guest messages not yet sent to the host socket (seqpacket).
@@ -100,6 +103,7 @@ impl Conn {
             state,
             host_port,
             guest_port,
+            reply: VecDeque::new(),
             tx_buf: VecDeque::new(),
             tx_msgs: VecDeque::new(),
             tx_partial: Vec::new(),
@@ -147,7 +151,7 @@ impl Conn {
 
     /// Whether guest data waits for the host socket to accept it.
     pub fn has_pending_tx(&self) -> bool {
-        !self.tx_buf.is_empty() || !self.tx_msgs.is_empty()
+        !self.reply.is_empty() || !self.tx_buf.is_empty() || !self.tx_msgs.is_empty()
     }
 
     /// A socket type of the connection, as on the wire.
@@ -177,6 +181,16 @@ impl Conn {
     /// Write buffered guest data to the host socket until it would block.
     /// Returns the bytes written.
     pub fn flush(&mut self) -> io::Result<usize> {
+        while !self.reply.is_empty() {
+            let (front, _) = self.reply.as_slices();
+            match self.stream.send(front) {
+                Ok(n) => {
+                    self.reply.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
         let mut total = 0;
         while let Some(msg) = self.tx_msgs.front() {
             match self.stream.send(msg) {
@@ -300,6 +314,18 @@ mod tests {
         assert_eq!(c.fwd_cnt as usize, written);
         assert_eq!(c.tx_buf.len(), (1 << 21) - written);
         drop(peer);
+    }
+
+    #[test]
+    fn handshake_reply_is_not_counted_as_forwarded_guest_data() {
+        let (mut c, peer) = conn(1024);
+        c.reply.extend(b"OK 7\n");
+        c.tx_buf.extend(b"data");
+        c.flush().unwrap();
+        assert_eq!(c.fwd_cnt, 4);
+        let mut buf = [0u8; 9];
+        std::io::Read::read_exact(&mut &peer, &mut buf).unwrap();
+        assert_eq!(&buf, b"OK 7\ndata");
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //!   idle or throttled connection costs nothing.
 //! - `event`: `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` is sent at the start of
 //!   every front-end connection, so a guest that outlived a daemon restart
-//!   drops its stale connections.
+//!   drops its stale connections — when the front end hands the event queue
+//!   to the daemon at all (QEMU's `vhost-user-vsock` keeps it and sets up
+//!   only `rx` and `tx`; a queue that is not set up is never touched).
 
 pub mod conn;
 pub mod siblings;
@@ -252,10 +254,7 @@ impl Muxer {
                     return Ok(());
                 }
                 c.state = State::Established;
-                let ok = format!("OK {}\n", c.host_port);
-                for b in ok.bytes().rev() {
-                    c.tx_buf.push_front(b);
-                }
+                c.reply.extend(format!("OK {}\n", c.host_port).bytes());
                 c.readable = true;
                 self.after_write(slot);
                 self.mark_ready(slot);

@@ -101,10 +101,22 @@ impl Guest {
 
     /// A guest with CID `cid` on the vhost-user socket `socket`.
     pub fn at(socket: &std::path::Path, cid: u64, features: u64) -> Self {
+        Self::at_with_queues(socket, cid, features, None)
+    }
+
+    /// Like [`Self::at`], setting up only `queues` queues (QEMU sets up rx and
+    /// tx only and keeps the event queue).
+    pub fn at_with_queues(
+        socket: &std::path::Path,
+        cid: u64,
+        features: u64,
+        queues: Option<usize>,
+    ) -> Self {
         let opts = Options {
             ram_size: 64 << 20,
             queue_size: 256,
             accept_features: features,
+            num_queues: queues,
             ..Options::default()
         };
         let s = Session::start(socket, &opts).unwrap();
