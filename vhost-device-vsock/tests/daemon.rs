@@ -601,3 +601,23 @@ fn front_end_keeping_the_event_queue_is_served_without_spinning() {
         "worker spins on the missing event queue"
     );
 }
+
+#[test]
+fn rst_flood_without_rx_buffers_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _uds) = daemon(dir.path(), &[]);
+    let mut g = Guest::new(&d);
+    // 64 rx buffers are posted; 3000 refused packets want 3000 RSTs.
+    for i in 0..3000 {
+        g.send(g.hdr(20_000 + i, 9, RW), b"x");
+    }
+    let mut rsts = 0;
+    while g.poll_rx(Duration::from_millis(300)) {
+        rsts += g.inbox.drain(..).filter(|(h, _)| h.op == RST).count();
+    }
+    assert!(rsts >= 64, "RSTs are still sent: {rsts}");
+    assert!(
+        rsts <= 64 + 1024 + 64,
+        "RST queue grew without bound: {rsts}"
+    );
+}

@@ -50,6 +50,8 @@ use siblings::{Mailbox, Registry};
 
 /// Most connections (established or not) per device.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Most connection-less RSTs waiting for rx buffers.
+pub const MAX_PENDING_RST: usize = 1024;
 /// Queue size offered.
 pub const MAX_QUEUE_SIZE: usize = 1024;
 /// Longest host seqpacket message passed to the guest whole; longer ones are
@@ -88,6 +90,16 @@ struct Muxer {
 }
 
 impl Muxer {
+    /// Queue a connection-less RST for the guest. A guest that floods bad
+    /// packets without posting rx buffers cannot grow the queue without bound:
+    /// past [`MAX_PENDING_RST`] further RSTs are dropped (the guest's own
+    /// timeouts cover them).
+    fn queue_rst(&mut self, h: PacketHeader) {
+        if self.rst.len() < MAX_PENDING_RST {
+            self.rst.push_back(h);
+        }
+    }
+
     fn count(&self) -> usize {
         self.slots.len() - self.free.len()
     }
@@ -134,7 +146,7 @@ impl Muxer {
                     0,
                     0,
                 );
-                self.rst.push_back(h);
+                self.queue_rst(h);
             }
         }
         self.remove(slot);
@@ -208,7 +220,7 @@ impl Muxer {
                     .as_ref()
                     .and_then(|h| request::rst_for(h, self.guest_cid))
                 {
-                    self.rst.push_back(r);
+                    self.queue_rst(r);
                 }
                 return Ok(());
             }
@@ -220,7 +232,7 @@ impl Muxer {
         let slot = self.by_key.get(&key).copied();
         let refuse = |m: &mut Self| {
             if let Some(r) = request::rst_for(&pkt.hdr, m.guest_cid) {
-                m.rst.push_back(r);
+                m.queue_rst(r);
             }
         };
         let Some(slot) = slot else {
@@ -339,7 +351,7 @@ impl Muxer {
         if !delivered {
             if let Some(mut r) = request::rst_for(&pkt.hdr, self.guest_cid) {
                 r.src_cid = pkt.hdr.dst_cid;
-                self.rst.push_back(r);
+                self.queue_rst(r);
             }
         }
         Ok(())
@@ -399,7 +411,7 @@ impl Muxer {
     fn guest_connect(&mut self, pkt: &request::Packet) -> Result<(), HostError> {
         let reply_rst = |m: &mut Self| {
             if let Some(r) = request::rst_for(&pkt.hdr, m.guest_cid) {
-                m.rst.push_back(r);
+                m.queue_rst(r);
             }
         };
         if self.count() >= MAX_CONNECTIONS {
