@@ -51,6 +51,17 @@ pub struct DeviceArgs {
     /// A file of VMs, one `--vm` SPEC per line (`#` starts a comment)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Forward guest stream connections to CID 2 port P to host AF_VSOCK
+    /// CID:P instead of the Unix socket PATH_P (needs vhost_vsock or
+    /// vsock_loopback on the host)
+    #[arg(long, value_name = "CID", conflicts_with_all = ["vms", "config"])]
+    pub forward_cid: Option<u32>,
+
+    /// Listen on host AF_VSOCK ports P1+P2+… (any CID) and forward each
+    /// connection into the guest at the same port
+    #[arg(long, value_name = "PORTS", conflicts_with_all = ["vms", "config"])]
+    pub forward_listen: Option<String>,
 }
 
 /// One VM.
@@ -66,6 +77,10 @@ pub struct Config {
     pub socket: Option<PathBuf>,
     /// Sibling groups.
     pub groups: Vec<String>,
+    /// Host `AF_VSOCK` CID that guest connections to the host go to.
+    pub forward_cid: Option<u32>,
+    /// Host `AF_VSOCK` ports forwarded into the guest.
+    pub forward_listen: Vec<u32>,
 }
 
 /// Invalid options.
@@ -97,6 +112,9 @@ pub enum ArgsError {
     /// The config file cannot be read.
     #[error("cannot read --config {0}: {1}")]
     ConfigFile(String, String),
+    /// Bad `--forward-listen`.
+    #[error("--forward-listen {0}: give ports separated by '+', e.g. 7000+7001")]
+    ForwardPorts(String),
     /// `--socket-path` together with `--vm`.
     #[error("with --vm/--config each VM names its vhost-user socket (socket=PATH); drop --socket-path/--socket-fd")]
     SocketWithVms,
@@ -153,6 +171,8 @@ fn vm_spec(spec: &str, default_buffer: u32) -> Result<Config, ArgsError> {
         buffer_size: buffer,
         socket: Some(socket.ok_or_else(|| bad("socket is required".into()))?),
         groups,
+        forward_cid: None,
+        forward_listen: Vec::new(),
     };
     check(&config)?;
     Ok(config)
@@ -215,12 +235,22 @@ impl TryFrom<DeviceArgs> for Config {
         let (Some(guest_cid), Some(uds_path)) = (a.guest_cid, a.uds_path) else {
             return Err(ArgsError::NoVm);
         };
+        let forward_listen = match &a.forward_listen {
+            None => Vec::new(),
+            Some(ports) => ports
+                .split('+')
+                .map(|p| p.trim().parse::<u32>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ArgsError::ForwardPorts(ports.clone()))?,
+        };
         let c = Self {
             guest_cid,
             uds_path,
             buffer_size: a.buffer_size,
             socket: None,
             groups: vec!["default".into()],
+            forward_cid: a.forward_cid,
+            forward_listen,
         };
         check(&c)?;
         Ok(c)
@@ -324,6 +354,24 @@ mod tests {
             "guest-cid=3,socket=/a,uds-path=/ua"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn forwarding_options_are_parsed() {
+        let c = parse(&[
+            "--guest-cid",
+            "3",
+            "--forward-cid",
+            "1",
+            "--forward-listen",
+            "7000+7001",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.forward_cid, c.forward_listen),
+            (Some(1), vec![7000, 7001])
+        );
+        assert!(parse(&["--guest-cid", "3", "--forward-listen", "7000,x"]).is_err());
     }
 
     #[test]

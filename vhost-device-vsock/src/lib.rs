@@ -53,7 +53,14 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
         };
         let mut registry = device::siblings::Registry::default();
         let mut listeners = Vec::new();
+        let mut forwarders = Vec::new();
         for vm in &vms {
+            let ports = vm
+                .forward_listen
+                .iter()
+                .map(|&p| host::listen_vsock(p).map(|l| (l, p)))
+                .collect::<Result<Vec<_>, _>>()?;
+            forwarders.push(Arc::new(ports));
             registry.add(Arc::new(device::siblings::Mailbox::new(
                 vm.guest_cid,
                 vm.groups.clone(),
@@ -66,8 +73,10 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
         let registry = Arc::new(registry);
         let factory = move |index: u32| {
             let i = index as usize;
-            match (vms.get(i), listeners.get(i)) {
-                (Some(vm), Some(l)) => device::VsockDevice::new(vm, l.clone(), registry.clone()),
+            match (vms.get(i), listeners.get(i), forwarders.get(i)) {
+                (Some(vm), Some(l), Some(f)) => {
+                    device::VsockDevice::new(vm, l.clone(), registry.clone(), f.clone())
+                }
                 _ => Err("no VM for this socket".into()),
             }
         };

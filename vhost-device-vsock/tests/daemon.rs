@@ -621,3 +621,51 @@ fn rst_flood_without_rx_buffers_is_bounded() {
         "RST queue grew without bound: {rsts}"
     );
 }
+
+#[test]
+fn forward_listen_without_af_vsock_is_a_clear_startup_error() {
+    if nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Vsock,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .is_ok()
+    {
+        eprintln!("skipped: this host has AF_VSOCK (the e2e vsock-forward test covers it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "--socket-path",
+        "s.sock",
+        "--guest-cid",
+        "3",
+        "--forward-listen",
+        "7000",
+        "--uds-path",
+    ])
+    .arg(dir.path().join("v"));
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("exits");
+    assert!(!status.success());
+    assert!(
+        d.stderr_text().contains("no AF_VSOCK"),
+        "{}",
+        d.stderr_text()
+    );
+}
+
+#[test]
+fn forwarded_connect_that_fails_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    // CID 4242 does not exist (and this host may have no AF_VSOCK at all).
+    let (d, _uds) = daemon(dir.path(), &["--forward-cid", "4242"]);
+    let mut g = Guest::new(&d);
+
+    g.send(g.hdr(700, 9000, REQUEST), &[]);
+
+    let (r, _) = g.expect(RST);
+    assert_eq!((r.src_port, r.dst_port), (9000, 700));
+}

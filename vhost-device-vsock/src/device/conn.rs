@@ -31,6 +31,9 @@ pub enum State {
     Handshake,
     /// REQUEST sent to the guest; waiting for RESPONSE.
     Connecting,
+    /// The guest asked for a forwarded host `AF_VSOCK` connection that is
+    /// still being made (non-blocking connect; waits for `EPOLLOUT`).
+    HostConnecting,
     /// Data flows.
     Established,
 }
@@ -167,7 +170,7 @@ impl Conn {
     pub fn wants_host_data(&self) -> bool {
         match self.state {
             State::Handshake => true,
-            State::Connecting => false,
+            State::Connecting | State::HostConnecting => false,
             State::Established => !self.host_eof && !self.guest_shut_rcv && self.peer_credit() > 0,
         }
     }

@@ -26,7 +26,7 @@ pub mod siblings;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -61,12 +61,9 @@ pub const MAX_SEQPACKET_MESSAGE: usize = 256 * 1024;
 const FIRST_HOST_PORT: u32 = 1 << 30;
 const TOKEN_LISTENER: u16 = 0;
 const TOKEN_MAILBOX: u16 = 1;
-const FIRST_CONN_TOKEN: u16 = 2;
+/// Forwarding listeners take tokens from here, connections after them.
+const FIRST_FORWARD_TOKEN: u16 = 2;
 const HDR: usize = std::mem::size_of::<PacketHeader>();
-
-fn token(slot: usize) -> Option<u16> {
-    u16::try_from(slot + usize::from(FIRST_CONN_TOKEN)).ok()
-}
 
 struct Muxer {
     guest_cid: u64,
@@ -87,6 +84,12 @@ struct Muxer {
     /// A sibling's packet being delivered in rx-buffer-sized pieces: header,
     /// payload, bytes already delivered.
     sibling: Option<(PacketHeader, Vec<u8>, usize)>,
+    /// Guest connections to the host go to host `AF_VSOCK` at this CID.
+    forward_cid: Option<u32>,
+    /// Host `AF_VSOCK` listeners forwarded into the guest: (listener, port).
+    forward_listeners: Arc<Vec<(OwnedFd, u32)>>,
+    /// The first connection token (after the forwarding listeners).
+    conn_base: u16,
 }
 
 impl Muxer {
@@ -173,10 +176,11 @@ impl Muxer {
         if c.wants_host_data() && !c.readable {
             want |= EventSet::IN;
         }
-        if c.has_pending_tx() {
+        if c.has_pending_tx() || c.state == State::HostConnecting {
             want |= EventSet::OUT;
         }
-        let tok = token(slot).ok_or("connection slot out of range")?;
+        let tok = u16::try_from(slot + usize::from(self.conn_base))
+            .map_err(|_| "connection slot out of range")?;
         match (c.interest, want.is_empty()) {
             (None, true) => {}
             (Some(_), true) => {
@@ -418,18 +422,30 @@ impl Muxer {
             reply_rst(self);
             return Ok(());
         }
-        match host::connect_port(&self.uds, pkt.dst_port(), pkt.is_seqpacket()) {
-            Ok(stream) => {
+        let connected = match self.forward_cid {
+            Some(cid) if !pkt.is_seqpacket() => host::connect_vsock(cid, pkt.dst_port()),
+            _ => host::connect_port(&self.uds, pkt.dst_port(), pkt.is_seqpacket())
+                .map(|s| (s, false)),
+        };
+        match connected {
+            Ok((stream, pending)) => {
+                let state = if pending {
+                    State::HostConnecting
+                } else {
+                    State::Established
+                };
                 let mut c = Conn::new(
                     stream,
-                    State::Established,
+                    state,
                     pkt.dst_port(),
                     pkt.src_port(),
                     self.buf_alloc,
                 );
                 c.update_peer(pkt.hdr.buf_alloc.to_native(), pkt.hdr.fwd_cnt.to_native());
-                c.push_control(Op::Response, 0);
-                c.readable = true;
+                if !pending {
+                    c.push_control(Op::Response, 0);
+                    c.readable = true;
+                }
                 let Some(slot) = self.insert(c) else {
                     reply_rst(self);
                     return Ok(());
@@ -441,6 +457,31 @@ impl Muxer {
             Err(e) => {
                 log::debug!("guest connect to port {}: {e}", pkt.dst_port());
                 reply_rst(self);
+            }
+        }
+        Ok(())
+    }
+
+    /// A host connection for the guest arrived on a forwarding listener.
+    fn accept_forwarded(&mut self, index: usize) -> Result<(), HostError> {
+        let listeners = self.forward_listeners.clone();
+        let Some((listener, port)) = listeners.get(index) else {
+            return Ok(());
+        };
+        while let Some(sock) = host::accept(listener)? {
+            if self.count() >= MAX_CONNECTIONS {
+                log::warn!(
+                    "connection limit ({MAX_CONNECTIONS}) reached; refusing a forwarded connection"
+                );
+                continue;
+            }
+            let host_port = self.alloc_port(*port);
+            let mut c = Conn::new(sock, State::Connecting, host_port, *port, self.buf_alloc);
+            c.push_control(Op::Request, 0);
+            if let Some(slot) = self.insert(c) {
+                self.by_key.insert((host_port, *port), slot);
+                self.mark_ready(slot);
+                self.sync(slot)?;
             }
         }
         Ok(())
@@ -653,6 +694,24 @@ impl Muxer {
         let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
         };
+        if c.state == State::HostConnecting {
+            // The forwarded connect finished, one way or the other.
+            match c.stream.take_error()? {
+                None if evset.contains(EventSet::OUT) => {
+                    c.state = State::Established;
+                    c.push_control(Op::Response, 0);
+                    c.readable = true;
+                    self.mark_ready(slot);
+                }
+                None => {}
+                Some(e) => {
+                    log::debug!("forwarded connect to port {} failed: {e}", c.host_port);
+                    self.reset(slot);
+                    return Ok(());
+                }
+            }
+            return self.sync(slot);
+        }
         if evset.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR) {
             c.readable = true;
             self.mark_ready(slot);
@@ -671,13 +730,18 @@ pub struct VsockDevice {
 }
 
 impl VsockDevice {
-    /// A device for `args`, taking host connections from `listener` and
-    /// sibling packets from its mailbox in `registry`.
+    /// A device for `args`, taking host connections from `listener` and the
+    /// `forward_listeners`, and sibling packets from its mailbox in `registry`.
     pub fn new(
         args: &Args,
         listener: Arc<UdsListener>,
         registry: Arc<Registry>,
+        forward_listeners: Arc<Vec<(OwnedFd, u32)>>,
     ) -> Result<Self, HostError> {
+        let conn_base = u16::try_from(forward_listeners.len())
+            .ok()
+            .and_then(|n| n.checked_add(FIRST_FORWARD_TOKEN))
+            .ok_or("too many forwarding listeners")?;
         let mailbox = registry
             .get(args.guest_cid)
             .ok_or("the VM has no mailbox in the registry")?;
@@ -699,6 +763,9 @@ impl VsockDevice {
                 mailbox,
                 registry,
                 sibling: None,
+                forward_cid: args.forward_cid,
+                forward_listeners,
+                conn_base,
             }),
             listener,
         })
@@ -764,6 +831,17 @@ impl VirtioDevice for VsockDevice {
         // Packets siblings sent before this driver's transport reset are stale.
         m.mailbox.clear();
         events.add(0, m.mailbox.wake.as_fd(), EventSet::IN, TOKEN_MAILBOX)?;
+        for (i, (l, _)) in m.forward_listeners.iter().enumerate() {
+            let tok = u16::try_from(i)
+                .ok()
+                .and_then(|i| i.checked_add(FIRST_FORWARD_TOKEN));
+            events.add(
+                0,
+                l.as_fd(),
+                EventSet::IN,
+                tok.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?,
+            )?;
+        }
         m.events = Some(events);
         Ok(())
     }
@@ -797,7 +875,11 @@ impl VirtioDevice for VsockDevice {
             TOKEN_MAILBOX => {
                 let _ = m.mailbox.wake.read();
             }
-            t => m.on_host_event(usize::from(t - FIRST_CONN_TOKEN), evset)?,
+            t if t < m.conn_base => m.accept_forwarded(usize::from(t - FIRST_FORWARD_TOKEN))?,
+            t => {
+                let slot = usize::from(t - m.conn_base);
+                m.on_host_event(slot, evset)?;
+            }
         }
         self.service(&mut m, ctx)
     }

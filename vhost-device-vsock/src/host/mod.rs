@@ -100,6 +100,13 @@ impl HostSocket {
         }
     }
 
+    /// The pending error of a non-blocking connect (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        let code =
+            socket::getsockopt(&self.fd, socket::sockopt::SocketError).map_err(io::Error::from)?;
+        Ok((code != 0).then(|| io::Error::from_raw_os_error(code)))
+    }
+
     /// Half-close: no more sending.
     pub fn shutdown_write(&self) -> io::Result<()> {
         socket::shutdown(
@@ -159,6 +166,80 @@ pub fn connect_port(uds_path: &Path, port: u32, seqpacket: bool) -> io::Result<H
     })
 }
 
+/// `VMADDR_CID_ANY`.
+const CID_ANY: u32 = u32::MAX;
+
+fn vsock_error(what: String, e: nix::Error) -> io::Error {
+    let hint = if e == nix::errno::Errno::EAFNOSUPPORT {
+        " (this host has no AF_VSOCK: load vhost_vsock or vsock_loopback)"
+    } else {
+        ""
+    };
+    io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}{hint}"))
+}
+
+fn vsock_socket() -> nix::Result<OwnedFd> {
+    socket::socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+}
+
+/// Start a non-blocking connection to host `AF_VSOCK` `cid:port`. Returns the
+/// socket and whether the connection is still in progress (then wait for
+/// `EPOLLOUT` and check [`HostSocket::take_error`]).
+pub fn connect_vsock(cid: u32, port: u32) -> io::Result<(HostSocket, bool)> {
+    let fd = vsock_socket().map_err(|e| vsock_error(format!("AF_VSOCK {cid}:{port}"), e))?;
+    let addr = socket::VsockAddr::new(cid, port);
+    let pending = match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) => false,
+        Err(nix::errno::Errno::EINPROGRESS) => true,
+        Err(e) => return Err(vsock_error(format!("AF_VSOCK {cid}:{port}"), e)),
+    };
+    Ok((
+        HostSocket {
+            fd,
+            seqpacket: false,
+        },
+        pending,
+    ))
+}
+
+/// Listen on host `AF_VSOCK` `port`, any CID (non-blocking).
+pub fn listen_vsock(port: u32) -> io::Result<OwnedFd> {
+    let what = || format!("cannot listen on AF_VSOCK port {port}");
+    let fd = vsock_socket().map_err(|e| vsock_error(what(), e))?;
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &socket::VsockAddr::new(CID_ANY, port),
+    )
+    .map_err(|e| vsock_error(what(), e))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(64).map_err(|e| vsock_error(what(), e))?,
+    )
+    .map_err(|e| vsock_error(what(), e))?;
+    Ok(fd)
+}
+
+/// Accept one pending connection on a (non-blocking) listener of any family.
+pub fn accept(listener: &OwnedFd) -> io::Result<Option<HostSocket>> {
+    match socket::accept4(
+        std::os::fd::AsRawFd::as_raw_fd(listener),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    ) {
+        Ok(raw) => Ok(Some(HostSocket {
+            // SAFETY: accept4 returned a new descriptor that nothing else owns.
+            fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) },
+            seqpacket: false,
+        })),
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
 /// Parse a complete handshake line (`CONNECT <port>\n`).
 pub fn parse_connect(line: &[u8]) -> Option<u32> {
     let text = std::str::from_utf8(line).ok()?;
@@ -169,6 +250,15 @@ pub fn parse_connect(line: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_af_vsock_is_explained() {
+        // The build host has no AF_VSOCK; where one exists this just listens.
+        match listen_vsock(47_001) {
+            Ok(_) => {}
+            Err(e) => assert!(e.to_string().contains("AF_VSOCK"), "{e}"),
+        }
+    }
 
     #[test]
     fn connect_line_gives_the_port() {
