@@ -19,6 +19,7 @@
 pub mod memory;
 pub mod process;
 pub mod virtqueue;
+pub mod vsock;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;

@@ -6,6 +6,7 @@
 //! ```text
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock info
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock read --bytes 64
+//! vhost-device-test-frontend --socket-path /tmp/vsock.sock vsock-send --port 1234 --bytes 1048576
 //! ```
 
 use std::io::Write;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use vhost_device_test_frontend::vsock::VsockGuest;
 use vhost_device_test_frontend::{Chain, Error, Options, Session};
 
 /// A vhost-user front end and virtio driver with no VM.
@@ -45,11 +47,46 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         queue: usize,
     },
+    /// Play a vsock guest: connect to host (CID 2) port PORT, send BYTES
+    /// pseudo-random bytes, print `SENT <bytes> <crc32>`
+    VsockSend {
+        /// The guest's CID
+        #[arg(long, default_value_t = 3)]
+        guest_cid: u64,
+        /// Host port
+        #[arg(long)]
+        port: u32,
+        /// How many bytes
+        #[arg(long)]
+        bytes: u64,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Play a vsock guest: accept one host connection to PORT, receive BYTES,
+    /// print `RECEIVED <bytes> <crc32>`
+    VsockRecv {
+        /// The guest's CID
+        #[arg(long, default_value_t = 3)]
+        guest_cid: u64,
+        /// Guest port
+        #[arg(long)]
+        port: u32,
+        /// How many bytes
+        #[arg(long)]
+        bytes: u64,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 fn run(args: Args) -> Result<(), Error> {
     let opts = Options {
-        num_queues: Some(1),
+        num_queues: Some(match args.command {
+            Cmd::VsockSend { .. } | Cmd::VsockRecv { .. } => 3,
+            _ => 1,
+        }),
         ..Options::default()
     };
     let mut s = Session::start(&args.socket_path, &opts)?;
@@ -78,6 +115,26 @@ fn run(args: Args) -> Result<(), Error> {
             }
             let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
             let _ = writeln!(std::io::stdout(), "{hex}");
+        }
+        Cmd::VsockSend {
+            guest_cid,
+            port,
+            bytes,
+            timeout,
+        } => {
+            let mut g = VsockGuest::new(s, guest_cid)?;
+            let crc = g.send_to_host(50_000, port, bytes, Duration::from_secs(timeout))?;
+            let _ = writeln!(std::io::stdout(), "SENT {bytes} {crc:08x}");
+        }
+        Cmd::VsockRecv {
+            guest_cid,
+            port,
+            bytes,
+            timeout,
+        } => {
+            let mut g = VsockGuest::new(s, guest_cid)?;
+            let crc = g.recv_from_host(port, bytes, Duration::from_secs(timeout))?;
+            let _ = writeln!(std::io::stdout(), "RECEIVED {bytes} {crc:08x}");
         }
     }
     Ok(())
