@@ -22,6 +22,21 @@
  *   vsock-guest refused CID PORT
  *       connect to CID:PORT where nobody listens: must fail promptly with
  *       ECONNRESET or ECONNREFUSED (not time out, not succeed)
+ *   vsock-guest sink PORT BYTES
+ *       listen on VMADDR_CID_ANY:PORT (prints "listening"), accept one
+ *       connection, read up to EOF, print "received <n> bytes ... crc32 <crc>"
+ *       and close; exit 0 if exactly BYTES bytes came before EOF (the data is
+ *       not checked here: the sender's CRC is compared by the caller)
+ *   vsock-guest source CID PORT BYTES SEED
+ *       connect to CID:PORT, send BYTES bytes of the pattern for SEED (write()
+ *       calls of whatever size the kernel takes), print "sent <n> bytes ...
+ *       crc32 <crc>", then
+ *       shutdown(SHUT_WR) and wait for the peer to close (EOF or reset);
+ *       exit 0 if it closed without sending anything, 5 if the data was sent
+ *       but the peer sent data back
+ *   (e2e/tests/vsock-forward.sh uses these two with a program that is not a
+ *   vsock-guest on the other end, so they check byte counts only and print
+ *   the CRC for the test to compare.)
  *
  * The pattern: splitmix64 words from state SEED, each stored little-endian;
  * byte i of the stream is byte i%8 of word i/8.  The checksum is CRC-32
@@ -30,7 +45,7 @@
  *
  * Output lines start with "vsock-guest: "; errors go to stdout too, so the
  * test can show them.  Exit status: 0 ok, 1 data or protocol mismatch,
- * 2 usage, 3 system call failure, 4 timeout.
+ * 2 usage, 3 system call failure, 4 timeout, 5 (source) the peer sent data.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -344,6 +359,145 @@ static int cmd_refused(unsigned cid, unsigned port)
 	return 0;
 }
 
+static int cmd_sink(unsigned port, size_t bytes)
+{
+	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port };
+	struct sockaddr_vm peer;
+	socklen_t plen = sizeof peer;
+	unsigned char *buf = xmalloc(bytes + 1);
+	size_t got = 0, reads = 0, maxread = 0;
+	uint32_t crc;
+	double t0, t1;
+	ssize_t n;
+	int lfd, fd;
+
+	lfd = socket(AF_VSOCK, SOCK_STREAM, 0);
+	if (lfd < 0)
+		die_errno(3, "socket(AF_VSOCK, SOCK_STREAM)");
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0)
+		die_errno(3, "bind");
+	if (listen(lfd, 1) < 0)
+		die_errno(3, "listen");
+	say("listening on port %u", port);
+	phase = "waiting for a connection";
+	fd = accept(lfd, (struct sockaddr *)&peer, &plen);
+	if (fd < 0)
+		die_errno(3, "accept");
+	close(lfd);
+	say("accepted a connection from %u:%u", peer.svm_cid, peer.svm_port);
+	phase = "receiving";
+	t0 = now();
+	while (got <= bytes) {
+		n = read(fd, buf + got, bytes + 1 - got);
+		if (n < 0)
+			die_errno(3, "read");
+		if (n == 0)
+			break;
+		reads++;
+		if ((size_t)n > maxread)
+			maxread = (size_t)n;
+		got += (size_t)n;
+		progress = got;
+		if (got == bytes)
+			phase = "waiting for EOF after all the expected bytes";
+	}
+	t1 = now();
+	crc = crc32(buf, got);
+	say("received %zu bytes in %zu read() calls (largest %zu) in %.3f s (%.1f MiB/s), crc32 %08" PRIx32,
+	    got, reads, maxread, t1 - t0, mib_per_s(got, t1 - t0), crc);
+	close(fd);
+	if (got > bytes) {
+		say("more than the %zu bytes expected arrived (no EOF after them)", bytes);
+		return 1;
+	}
+	if (got < bytes) {
+		say("EOF after %zu of %zu bytes", got, bytes);
+		return 1;
+	}
+	say("EOF after exactly %zu bytes", bytes);
+	return 0;
+}
+
+static int cmd_source(unsigned cid, unsigned port, size_t bytes, uint64_t seed)
+{
+	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port };
+	unsigned char *buf = xmalloc(bytes), junk[4096], first[48];
+	size_t off, writes = 0, extra = 0, i;
+	char shown[4 * sizeof first + 1], *q = shown;
+	uint32_t crc;
+	double t0, t1, t2;
+	ssize_t n;
+	int fd, e;
+
+	pattern(buf, bytes, seed);
+	crc = crc32(buf, bytes);
+	fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+	if (fd < 0)
+		die_errno(3, "socket(AF_VSOCK, SOCK_STREAM)");
+	phase = "connecting";
+	t0 = now();
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		char what[64];
+		snprintf(what, sizeof what, "connect to %u:%u", cid, port);
+		die_errno(3, what);
+	}
+	t1 = now();
+	say("connected to %u:%u in %.3f s", cid, port, t1 - t0);
+	phase = "sending";
+	for (off = 0; off < bytes; off += (size_t)n) {
+		n = write(fd, buf + off, bytes - off);
+		if (n < 0) {
+			char what[96];
+			snprintf(what, sizeof what, "write at offset %zu", off);
+			die_errno(3, what);
+		}
+		writes++;
+		progress = off + (size_t)n;
+	}
+	t2 = now();
+	say("sent %zu bytes in %zu write() calls in %.3f s (%.1f MiB/s), crc32 %08" PRIx32,
+	    bytes, writes, t2 - t1, mib_per_s(bytes, t2 - t1), crc);
+	phase = "shutting down the send direction";
+	if (shutdown(fd, SHUT_WR) < 0)
+		die_errno(3, "shutdown(SHUT_WR)");
+	phase = "waiting for the peer to close (all data was sent)";
+	for (;;) {
+		n = read(fd, junk, sizeof junk);
+		if (n < 0) {
+			e = errno;
+			if (e == ECONNRESET || e == EPIPE) {
+				say("peer reset the connection %.3f s after the data was sent", now() - t2);
+				break;
+			}
+			die_errno(3, "read while waiting for the peer to close");
+		}
+		if (n == 0) {
+			say("peer closed (EOF) %.3f s after the data was sent", now() - t2);
+			break;
+		}
+		for (i = 0; i < (size_t)n && extra + i < sizeof first; i++)
+			first[extra + i] = junk[i];
+		extra += (size_t)n;
+	}
+	close(fd);
+	if (extra) {
+		for (i = 0; i < extra && i < sizeof first; i++) {
+			unsigned char c = first[i];
+			if (c >= 0x20 && c < 0x7f && c != '\\')
+				*q++ = (char)c;
+			else if (c == '\n')
+				q += sprintf(q, "\\n");
+			else
+				q += sprintf(q, "\\x%02x", c);
+		}
+		*q = '\0';
+		say("the peer sent %zu bytes back, it should have sent none: \"%s\"%s", extra, shown,
+		    extra > sizeof first ? "..." : "");
+		return 5;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *t = getenv("VSOCK_GUEST_TIMEOUT");
@@ -370,11 +524,18 @@ int main(int argc, char **argv)
 				number(argv[4], "SEED"));
 	if (argc == 4 && !strcmp(argv[1], "refused"))
 		return cmd_refused((unsigned)number(argv[2], "CID"), (unsigned)number(argv[3], "PORT"));
+	if (argc == 4 && !strcmp(argv[1], "sink"))
+		return cmd_sink((unsigned)number(argv[2], "PORT"), (size_t)number(argv[3], "BYTES"));
+	if (argc == 6 && !strcmp(argv[1], "source"))
+		return cmd_source((unsigned)number(argv[2], "CID"), (unsigned)number(argv[3], "PORT"),
+				  (size_t)number(argv[4], "BYTES"), number(argv[5], "SEED"));
 	fprintf(stderr,
 		"usage: vsock-guest cid\n"
 		"       vsock-guest pattern BYTES SEED\n"
 		"       vsock-guest send CID PORT BYTES SEED CHUNK\n"
 		"       vsock-guest recv PORT BYTES SEED\n"
-		"       vsock-guest refused CID PORT\n");
+		"       vsock-guest refused CID PORT\n"
+		"       vsock-guest sink PORT BYTES\n"
+		"       vsock-guest source CID PORT BYTES SEED\n");
 	return 2;
 }

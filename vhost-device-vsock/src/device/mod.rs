@@ -270,7 +270,11 @@ impl Muxer {
                     return Ok(());
                 }
                 c.state = State::Established;
-                c.reply.extend(format!("OK {}\n", c.host_port).bytes());
+                // Only a Unix-socket host program that sent `CONNECT <port>`
+                // expects the `OK` line; a forwarded AF_VSOCK peer does not.
+                if !c.handshake.is_empty() {
+                    c.reply.extend(format!("OK {}\n", c.host_port).bytes());
+                }
                 c.readable = true;
                 self.after_write(slot);
                 self.mark_ready(slot);
