@@ -168,3 +168,119 @@ pub fn write(writer: &mut Writer<'_>, hdr: PacketHeader, payload: &[u8]) -> io::
     writer.write_all(payload)?;
     u32::try_from(writer.bytes_written()).map_err(io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vhost_device_common::queue::{drain, Completion};
+    use vhost_device_common::testing::{TestQueue, BUFFERS};
+
+    const GUEST: u64 = 3;
+
+    fn hdr(op: u16, ty: u16, len: u32) -> PacketHeader {
+        PacketHeader {
+            src_cid: GUEST.into(),
+            dst_cid: HOST_CID.into(),
+            src_port: 10.into(),
+            dst_port: 20.into(),
+            len: len.into(),
+            type_: ty.into(),
+            op: op.into(),
+            ..PacketHeader::default()
+        }
+    }
+
+    /// Parse the packet `bytes`, split into descriptors at `splits`.
+    fn parse_bytes(bytes: &[u8], splits: &[usize], seqpacket: bool) -> Result<Packet, Error> {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.write_bytes(BUFFERS, bytes).unwrap();
+        let mut bufs = Vec::new();
+        let mut start = 0;
+        for &end in splits.iter().chain(std::iter::once(&bytes.len())) {
+            bufs.push((
+                BUFFERS + start as u64,
+                u32::try_from(end - start).unwrap(),
+                false,
+            ));
+            start = end;
+        }
+        q.add(&bufs).unwrap();
+        let mut out = None;
+        drain(&q.context(), &q.vring, |r, _| {
+            out = Some(parse(r, GUEST, seqpacket).map_err(|(e, _)| e));
+            Ok(Completion::Used(0))
+        })
+        .unwrap();
+        out.unwrap()
+    }
+
+    fn packet(h: PacketHeader, payload: &[u8]) -> Vec<u8> {
+        let mut b = h.as_slice().to_vec();
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn header_split_across_descriptors_is_parsed() {
+        let bytes = packet(hdr(5, TYPE_STREAM, 3), b"abc");
+        let p = parse_bytes(&bytes, &[7, 30, 44], false).unwrap();
+        assert_eq!(
+            (p.op, p.len(), p.src_port(), p.dst_port()),
+            (Op::Rw, 3, 10, 20)
+        );
+    }
+
+    #[test]
+    fn short_header_is_refused() {
+        let bytes = packet(hdr(1, TYPE_STREAM, 0), &[]);
+        assert!(matches!(
+            parse_bytes(&bytes[..40], &[], false),
+            Err(Error::ShortHeader(_))
+        ));
+    }
+
+    #[test]
+    fn length_beyond_the_buffer_is_refused() {
+        let bytes = packet(hdr(5, TYPE_STREAM, 100), b"abc");
+        assert!(matches!(
+            parse_bytes(&bytes, &[], false),
+            Err(Error::BadLength { len: 100, .. })
+        ));
+    }
+
+    #[test]
+    fn control_packet_with_payload_is_refused() {
+        let bytes = packet(hdr(1, TYPE_STREAM, 3), b"abc");
+        assert!(matches!(
+            parse_bytes(&bytes, &[], false),
+            Err(Error::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn seqpacket_needs_the_feature() {
+        let bytes = packet(hdr(1, TYPE_SEQPACKET, 0), &[]);
+        assert!(matches!(
+            parse_bytes(&bytes, &[], false),
+            Err(Error::UnsupportedType(2))
+        ));
+        assert!(parse_bytes(&bytes, &[], true).is_ok());
+    }
+
+    #[test]
+    fn packet_from_another_cid_is_refused() {
+        let mut h = hdr(1, TYPE_STREAM, 0);
+        h.src_cid = 9.into();
+        assert!(matches!(
+            parse_bytes(&packet(h, &[]), &[], false),
+            Err(Error::WrongSource(9))
+        ));
+    }
+
+    #[test]
+    fn rst_is_never_answered_with_rst() {
+        assert!(rst_for(&hdr(3, TYPE_STREAM, 0), GUEST).is_none());
+        let r = rst_for(&hdr(1, TYPE_STREAM, 0), GUEST).unwrap();
+        assert_eq!((r.src_port.to_native(), r.dst_port.to_native()), (20, 10));
+    }
+}

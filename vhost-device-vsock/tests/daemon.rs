@@ -669,3 +669,33 @@ fn forwarded_connect_that_fails_is_reset() {
     let (r, _) = g.expect(RST);
     assert_eq!((r.src_port, r.dst_port), (9000, 700));
 }
+
+#[test]
+fn packet_in_an_indirect_table_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 13);
+    let mut h = g.hdr(13, 1234, RW);
+    h.len = 8;
+    let mut bytes = h.bytes();
+    bytes.extend_from_slice(b"indirect");
+    g.s.ram().write(g.tx, &bytes).unwrap();
+
+    let vq = g.s.queue(TX).unwrap();
+    vq.add(
+        &Chain::new()
+            .readable(g.tx, 20)
+            .readable(g.tx + 20, 24)
+            .readable(g.tx + 44, 8)
+            .indirect(),
+    )
+    .unwrap();
+    vq.kick().unwrap();
+    vq.wait_used(WAIT).unwrap();
+
+    let mut buf = [0u8; 8];
+    host.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"indirect");
+}
