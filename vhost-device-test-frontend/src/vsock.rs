@@ -43,7 +43,8 @@ pub struct Hdr {
 }
 
 impl Hdr {
-    fn bytes(&self) -> Vec<u8> {
+    /// The 44 wire bytes.
+    pub fn bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(44);
         b.extend_from_slice(&self.src_cid.to_le_bytes());
         b.extend_from_slice(&self.dst_cid.to_le_bytes());
@@ -58,7 +59,8 @@ impl Hdr {
         b
     }
 
-    fn parse(b: &[u8]) -> Option<Self> {
+    /// Decode the first 44 bytes of `b`.
+    pub fn parse(b: &[u8]) -> Option<Self> {
         let u64_at = |o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
         let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
         let u16_at = |o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));

@@ -415,6 +415,29 @@ fn check_transfer(lun: &Lun, lba: u64, blocks: u32) -> Result<u64, Outcome> {
     Ok(u64::from(blocks) * u64::from(lun.block_size))
 }
 
+/// Move `bytes` of the medium from `offset` in pieces of at most [`CHUNK`]
+/// through `scratch`, calling `step(piece, medium offset)` for each.
+fn chunked(
+    offset: u64,
+    bytes: u64,
+    scratch: &mut Vec<u8>,
+    mut step: impl FnMut(&mut [u8], u64) -> Result<(), Outcome>,
+) -> Outcome {
+    let (mut offset, mut left) = (offset, bytes);
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        if scratch.len() < n {
+            scratch.resize(n, 0);
+        }
+        if let Err(o) = step(&mut scratch[..n], offset) {
+            return o;
+        }
+        offset += n as u64;
+        left -= n as u64;
+    }
+    Outcome::GOOD
+}
+
 fn read(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>, scratch: &mut Vec<u8>) -> Outcome {
     let (lba, blocks, _) = rw_params(cdb);
     let bytes = match check_transfer(lun, lba, blocks) {
@@ -424,23 +447,17 @@ fn read(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>, scratch: &mut Vec<u8>) 
     if (data_in.available_bytes() as u64) < bytes {
         return Outcome::overrun();
     }
-    let mut offset = lba * u64::from(lun.block_size);
-    let mut left = bytes;
-    while left > 0 {
-        let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-        if scratch.len() < n {
-            scratch.resize(n, 0);
-        }
-        if let Err(e) = lun.host.read_at(&mut scratch[..n], offset) {
-            return io_error(lun, "read", &e, sense::READ_ERROR);
-        }
-        if data_in.write_all(&scratch[..n]).is_err() {
-            return Outcome::overrun();
-        }
-        offset += n as u64;
-        left -= n as u64;
-    }
-    Outcome::GOOD
+    chunked(
+        lba * u64::from(lun.block_size),
+        bytes,
+        scratch,
+        |buf, off| {
+            lun.host
+                .read_at(buf, off)
+                .map_err(|e| io_error(lun, "read", &e, sense::READ_ERROR))?;
+            data_in.write_all(buf).map_err(|_| Outcome::overrun())
+        },
+    )
 }
 
 fn write(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8>) -> Outcome {
@@ -455,21 +472,19 @@ fn write(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8>
     if (data_out.available_bytes() as u64) < bytes {
         return Outcome::overrun();
     }
-    let mut offset = lba * u64::from(lun.block_size);
-    let mut left = bytes;
-    while left > 0 {
-        let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-        if scratch.len() < n {
-            scratch.resize(n, 0);
-        }
-        if data_out.read_exact(&mut scratch[..n]).is_err() {
-            return Outcome::overrun();
-        }
-        if let Err(e) = lun.host.write_at(&scratch[..n], offset) {
-            return io_error(lun, "write", &e, sense::WRITE_ERROR);
-        }
-        offset += n as u64;
-        left -= n as u64;
+    let written = chunked(
+        lba * u64::from(lun.block_size),
+        bytes,
+        scratch,
+        |buf, off| {
+            data_out.read_exact(buf).map_err(|_| Outcome::overrun())?;
+            lun.host
+                .write_at(buf, off)
+                .map_err(|e| io_error(lun, "write", &e, sense::WRITE_ERROR))
+        },
+    );
+    if written != Outcome::GOOD {
+        return written;
     }
     if fua {
         if let Err(e) = lun.host.flush() {
@@ -491,27 +506,25 @@ fn verify(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8
             if (data_out.available_bytes() as u64) < bytes {
                 return Outcome::overrun();
             }
-            let mut offset = lba * u64::from(lun.block_size);
-            let mut left = bytes;
             let mut theirs = vec![0u8; CHUNK.min(usize::try_from(bytes).unwrap_or(CHUNK))];
-            while left > 0 {
-                let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-                if scratch.len() < n {
-                    scratch.resize(n, 0);
-                }
-                if data_out.read_exact(&mut theirs[..n]).is_err() {
-                    return Outcome::overrun();
-                }
-                if let Err(e) = lun.host.read_at(&mut scratch[..n], offset) {
-                    return io_error(lun, "read", &e, sense::READ_ERROR);
-                }
-                if scratch[..n] != theirs[..n] {
-                    return Outcome::check(sense::MISCOMPARE);
-                }
-                offset += n as u64;
-                left -= n as u64;
-            }
-            Outcome::GOOD
+            chunked(
+                lba * u64::from(lun.block_size),
+                bytes,
+                scratch,
+                |ours, off| {
+                    let theirs = &mut theirs[..ours.len()];
+                    data_out
+                        .read_exact(theirs)
+                        .map_err(|_| Outcome::overrun())?;
+                    lun.host
+                        .read_at(ours, off)
+                        .map_err(|e| io_error(lun, "read", &e, sense::READ_ERROR))?;
+                    if ours != theirs {
+                        return Err(Outcome::check(sense::MISCOMPARE));
+                    }
+                    Ok(())
+                },
+            )
         }
         _ => Outcome::check(sense::INVALID_FIELD),
     }

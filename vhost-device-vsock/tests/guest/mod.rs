@@ -31,53 +31,7 @@ pub const SHUTDOWN: u16 = 4;
 pub const RW: u16 = 5;
 pub const CREDIT_UPDATE: u16 = 6;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Hdr {
-    pub src_cid: u64,
-    pub dst_cid: u64,
-    pub src_port: u32,
-    pub dst_port: u32,
-    pub len: u32,
-    pub ty: u16,
-    pub op: u16,
-    pub flags: u32,
-    pub buf_alloc: u32,
-    pub fwd_cnt: u32,
-}
-
-impl Hdr {
-    pub fn bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(44);
-        b.extend_from_slice(&self.src_cid.to_le_bytes());
-        b.extend_from_slice(&self.dst_cid.to_le_bytes());
-        b.extend_from_slice(&self.src_port.to_le_bytes());
-        b.extend_from_slice(&self.dst_port.to_le_bytes());
-        b.extend_from_slice(&self.len.to_le_bytes());
-        b.extend_from_slice(&self.ty.to_le_bytes());
-        b.extend_from_slice(&self.op.to_le_bytes());
-        b.extend_from_slice(&self.flags.to_le_bytes());
-        b.extend_from_slice(&self.buf_alloc.to_le_bytes());
-        b.extend_from_slice(&self.fwd_cnt.to_le_bytes());
-        b
-    }
-
-    pub fn parse(b: &[u8]) -> Self {
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
-        Hdr {
-            src_cid: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-            dst_cid: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-            src_port: u32_at(16),
-            dst_port: u32_at(20),
-            len: u32_at(24),
-            ty: u16_at(28),
-            op: u16_at(30),
-            flags: u32_at(32),
-            buf_alloc: u32_at(36),
-            fwd_cnt: u32_at(40),
-        }
-    }
-}
+pub use vhost_device_test_frontend::vsock::Hdr;
 
 /// The guest side: a minimal vsock driver over the test front end.
 pub struct Guest {
@@ -192,7 +146,7 @@ impl Guest {
         for u in used {
             let buf = self.rx_heads.remove(&u.head).unwrap();
             let data = self.s.ram().read(buf, u.len as usize).unwrap();
-            let h = Hdr::parse(&data[..44]);
+            let h = Hdr::parse(&data[..44]).unwrap();
             self.inbox.push_back((h, data[44..].to_vec()));
             done.push(buf);
         }
