@@ -97,11 +97,15 @@ pub fn crc32(mut crc: u32, data: &[u8]) -> u32 {
 
 /// The guest side of a vsock device.
 pub struct VsockGuest {
-    s: Session,
-    cid: u64,
+    /// The front-end session.
+    pub s: Session,
+    /// This guest's CID.
+    pub cid: u64,
     rx_heads: HashMap<u16, u64>,
-    tx: u64,
-    inbox: VecDeque<(Hdr, Vec<u8>)>,
+    /// Guest address of the transmit buffer.
+    pub tx: u64,
+    /// Packets received and not yet consumed.
+    pub inbox: VecDeque<(Hdr, Vec<u8>)>,
 }
 
 impl VsockGuest {
@@ -129,7 +133,8 @@ impl VsockGuest {
         Ok(())
     }
 
-    fn hdr(&self, src_port: u32, dst_port: u32, op: u16, fwd_cnt: u32) -> Hdr {
+    /// A stream header from this guest to the host (CID 2).
+    pub fn hdr(&self, src_port: u32, dst_port: u32, op: u16) -> Hdr {
         Hdr {
             src_cid: self.cid,
             dst_cid: 2,
@@ -138,25 +143,64 @@ impl VsockGuest {
             ty: 1,
             op,
             buf_alloc: GUEST_BUF,
-            fwd_cnt,
             ..Hdr::default()
         }
     }
 
-    fn send(&mut self, mut h: Hdr, payload: &[u8]) -> Result<(), Error> {
-        h.len = u32::try_from(payload.len()).map_err(|_| Error::QueueFull)?;
+    /// Send a packet on tx and wait until the device has taken it. A payload
+    /// is split over two descriptors, as drivers may do.
+    pub fn send(&mut self, mut h: Hdr, payload: &[u8]) -> Result<(), Error> {
+        let len = u32::try_from(payload.len()).map_err(|_| Error::QueueFull)?;
+        h.len = len;
         let mut bytes = h.bytes();
         bytes.extend_from_slice(payload);
         self.s.ram().write(self.tx, &bytes)?;
-        let len = u32::try_from(bytes.len()).map_err(|_| Error::QueueFull)?;
+        let mut chain = Chain::new().readable(self.tx, 44);
+        let half = len / 2;
+        if half > 0 {
+            chain = chain.readable(self.tx + 44, half);
+        }
+        if len > half {
+            chain = chain.readable(self.tx + 44 + u64::from(half), len - half);
+        }
         let vq = self.s.queue(TX)?;
-        vq.add(&Chain::new().readable(self.tx, len))?;
+        vq.add(&chain)?;
         vq.kick()?;
         vq.wait_used(Duration::from_secs(10))?;
         Ok(())
     }
 
-    fn recv(&mut self, deadline: Instant) -> Result<(Hdr, Vec<u8>), Error> {
+    /// Collect whatever arrives on rx within `timeout` into the inbox,
+    /// reposting buffers; `false` if nothing arrived.
+    pub fn poll_rx(&mut self, timeout: Duration) -> Result<bool, Error> {
+        let used = match self.s.queue(RX)?.wait_used(timeout) {
+            Ok(u) => u,
+            Err(Error::Timeout) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut done = Vec::new();
+        for u in used {
+            let buf = self
+                .rx_heads
+                .remove(&u.head)
+                .ok_or(Error::BadUsedId(u32::from(u.head)))?;
+            let data = self.s.ram().read(buf, u.len as usize)?;
+            if let Some(h) = Hdr::parse(&data) {
+                self.inbox.push_back((h, data[44..].to_vec()));
+            }
+            done.push(buf);
+        }
+        // Repost only after every used head is accounted for: a reposted
+        // buffer may take a descriptor index that a later used entry names.
+        for buf in done {
+            self.post_rx(buf)?;
+        }
+        self.s.queue(RX)?.kick()?;
+        Ok(true)
+    }
+
+    /// The next packet from the device, waiting until `deadline`.
+    pub fn recv(&mut self, deadline: Instant) -> Result<(Hdr, Vec<u8>), Error> {
         loop {
             if let Some(p) = self.inbox.pop_front() {
                 return Ok(p);
@@ -165,29 +209,7 @@ impl VsockGuest {
             if left.is_zero() {
                 return Err(Error::Timeout);
             }
-            let Ok(used) = self
-                .s
-                .queue(RX)?
-                .wait_used(left.min(Duration::from_millis(200)))
-            else {
-                continue;
-            };
-            let mut done = Vec::new();
-            for u in used {
-                let buf = self
-                    .rx_heads
-                    .remove(&u.head)
-                    .ok_or(Error::BadUsedId(u32::from(u.head)))?;
-                let data = self.s.ram().read(buf, u.len as usize)?;
-                if let Some(h) = Hdr::parse(&data) {
-                    self.inbox.push_back((h, data[44..].to_vec()));
-                }
-                done.push(buf);
-            }
-            for buf in done {
-                self.post_rx(buf)?;
-            }
-            self.s.queue(RX)?.kick()?;
+            self.poll_rx(left.min(Duration::from_millis(200)))?;
         }
     }
 
@@ -201,7 +223,7 @@ impl VsockGuest {
         timeout: Duration,
     ) -> Result<u32, Error> {
         let deadline = Instant::now() + timeout;
-        self.send(self.hdr(local, port, op::REQUEST, 0), &[])?;
+        self.send(self.hdr(local, port, op::REQUEST), &[])?;
         let (mut alloc, mut fwd) = loop {
             let (h, _) = self.recv(deadline)?;
             match h.op {
@@ -236,7 +258,7 @@ impl VsockGuest {
                 *b = x.to_le_bytes()[0];
             }
             crc = crc32(crc, &chunk[..n]);
-            self.send(self.hdr(local, port, op::RW, 0), &chunk[..n])?;
+            self.send(self.hdr(local, port, op::RW), &chunk[..n])?;
             sent += n as u64;
             while let Some((h, _)) = self.inbox.pop_front() {
                 alloc = h.buf_alloc;
@@ -253,7 +275,7 @@ impl VsockGuest {
         self.send(
             Hdr {
                 flags: 3,
-                ..self.hdr(local, port, op::SHUTDOWN, 0)
+                ..self.hdr(local, port, op::SHUTDOWN)
             },
             &[],
         )?;
@@ -275,7 +297,7 @@ impl VsockGuest {
                 break h.src_port;
             }
         };
-        self.send(self.hdr(port, peer, op::RESPONSE, 0), &[])?;
+        self.send(self.hdr(port, peer, op::RESPONSE), &[])?;
         let (mut got, mut crc, mut fwd, mut since) = (0u64, 0u32, 0u32, 0usize);
         while got < bytes {
             let (h, p) = self.recv(deadline)?;
@@ -287,7 +309,13 @@ impl VsockGuest {
                     since += p.len();
                     if since >= 64 * 1024 {
                         since = 0;
-                        self.send(self.hdr(port, peer, op::CREDIT_UPDATE, fwd), &[])?;
+                        self.send(
+                            Hdr {
+                                fwd_cnt: fwd,
+                                ..self.hdr(port, peer, op::CREDIT_UPDATE)
+                            },
+                            &[],
+                        )?;
                     }
                 }
                 op::RST | op::SHUTDOWN if got < bytes => return Err(Error::Timeout),

@@ -170,9 +170,10 @@ fn malformed_packets_are_reset_and_the_device_keeps_serving() {
     let mut lying = g.hdr(6, 1234, RW).bytes();
     lying[24..28].copy_from_slice(&100_000u32.to_le_bytes());
     g.s.ram().write(g.tx, &lying).unwrap();
+    let tx = g.tx;
     let vq = g.s.queue(TX).unwrap();
-    vq.add(&Chain::new().readable(g.tx, 44)).unwrap();
-    vq.add(&Chain::new().readable(g.tx, 10)).unwrap();
+    vq.add(&Chain::new().readable(tx, 44)).unwrap();
+    vq.add(&Chain::new().readable(tx, 10)).unwrap();
     vq.kick().unwrap();
     let mut n = 0;
     while n < 2 {
@@ -683,12 +684,13 @@ fn packet_in_an_indirect_table_is_served() {
     bytes.extend_from_slice(b"indirect");
     g.s.ram().write(g.tx, &bytes).unwrap();
 
+    let tx = g.tx;
     let vq = g.s.queue(TX).unwrap();
     vq.add(
         &Chain::new()
-            .readable(g.tx, 20)
-            .readable(g.tx + 20, 24)
-            .readable(g.tx + 44, 8)
+            .readable(tx, 20)
+            .readable(tx + 20, 24)
+            .readable(tx + 44, 8)
             .indirect(),
     )
     .unwrap();

@@ -10,20 +10,17 @@
     clippy::cast_possible_truncation
 )]
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use vhost_device_test_frontend::process::DaemonProcess;
-use vhost_device_test_frontend::{Chain, Options, Session};
+use vhost_device_test_frontend::vsock::VsockGuest;
+use vhost_device_test_frontend::{Options, Session};
 
 pub const CID: u64 = 3;
 pub const WAIT: Duration = Duration::from_secs(10);
 pub const RX: usize = 0;
 pub const TX: usize = 1;
 pub const EVT: usize = 2;
-pub const RX_BUF: u32 = 64 * 1024 + 44;
-pub const GUEST_BUF: u32 = 256 * 1024;
-
 pub const REQUEST: u16 = 1;
 pub const RESPONSE: u16 = 2;
 pub const RST: u16 = 3;
@@ -33,14 +30,20 @@ pub const CREDIT_UPDATE: u16 = 6;
 
 pub use vhost_device_test_frontend::vsock::Hdr;
 
-/// The guest side: a minimal vsock driver over the test front end.
-pub struct Guest {
-    pub s: Session,
-    /// This guest's CID.
-    pub cid: u64,
-    rx_heads: std::collections::HashMap<u16, u64>,
-    pub tx: u64,
-    pub inbox: VecDeque<(Hdr, Vec<u8>)>,
+/// The guest: the test front end's vsock driver, with panicking helpers for tests.
+pub struct Guest(VsockGuest);
+
+impl std::ops::Deref for Guest {
+    type Target = VsockGuest;
+    fn deref(&self) -> &VsockGuest {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guest {
+    fn deref_mut(&mut self) -> &mut VsockGuest {
+        &mut self.0
+    }
 }
 
 impl Guest {
@@ -74,101 +77,24 @@ impl Guest {
             ..Options::default()
         };
         let s = Session::start(socket, &opts).unwrap();
-        let rx_bufs: Vec<u64> = (0..64)
-            .map(|_| s.ram().alloc(u64::from(RX_BUF), 4096).unwrap())
-            .collect();
-        let tx = s.ram().alloc(u64::from(RX_BUF), 4096).unwrap();
-        let mut g = Guest {
-            s,
-            cid,
-            rx_heads: Default::default(),
-            tx,
-            inbox: VecDeque::new(),
-        };
-        for b in rx_bufs {
-            g.post_rx(b);
-        }
-        g.s.queue(RX).unwrap().kick().unwrap();
-        g
-    }
-
-    pub fn post_rx(&mut self, buf: u64) {
-        let head = self
-            .s
-            .queue(RX)
-            .unwrap()
-            .add(&Chain::new().writable(buf, RX_BUF))
-            .unwrap();
-        self.rx_heads.insert(head, buf);
-    }
-
-    pub fn hdr(&self, src_port: u32, dst_port: u32, op: u16) -> Hdr {
-        Hdr {
-            src_cid: self.cid,
-            dst_cid: 2,
-            src_port,
-            dst_port,
-            ty: 1,
-            op,
-            buf_alloc: GUEST_BUF,
-            ..Hdr::default()
-        }
+        Guest(VsockGuest::new(s, cid).unwrap())
     }
 
     /// Send a packet on tx (payload split over two descriptors when non-empty).
     pub fn send(&mut self, h: Hdr, payload: &[u8]) {
-        let mut h = h;
-        h.len = payload.len() as u32;
-        let mut bytes = h.bytes();
-        bytes.extend_from_slice(payload);
-        self.s.ram().write(self.tx, &bytes).unwrap();
-        let mut chain = Chain::new().readable(self.tx, 44);
-        if !payload.is_empty() {
-            let half = (payload.len() / 2) as u32;
-            if half > 0 {
-                chain = chain.readable(self.tx + 44, half);
-            }
-            chain = chain.readable(self.tx + 44 + u64::from(half), payload.len() as u32 - half);
-        }
-        let vq = self.s.queue(TX).unwrap();
-        vq.add(&chain).unwrap();
-        vq.kick().unwrap();
-        vq.wait_used(WAIT).expect("tx completes");
+        self.0.send(h, payload).expect("tx completes");
     }
 
     /// Collect whatever arrived on rx, reposting buffers.
     pub fn poll_rx(&mut self, timeout: Duration) -> bool {
-        let used = match self.s.queue(RX).unwrap().wait_used(timeout) {
-            Ok(u) => u,
-            Err(_) => return false,
-        };
-        let mut done = Vec::new();
-        for u in used {
-            let buf = self.rx_heads.remove(&u.head).unwrap();
-            let data = self.s.ram().read(buf, u.len as usize).unwrap();
-            let h = Hdr::parse(&data[..44]).unwrap();
-            self.inbox.push_back((h, data[44..].to_vec()));
-            done.push(buf);
-        }
-        // Repost only after every used head is accounted for: a reposted
-        // buffer may take a descriptor index that a later used entry names.
-        for buf in done {
-            self.post_rx(buf);
-        }
-        self.s.queue(RX).unwrap().kick().unwrap();
-        true
+        self.0.poll_rx(timeout).unwrap()
     }
 
     /// Wait for the next packet from the device.
     pub fn recv(&mut self) -> (Hdr, Vec<u8>) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(p) = self.inbox.pop_front() {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "no packet from the device");
-            self.poll_rx(Duration::from_millis(200));
-        }
+        self.0
+            .recv(Instant::now() + WAIT)
+            .expect("no packet from the device")
     }
 
     /// Wait for a packet with `op`, skipping credit updates.
