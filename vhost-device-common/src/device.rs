@@ -164,6 +164,9 @@ pub struct DeviceBackend<D: VirtioDevice> {
     device: D,
     mem: GuestMemoryAtomic<GuestMemory>,
     masks: Vec<u64>,
+    /// Queue numbers served by each worker, in the order of its vrings
+    /// (derived from `masks` once, not on every event).
+    thread_queues: Vec<Vec<usize>>,
     event_idx: AtomicBool,
     log: GuestErrorLog,
     fatal: Mutex<Option<HostError>>,
@@ -175,10 +178,15 @@ impl<D: VirtioDevice> DeviceBackend<D> {
     /// Wrap `device`, sharing `mem` with the vhost-user daemon.
     pub fn new(device: D, name: &str, mem: GuestMemoryAtomic<GuestMemory>) -> Self {
         let masks = device.queues_per_thread();
+        let thread_queues = masks
+            .iter()
+            .map(|&mask| (0..64).filter(|q| mask & (1u64 << q) != 0).collect())
+            .collect();
         Self {
             device,
             mem,
             masks,
+            thread_queues,
             event_idx: AtomicBool::new(false),
             log: GuestErrorLog::new(name),
             fatal: Mutex::new(None),
@@ -236,12 +244,6 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             handle.shutdown();
         }
         io::Error::other(text)
-    }
-
-    /// Global queue numbers of the vrings handed to worker `thread`, in order.
-    fn thread_queues(&self, thread: usize) -> Vec<usize> {
-        let mask = self.masks.get(thread).copied().unwrap_or(0);
-        (0..64).filter(|q| mask & (1u64 << q) != 0).collect()
     }
 }
 
@@ -341,7 +343,10 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         vrings: &[Vring],
         thread_id: usize,
     ) -> io::Result<()> {
-        let queues = self.thread_queues(thread_id);
+        let queues = self
+            .thread_queues
+            .get(thread_id)
+            .map_or(&[][..], Vec::as_slice);
         let num_queues = self.device.num_queues();
         let mut by_queue: Vec<Option<&Vring>> = vec![None; num_queues];
         for (i, &q) in queues.iter().enumerate() {
