@@ -49,42 +49,33 @@ enum Cmd {
     },
     /// Play a vsock guest: connect to host (CID 2) port PORT, send BYTES
     /// pseudo-random bytes, print `SENT <bytes> <crc32>`
-    VsockSend {
-        /// The guest's CID
-        #[arg(long, default_value_t = 3)]
-        guest_cid: u64,
-        /// Host port
-        #[arg(long)]
-        port: u32,
-        /// How many bytes
-        #[arg(long)]
-        bytes: u64,
-        /// Give up after this many seconds
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
-    },
+    VsockSend(VsockArgs),
     /// Play a vsock guest: accept one host connection to PORT, receive BYTES,
     /// print `RECEIVED <bytes> <crc32>`
-    VsockRecv {
-        /// The guest's CID
-        #[arg(long, default_value_t = 3)]
-        guest_cid: u64,
-        /// Guest port
-        #[arg(long)]
-        port: u32,
-        /// How many bytes
-        #[arg(long)]
-        bytes: u64,
-        /// Give up after this many seconds
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
-    },
+    VsockRecv(VsockArgs),
+}
+
+/// Options of the vsock guest commands.
+#[derive(clap::Args, Debug)]
+struct VsockArgs {
+    /// The guest's CID
+    #[arg(long, default_value_t = 3)]
+    guest_cid: u64,
+    /// Host port (vsock-send) or guest port (vsock-recv)
+    #[arg(long)]
+    port: u32,
+    /// How many bytes
+    #[arg(long)]
+    bytes: u64,
+    /// Give up after this many seconds
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
 }
 
 fn run(args: Args) -> Result<(), Error> {
     let opts = Options {
         num_queues: Some(match args.command {
-            Cmd::VsockSend { .. } | Cmd::VsockRecv { .. } => 3,
+            Cmd::VsockSend(_) | Cmd::VsockRecv(_) => 3,
             _ => 1,
         }),
         ..Options::default()
@@ -116,25 +107,15 @@ fn run(args: Args) -> Result<(), Error> {
             let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
             let _ = writeln!(std::io::stdout(), "{hex}");
         }
-        Cmd::VsockSend {
-            guest_cid,
-            port,
-            bytes,
-            timeout,
-        } => {
-            let mut g = VsockGuest::new(s, guest_cid)?;
-            let crc = g.send_to_host(50_000, port, bytes, Duration::from_secs(timeout))?;
-            let _ = writeln!(std::io::stdout(), "SENT {bytes} {crc:08x}");
+        Cmd::VsockSend(v) => {
+            let mut g = VsockGuest::new(s, v.guest_cid)?;
+            let crc = g.send_to_host(50_000, v.port, v.bytes, Duration::from_secs(v.timeout))?;
+            let _ = writeln!(std::io::stdout(), "SENT {} {crc:08x}", v.bytes);
         }
-        Cmd::VsockRecv {
-            guest_cid,
-            port,
-            bytes,
-            timeout,
-        } => {
-            let mut g = VsockGuest::new(s, guest_cid)?;
-            let crc = g.recv_from_host(port, bytes, Duration::from_secs(timeout))?;
-            let _ = writeln!(std::io::stdout(), "RECEIVED {bytes} {crc:08x}");
+        Cmd::VsockRecv(v) => {
+            let mut g = VsockGuest::new(s, v.guest_cid)?;
+            let crc = g.recv_from_host(v.port, v.bytes, Duration::from_secs(v.timeout))?;
+            let _ = writeln!(std::io::stdout(), "RECEIVED {} {crc:08x}", v.bytes);
         }
     }
     Ok(())
