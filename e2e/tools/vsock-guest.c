@@ -260,20 +260,14 @@ static int cmd_send(unsigned cid, unsigned port, size_t bytes, uint64_t seed, si
 	return 0;
 }
 
-static int cmd_recv(unsigned port, size_t bytes, uint64_t seed)
+/* Listen on `port` (any CID), accept one connection and stop listening. */
+static int accept_one(unsigned port)
 {
 	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port };
 	struct sockaddr_vm peer;
 	socklen_t plen = sizeof peer;
-	unsigned char *buf = xmalloc(bytes + 1), *want = xmalloc(bytes);
-	size_t got = 0, reads = 0, maxread = 0, i;
-	char reply[128];
-	uint32_t crc;
-	double t0, t1;
-	ssize_t n;
-	int lfd, fd, ok;
+	int lfd, fd;
 
-	pattern(want, bytes, seed);
 	lfd = socket(AF_VSOCK, SOCK_STREAM, 0);
 	if (lfd < 0)
 		die_errno(3, "socket(AF_VSOCK, SOCK_STREAM)");
@@ -288,6 +282,21 @@ static int cmd_recv(unsigned port, size_t bytes, uint64_t seed)
 		die_errno(3, "accept");
 	close(lfd);
 	say("accepted a connection from %u:%u", peer.svm_cid, peer.svm_port);
+	return fd;
+}
+
+static int cmd_recv(unsigned port, size_t bytes, uint64_t seed)
+{
+	unsigned char *buf = xmalloc(bytes + 1), *want = xmalloc(bytes);
+	size_t got = 0, reads = 0, maxread = 0, i;
+	char reply[128];
+	uint32_t crc;
+	double t0, t1;
+	ssize_t n;
+	int fd, ok;
+
+	pattern(want, bytes, seed);
+	fd = accept_one(port);
 	phase = "receiving";
 	t0 = now();
 	/* Read up to EOF (the host shuts down its sending side), into room for
@@ -361,30 +370,14 @@ static int cmd_refused(unsigned cid, unsigned port)
 
 static int cmd_sink(unsigned port, size_t bytes)
 {
-	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port };
-	struct sockaddr_vm peer;
-	socklen_t plen = sizeof peer;
 	unsigned char *buf = xmalloc(bytes + 1);
 	size_t got = 0, reads = 0, maxread = 0;
 	uint32_t crc;
 	double t0, t1;
 	ssize_t n;
-	int lfd, fd;
+	int fd;
 
-	lfd = socket(AF_VSOCK, SOCK_STREAM, 0);
-	if (lfd < 0)
-		die_errno(3, "socket(AF_VSOCK, SOCK_STREAM)");
-	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0)
-		die_errno(3, "bind");
-	if (listen(lfd, 1) < 0)
-		die_errno(3, "listen");
-	say("listening on port %u", port);
-	phase = "waiting for a connection";
-	fd = accept(lfd, (struct sockaddr *)&peer, &plen);
-	if (fd < 0)
-		die_errno(3, "accept");
-	close(lfd);
-	say("accepted a connection from %u:%u", peer.svm_cid, peer.svm_port);
+	fd = accept_one(port);
 	phase = "receiving";
 	t0 = now();
 	while (got <= bytes) {
