@@ -45,7 +45,7 @@ use nix::sys::socket::{
 use thiserror::Error;
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
-use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::cli::{CommonArgs, SocketSource};
@@ -414,7 +414,7 @@ where
         if !wait_for_client(&listener, &shared.stop)? {
             return Ok(());
         }
-        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let mem = GuestMemoryAtomic::new(crate::queue::GuestMemory::new());
         let device = factory(index).map_err(|source| Error::DeviceCreate { index, source })?;
         let num_queues = device.num_queues();
         let backend = Arc::new(DeviceBackend::new(device, info.name, mem.clone()));

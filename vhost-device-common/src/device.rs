@@ -51,7 +51,8 @@ use crate::queue::{GuestMemory, QueueContext, Vring};
 pub const TRANSPORT_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | (1 << VIRTIO_RING_F_INDIRECT_DESC)
-    | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+    | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    | VhostUserVirtioFeatures::LOG_ALL.bits();
 
 /// A virtio device served by a vhost-device daemon.
 ///
@@ -248,7 +249,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
 }
 
 impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
-    type Bitmap = ();
+    type Bitmap = crate::queue::Bitmap;
     type Vring = Vring;
 
     fn num_queues(&self) -> usize {
@@ -271,6 +272,7 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         let mut f = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::LOG_SHMFD
             | self.device.protocol_features();
         if !self.device.config().is_empty() {
             f |= VhostUserProtocolFeatures::CONFIG;

@@ -17,14 +17,24 @@
 //! A chain whose buffers lie outside guest memory is a guest error: it is logged
 //! (rate-limited) and completed with used length 0, and draining goes on.
 
+use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{QueueOwnedT, QueueT, Reader, Writer};
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::error::{GuestErrorLog, HostError};
 
+/// The dirty-page bitmap every guest memory region carries: vhost-user-backend
+/// points it at the front end's log (`SET_LOG_BASE`) during live migration, so
+/// every write through vm-memory (used ring, `Writer`) is logged.
+pub type Bitmap = BitmapMmapRegion;
 /// The guest memory type shared by all daemons.
-pub type GuestMemory = GuestMemoryMmap<()>;
+pub type GuestMemory = GuestMemoryMmap<Bitmap>;
+/// A virtio-queue `Reader` over [`GuestMemory`] (reads are not logged).
+pub type Reader<'a> = virtio_queue::Reader<'a, Bitmap>;
+/// A virtio-queue `Writer` over [`GuestMemory`]: every write it makes is logged
+/// in the dirty bitmap while the front end migrates.
+pub type Writer<'a> = virtio_queue::Writer<'a, Bitmap>;
 /// The vring type shared by all daemons.
 pub type Vring = VringRwLock<GuestMemoryAtomic<GuestMemory>>;
 

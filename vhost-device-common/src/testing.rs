@@ -12,7 +12,7 @@ use std::fs::File;
 
 use std::os::fd::AsFd;
 use vhost_user_backend::VringT;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -60,7 +60,7 @@ fn fail(what: &str, e: impl std::fmt::Debug) -> String {
 impl TestQueue {
     /// A ready queue of `size` entries; `event_idx` as if negotiated.
     pub fn new(size: u16, event_idx: bool) -> Result<Self, String> {
-        let raw = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE_USIZE)])
+        let raw = GuestMemory::from_ranges(&[(GuestAddress(0), MEM_SIZE_USIZE)])
             .map_err(|e| fail("guest memory", e))?;
         let (desc, avail, used) = layout(size);
         let mem = GuestMemoryAtomic::new(raw.clone());

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use vhost_device_common::virtio_queue::Writer;
+use vhost_device_common::queue::Writer;
 
 use crate::args::RateLimit;
 use crate::host::EntropySource;
@@ -171,13 +171,14 @@ pub fn delay_until(at: Instant, now: Instant) -> Duration {
 mod tests {
     use super::*;
     use crate::host::mock::{ScriptedSource, SimulatedSource, Step};
+    use vhost_device_common::queue::GuestMemory;
     use vhost_device_common::virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as VIRTQ_DESC_F_WRITE;
     use vhost_device_common::virtio_queue::desc::{
         split::Descriptor as SplitDescriptor, RawDescriptor,
     };
     use vhost_device_common::virtio_queue::mock::MockSplitQueue;
     use vhost_device_common::virtio_queue::QueueOwnedT;
-    use vhost_device_common::vm_memory::{GuestAddress, GuestMemoryMmap};
+    use vhost_device_common::vm_memory::GuestAddress;
 
     const LIMIT: RateLimit = RateLimit {
         max_bytes: 100,
@@ -188,8 +189,8 @@ mod tests {
     fn with_chain<R>(
         bufs: &[(u32, bool)],
         f: impl FnOnce(&mut Writer<'_>) -> R,
-    ) -> (R, GuestMemoryMmap) {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+    ) -> (R, GuestMemory) {
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
         let vq = MockSplitQueue::new(&mem, 16);
         let mut addr = 0x10_0000u64;
         let descs: Vec<RawDescriptor> = bufs

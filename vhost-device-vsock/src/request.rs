@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 
 use thiserror::Error;
-use vhost_device_common::virtio_queue::{Reader, Writer};
+use vhost_device_common::queue::{Reader, Writer};
 use vhost_device_common::vm_memory::ByteValued;
 
 use crate::virtio::{Op, PacketHeader, HOST_CID, TYPE_SEQPACKET, TYPE_STREAM};

@@ -11,7 +11,7 @@
 
 use std::io::{self, Read, Write};
 
-use vhost_device_common::virtio_queue::{Reader, Writer};
+use vhost_device_common::queue::{Reader, Writer};
 
 use super::sense::{self, Sense};
 use crate::host::BlockHost;

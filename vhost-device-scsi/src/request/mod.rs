@@ -13,7 +13,7 @@ pub mod sense;
 use std::io::{self, Read, Write};
 
 use thiserror::Error;
-use vhost_device_common::virtio_queue::{Reader, Writer};
+use vhost_device_common::queue::{Reader, Writer};
 use vhost_device_common::vm_memory::ByteValued;
 
 use crate::virtio::{ctrl, decode_lun, response, CmdReqHeader, CmdRespHeader, CtrlAnResp};

@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::{GuestErrorLog, HostError};
 use vhost_device_common::events::HostEvents;
+use vhost_device_common::queue::Writer;
 use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
-use vhost_device_common::virtio_queue::Writer;
 use vhost_device_common::vm_memory::ByteValued;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
@@ -213,7 +213,7 @@ impl Muxer {
     /// A packet on the tx queue.
     fn on_tx(
         &mut self,
-        reader: &mut vhost_device_common::virtio_queue::Reader<'_>,
+        reader: &mut vhost_device_common::queue::Reader<'_>,
         log: &GuestErrorLog,
     ) -> Result<(), HostError> {
         let pkt = match request::parse(reader, self.guest_cid, self.seqpacket) {
@@ -338,7 +338,7 @@ impl Muxer {
     fn forward(
         &mut self,
         pkt: &request::Packet,
-        reader: &mut vhost_device_common::virtio_queue::Reader<'_>,
+        reader: &mut vhost_device_common::queue::Reader<'_>,
         log: &GuestErrorLog,
     ) -> Result<(), HostError> {
         let mut payload = Vec::new();
