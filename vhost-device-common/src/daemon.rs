@@ -21,7 +21,10 @@
 //!    socket files this process created and returns within about a second.
 //!
 //! `READY=1` is sent to `$NOTIFY_SOCKET` (systemd `Type=notify`) once all sockets
-//! listen. A host failure in a device ends the process with the whole cause chain.
+//! listen. A host failure in a device ends that device's connection (logged with
+//! its whole cause chain); the other devices of the process keep serving and the
+//! socket accepts the next front end. A failure of the process itself (signals,
+//! threads, a device that cannot be created) ends it with the whole cause chain.
 
 use std::ffi::OsStr;
 use std::io;
@@ -52,6 +55,7 @@ use crate::cli::{CommonArgs, SocketSource};
 use crate::device::{DeviceBackend, VirtioDevice};
 use crate::error::{report, HostError};
 use crate::events::HostEvents;
+use crate::proxy::Relay;
 
 /// How long shutdown waits for connections and workers to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
@@ -396,7 +400,7 @@ where
 /// Serve socket `index` until shutdown or a fatal device error.
 fn serve<D, F>(
     index: u32,
-    mut listener: Listener,
+    listener: Listener,
     factory: &F,
     info: &DeviceInfo,
     shared: &Shared,
@@ -414,6 +418,13 @@ where
         if !wait_for_client(&listener, &shared.stop)? {
             return Ok(());
         }
+        let Some(frontend) = listener.accept().map_err(|e| Error::Daemon {
+            index,
+            source: DaemonError(vhost_user_backend::Error::CreateBackendListener(e)),
+        })?
+        else {
+            continue;
+        };
         let mem = GuestMemoryAtomic::new(crate::queue::GuestMemory::new());
         let device = factory(index).map_err(|source| Error::DeviceCreate { index, source })?;
         let num_queues = device.num_queues();
@@ -430,7 +441,16 @@ where
                 source: Box::new(e),
             })?;
 
-        daemon.start(&mut listener).map_err(daemon_err)?;
+        // vhost-user-backend serves one end of a private pair; the relay
+        // copies the front end's messages to it (see `crate::proxy`).
+        let (mut library, ours) = library_pair().map_err(Error::Thread)?;
+        daemon.start(&mut library).map_err(daemon_err)?;
+        drop(library);
+        let channel = backend.backend_channel().clone();
+        let relay = Relay::start(frontend, ours, move |sender| {
+            channel.set_config_sender(sender);
+        })
+        .map_err(Error::Thread)?;
         if let Some(handle) = daemon.shutdown_handle() {
             backend.set_shutdown_handle(handle.clone());
             shared.set_conn(slot, Some(handle));
@@ -447,10 +467,15 @@ where
         }
         drop(handlers);
         drop(daemon);
+        relay.join();
         backend.release_exit_events();
 
+        // A host failure ends this connection only: the other devices of the
+        // process keep serving, and this socket accepts the next front end.
         if let Some(source) = backend.take_fatal() {
-            return Err(Error::DeviceFailed { index, source });
+            let err = Error::DeviceFailed { index, source };
+            log::error!("{}; waiting for the next front end", report(&err));
+            continue;
         }
         match result {
             Ok(())
@@ -463,6 +488,36 @@ where
             ),
         }
     }
+}
+
+/// A connected socket pair whose first end comes out of a `Listener`, the
+/// only way vhost-user-backend takes a connection. The listener lives in a
+/// private directory (mode 0700) only until the pair is made.
+fn library_pair() -> io::Result<(Listener, UnixStream)> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "vhost-device.{}.{}.{nanos:x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let path = dir.join("c");
+    let pair = UnixListener::bind(&path)
+        .and_then(|l| Ok((Listener::from(l), UnixStream::connect(&path)?)));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir);
+    pair
 }
 
 /// Wait until a front end connects (true) or shutdown begins (false).

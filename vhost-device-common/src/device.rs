@@ -23,14 +23,17 @@
 //! survives a disconnect.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use vhost::vhost_user::message::{
     VhostTransferStateDirection, VhostTransferStatePhase, VhostUserProtocolFeatures,
-    VhostUserVirtioFeatures,
+    VhostUserShMemConfig, VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::Backend;
 use vhost_user_backend::{ShutdownHandle, VhostUserBackend};
@@ -42,10 +45,12 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::backend::BackendChannel;
 use crate::config_space::{self, ConfigError};
 use crate::error::{report, GuestErrorLog, HostError};
 use crate::events::HostEvents;
-use crate::queue::{GuestMemory, QueueContext, Vring};
+use crate::queue::{GuestMemory, HeldHeads, QueueContext, Vring};
+use crate::state;
 
 /// Feature bits every device offers, on top of its own.
 pub const TRANSPORT_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
@@ -127,37 +132,46 @@ pub trait VirtioDevice: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The backend-request channel, when `BACKEND_REQ` was negotiated.
-    fn set_backend_req_fd(&self, _backend: Backend) {}
-
-    /// The front end stops `queue` (`GET_VRING_BASE`): finish in-flight work.
+    /// The front end stops `queue` (`GET_VRING_BASE`): finish every request
+    /// already taken off the ring that is not held. Chains the device holds
+    /// stay held (they are saved with the state when the front end migrates);
+    /// [`QueueContext::complete`] gives them back while the queue is stopped.
     fn stop_vring(&self, _queue: usize) -> io::Result<()> {
         Ok(())
     }
 
-    /// The front end reset the device.
+    /// The front end reset the device: drop every held chain and all
+    /// per-driver state (the rings are gone).
     fn reset(&self) {}
 
-    /// Device-state transfer (`VHOST_USER_PROTOCOL_F_DEVICE_STATE`).
-    fn set_device_state_fd(
-        &self,
-        _direction: VhostTransferStateDirection,
-        _phase: VhostTransferStatePhase,
-        _file: File,
-    ) -> io::Result<Option<File>> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "device state transfer is not supported by this device",
-        ))
+    /// Sizes of the device's VIRTIO shared memory regions, by shmid
+    /// (`GET_SHMEM_CONFIG`); empty when it has none.
+    fn shmem_regions(&self) -> Vec<u64> {
+        Vec::new()
     }
 
-    /// Result of the last device-state transfer.
-    fn check_device_state(&self) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "device state transfer is not supported by this device",
-        ))
-    }
+    /// The device's live-migration state: everything a destination daemon
+    /// needs to continue where this one stopped, including the
+    /// [`HeldChain`](crate::queue::HeldChain)s
+    /// it keeps (they serialize as queue and head). `()` for a device with no
+    /// state.
+    type State: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Version of [`Self::State`]; bump it whenever the type changes. A
+    /// destination refuses a state of another version.
+    const STATE_VERSION: u16 = 1;
+
+    /// Save the state. Called with every queue stopped (`GET_VRING_BASE`).
+    fn save_state(&self) -> Result<Self::State, HostError>;
+
+    /// Take over a saved state, before the queues start on the destination.
+    fn load_state(&self, state: Self::State) -> Result<(), HostError>;
+}
+
+/// A state transfer running beside the vhost-user thread.
+enum Transfer {
+    Save(JoinHandle<io::Result<()>>),
+    Load(JoinHandle<io::Result<Vec<u8>>>),
 }
 
 /// The vhost-user backend for one connection to one device.
@@ -173,6 +187,10 @@ pub struct DeviceBackend<D: VirtioDevice> {
     fatal: Mutex<Option<HostError>>,
     shutdown: OnceLock<ShutdownHandle>,
     exit_consumers: Mutex<Vec<RawFd>>,
+    name: String,
+    held: HeldHeads,
+    backend: BackendChannel,
+    transfer: Mutex<Option<Transfer>>,
 }
 
 impl<D: VirtioDevice> DeviceBackend<D> {
@@ -183,6 +201,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             .iter()
             .map(|&mask| (0..64).filter(|q| mask & (1u64 << q) != 0).collect())
             .collect();
+        let held = HeldHeads::new(device.num_queues());
         Self {
             device,
             mem,
@@ -193,7 +212,22 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             fatal: Mutex::new(None),
             shutdown: OnceLock::new(),
             exit_consumers: Mutex::new(Vec::new()),
+            name: name.to_owned(),
+            held,
+            backend: BackendChannel::new(),
+            transfer: Mutex::new(None),
         }
+    }
+
+    /// The device's backend-request channel (the daemon wires its
+    /// config-change sender here).
+    pub fn backend_channel(&self) -> &BackendChannel {
+        &self.backend
+    }
+
+    /// The chains the device holds, per queue.
+    pub fn held(&self) -> &HeldHeads {
+        &self.held
     }
 
     /// The wrapped device.
@@ -234,6 +268,8 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             event_idx: self.event_idx.load(Ordering::Acquire),
             log: &self.log,
             vrings,
+            held: &self.held,
+            backend: &self.backend,
         }
     }
 
@@ -273,15 +309,22 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
             | VhostUserProtocolFeatures::LOG_SHMFD
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::SHARED_OBJECT
+            | VhostUserProtocolFeatures::DEVICE_STATE
             | self.device.protocol_features();
         if !self.device.config().is_empty() {
             f |= VhostUserProtocolFeatures::CONFIG;
+        }
+        if !self.device.shmem_regions().is_empty() {
+            f |= VhostUserProtocolFeatures::SHMEM;
         }
         f
     }
 
     fn reset_device(&self) {
         self.device.reset();
+        self.held.clear();
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -314,7 +357,18 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     }
 
     fn set_backend_req_fd(&self, backend: Backend) {
-        self.device.set_backend_req_fd(backend);
+        self.backend.set_backend(backend);
+    }
+
+    fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
+        let sizes = self.device.shmem_regions();
+        if sizes.len() > 256 {
+            return Err(io::Error::other("more than 256 shared memory regions"));
+        }
+        Ok(VhostUserShMemConfig::new(
+            u32::try_from(sizes.len()).unwrap_or(0),
+            &sizes,
+        ))
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
@@ -379,10 +433,76 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         phase: VhostTransferStatePhase,
         file: File,
     ) -> io::Result<Option<File>> {
-        self.device.set_device_state_fd(direction, phase, file)
+        if phase != VhostTransferStatePhase::STOPPED {
+            return Err(io::Error::other("only the STOPPED transfer phase exists"));
+        }
+        let mut slot = crate::lock(&self.transfer);
+        if let Some(old) = slot.take() {
+            log::warn!("a new state transfer replaces one that was never checked");
+            drop(old);
+        }
+        let thread = thread::Builder::new().name(format!("{}-state", self.name));
+        let transfer = match direction {
+            VhostTransferStateDirection::SAVE => {
+                let blob = self.save_blob().map_err(|e| {
+                    let text = report(&*e);
+                    log::error!("cannot save the device state: {text}");
+                    io::Error::other(text)
+                })?;
+                log::info!("saving {} bytes of device state", blob.len());
+                Transfer::Save(thread.spawn(move || {
+                    let mut file = file;
+                    file.write_all(&blob)
+                })?)
+            }
+            VhostTransferStateDirection::LOAD => Transfer::Load(thread.spawn(move || {
+                let mut blob = Vec::new();
+                let limit = u64::try_from(state::MAX_STATE + 1).unwrap_or(u64::MAX);
+                file.take(limit).read_to_end(&mut blob)?;
+                Ok(blob)
+            })?),
+        };
+        *slot = Some(transfer);
+        Ok(None)
     }
 
     fn check_device_state(&self) -> io::Result<()> {
-        self.device.check_device_state()
+        let transfer = crate::lock(&self.transfer).take();
+        let joined = |e: Box<dyn std::any::Any + Send>| {
+            drop(e);
+            io::Error::other("the state transfer thread panicked")
+        };
+        let result = match transfer {
+            None => Err(io::Error::other("no device state transfer was started")),
+            Some(Transfer::Save(t)) => t.join().map_err(joined).and_then(|r| r),
+            Some(Transfer::Load(t)) => t.join().map_err(joined).and_then(|r| r).and_then(|blob| {
+                self.load_blob(&blob)
+                    .map_err(|e| io::Error::other(report(&*e)))
+            }),
+        };
+        if let Err(e) = &result {
+            log::error!("device state transfer failed: {e}");
+        }
+        result
+    }
+}
+
+impl<D: VirtioDevice> DeviceBackend<D> {
+    fn save_blob(&self) -> Result<Vec<u8>, HostError> {
+        let state = self.device.save_state()?;
+        Ok(state::encode(
+            &self.name,
+            D::STATE_VERSION,
+            &self.held.snapshot(),
+            &state,
+        )?)
+    }
+
+    fn load_blob(&self, blob: &[u8]) -> Result<(), HostError> {
+        let (held, state) = state::decode::<D::State>(&self.name, D::STATE_VERSION, blob)?;
+        self.held.restore(&held)?;
+        self.device.load_state(state)?;
+        log::info!("loaded {} bytes of device state", blob.len());
+        Ok(())
     }
 }

@@ -11,7 +11,12 @@
 //!   connection, reconnect, SIGTERM/SIGINT, `READY=1` notification.
 //! - [`device`]: the narrow [`VirtioDevice`](device::VirtioDevice) trait a device
 //!   implements, and the adapter that turns it into a `VhostUserBackend`.
-//! - [`queue`]: draining a virtqueue with EVENT_IDX, through `Reader`/`Writer` only.
+//! - [`queue`]: draining a virtqueue with EVENT_IDX, through `Reader`/`Writer` only;
+//!   holding chains and completing them later.
+//! - [`state`]: the versioned, checked device-state blob of live migration.
+//! - [`backend`]: typed requests to the front end (config change, shared memory).
+//! - [`proxy`]: the control-channel relay that lets the runtime send config-change
+//!   messages.
 //! - [`events`]: putting a device's own fds (timers, sockets) into the worker epoll.
 //! - [`config_space`]: bounds-checked config-space reads and writes.
 //! - [`wire`]: the one audited way to make a wire struct `ByteValued`.
@@ -19,13 +24,16 @@
 //! - `testing` (feature `test-utils`): a vring over mock guest memory for queue tests.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod cli;
 pub mod config_space;
 pub mod daemon;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod proxy;
 pub mod queue;
+pub mod state;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod wire;

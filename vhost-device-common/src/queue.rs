@@ -1,7 +1,7 @@
 // Copyright 2026 vhost-device developers
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Draining a virtqueue.
+//! Draining a virtqueue, and completing requests the device held.
 //!
 //! [`drain`] pops every available descriptor chain, hands the device a
 //! virtio-queue [`Reader`] over its device-readable part and a [`Writer`] over its
@@ -9,18 +9,43 @@
 //! device reports. Devices never see descriptors: the driver may split a buffer
 //! over any number of descriptors, direct or indirect.
 //!
+//! [`drain_chains`] does the same and also lets the device *hold* a chain
+//! ([`Chain::hold`]): take it off the ring now and complete it later — from a
+//! host event, a timer, or after another thread signalled an eventfd — with
+//! [`QueueContext::complete`]. Other chains of the queue keep being served
+//! meanwhile. The runtime keeps the set of held heads per queue
+//! ([`HeldHeads`]): a head the guest makes available again while it is held is
+//! a guest error (used length 0, never held twice), so held chains are bounded
+//! by the queue size; the set goes into the migration state, and a
+//! [`HeldChain`] can be serialized and completed on the destination.
+//!
 //! With `VIRTIO_RING_F_EVENT_IDX` (virtio 1.3, 2.7.10 "Used Buffer Notification
 //! Suppression" and 2.7.7.1) the device must re-check the ring after publishing
 //! its avail event, or a buffer added in between would never be seen; `drain`
-//! loops until `enable_notification` reports nothing new.
+//! loops until `enable_notification` reports nothing new. Held chains are off
+//! the ring, so a device that holds buffers never sees "more available" for
+//! them and never spins.
+//!
+//! The guest is signalled as completions happen (after each used entry, when
+//! `needs_notification` says the driver asked for it): with EVENT_IDX that
+//! coalesces by itself — once signalled, the driver's `used_event` stays behind
+//! until it has caught up — so the first completion of a batch never waits
+//! for the last.
 //!
 //! A chain whose buffers lie outside guest memory is a guest error: it is logged
 //! (rate-limited) and completed with used length 0, and draining goes on.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 use vhost_user_backend::bitmap::BitmapMmapRegion;
-use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vhost_user_backend::{VringRwLock, VringState, VringT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
+    GuestMemoryLoadGuard, GuestMemoryMmap, GuestRegionMmap,
+};
 
 use crate::error::{GuestErrorLog, HostError};
 
@@ -38,6 +63,9 @@ pub type Writer<'a> = virtio_queue::Writer<'a, Bitmap>;
 /// The vring type shared by all daemons.
 pub type Vring = VringRwLock<GuestMemoryAtomic<GuestMemory>>;
 
+type ChainMemory = GuestMemoryLoadGuard<GuestMemory>;
+type RawChain = DescriptorChain<ChainMemory>;
+
 /// What the device did with one chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {
@@ -45,8 +73,151 @@ pub enum Completion {
     Used(u32),
     /// Leave the chain (and every later one) on the avail ring for now; the device
     /// will drain the queue again when it can make progress (for example when a
-    /// rate-limit timer fires).
+    /// rate-limit timer fires). Only for devices whose requests are all alike
+    /// (rng): a device that must answer later chains first holds instead.
     Stop,
+    /// The device kept the chain with [`Chain::hold`] and completes it later.
+    Held,
+}
+
+/// The heads each queue's device holds (taken off the ring, not yet used).
+#[derive(Debug, Default)]
+pub struct HeldHeads {
+    queues: Mutex<Vec<BTreeSet<u16>>>,
+}
+
+impl HeldHeads {
+    /// No held heads, for `num_queues` queues.
+    pub fn new(num_queues: usize) -> Self {
+        Self {
+            queues: Mutex::new(vec![BTreeSet::new(); num_queues]),
+        }
+    }
+
+    fn with<R>(&self, queue: usize, f: impl FnOnce(&mut BTreeSet<u16>) -> R) -> Option<R> {
+        crate::lock(&self.queues).get_mut(queue).map(f)
+    }
+
+    fn insert(&self, queue: usize, head: u16) -> bool {
+        self.with(queue, |s| s.insert(head)).unwrap_or(false)
+    }
+
+    fn remove(&self, queue: usize, head: u16) -> bool {
+        self.with(queue, |s| s.remove(&head)).unwrap_or(false)
+    }
+
+    fn contains(&self, queue: usize, head: u16) -> bool {
+        self.with(queue, |s| s.contains(&head)).unwrap_or(false)
+    }
+
+    /// How many chains of `queue` are held.
+    pub fn count(&self, queue: usize) -> usize {
+        self.with(queue, |s| s.len()).unwrap_or(0)
+    }
+
+    /// Every held head, per queue (for the migration state).
+    pub fn snapshot(&self) -> Vec<Vec<u16>> {
+        crate::lock(&self.queues)
+            .iter()
+            .map(|s| s.iter().copied().collect())
+            .collect()
+    }
+
+    /// Replace the held heads with a saved snapshot (migration destination).
+    /// Queues beyond this device's count are refused.
+    pub fn restore(&self, saved: &[Vec<u16>]) -> Result<(), HostError> {
+        let mut queues = crate::lock(&self.queues);
+        if saved.len() > queues.len() {
+            return Err(format!(
+                "the saved state holds chains of {} queues, this device has {}",
+                saved.len(),
+                queues.len()
+            )
+            .into());
+        }
+        for (q, set) in queues.iter_mut().enumerate() {
+            *set = saved
+                .get(q)
+                .map(|h| h.iter().copied().collect())
+                .unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Forget every held head (device reset: the rings are gone).
+    pub fn clear(&self) {
+        for set in crate::lock(&self.queues).iter_mut() {
+            set.clear();
+        }
+    }
+}
+
+/// A chain the device took off a queue and keeps, to complete it later with
+/// [`QueueContext::complete`].
+///
+/// It serializes as its queue and head index, so a device can put it into its
+/// migration state; a deserialized one is resolved from the descriptor table
+/// again when it is completed on the destination.
+#[derive(Serialize, Deserialize)]
+pub struct HeldChain {
+    queue: u16,
+    head: u16,
+    #[serde(skip)]
+    chain: Option<RawChain>,
+}
+
+impl std::fmt::Debug for HeldChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldChain")
+            .field("queue", &self.queue)
+            .field("head", &self.head)
+            .field("resolved", &self.chain.is_some())
+            .finish()
+    }
+}
+
+impl HeldChain {
+    /// The queue it came from.
+    pub fn queue(&self) -> usize {
+        usize::from(self.queue)
+    }
+
+    /// Its head descriptor index.
+    pub fn head(&self) -> u16 {
+        self.head
+    }
+}
+
+/// One chain being served by [`drain_chains`].
+pub struct Chain<'m> {
+    /// The device-readable part.
+    pub reader: Reader<'m>,
+    /// The device-writable part.
+    pub writer: Writer<'m>,
+    queue: u16,
+    head: u16,
+    raw: Option<RawChain>,
+    held: bool,
+}
+
+impl Chain<'_> {
+    /// Keep this chain off the used ring; complete it later with
+    /// [`QueueContext::complete`]. Return [`Completion::Held`] from the
+    /// handler (a held chain is never put on the used ring by the drain, whatever
+    /// the handler returns).
+    pub fn hold(&mut self) -> HeldChain {
+        self.held = true;
+        HeldChain {
+            queue: self.queue,
+            head: self.head,
+            chain: self.raw.take(),
+        }
+    }
+
+    /// The head descriptor index (for logs and device bookkeeping).
+    pub fn head(&self) -> u16 {
+        self.head
+    }
 }
 
 /// Everything a device needs to drain its queues.
@@ -59,8 +230,13 @@ pub struct QueueContext<'a> {
     pub log: &'a GuestErrorLog,
     /// The vrings of the current worker thread, indexed by queue number
     /// (`None` for queues another worker serves), for devices whose queues
-    /// depend on each other (vsock answers on `rx` what arrives on `tx`).
+    /// depend on each other (vsock answers on `rx` what arrives on `tx`) and
+    /// for completing held chains.
     pub vrings: &'a [Option<&'a Vring>],
+    /// The chains held per queue.
+    pub held: &'a HeldHeads,
+    /// Requests to the front end (config change, shared memory).
+    pub backend: &'a crate::backend::BackendChannel,
 }
 
 impl std::fmt::Debug for QueueContext<'_> {
@@ -77,8 +253,44 @@ impl std::fmt::Debug for QueueContext<'_> {
 pub struct DrainStats {
     /// Chains put on the used ring.
     pub completed: usize,
+    /// Chains the device held.
+    pub held: usize,
     /// Whether the device asked to stop with chains still pending.
     pub stopped: bool,
+}
+
+type State<'s> = std::sync::RwLockWriteGuard<'s, VringState<GuestMemoryAtomic<GuestMemory>>>;
+
+/// Signal the driver if it asked for a notification (EVENT_IDX `used_event`,
+/// or no `VRING_AVAIL_F_NO_INTERRUPT`).
+fn notify(ctx: &QueueContext<'_>, state: &mut State<'_>) -> Result<(), HostError> {
+    let needed = match state.needs_notification() {
+        Ok(n) => n,
+        Err(e) => {
+            ctx.log.warn("cannot read the used event", &e);
+            true
+        }
+    };
+    if needed {
+        state.signal_used_queue()?;
+    }
+    Ok(())
+}
+
+/// Put `head` on the used ring and signal as needed. False when the ring
+/// cannot be written (a guest error, logged).
+fn publish(
+    ctx: &QueueContext<'_>,
+    state: &mut State<'_>,
+    head: u16,
+    len: u32,
+) -> Result<bool, HostError> {
+    if let Err(e) = state.add_used(head, len) {
+        ctx.log.warn("cannot write the used ring", &e);
+        return Ok(false);
+    }
+    notify(ctx, state)?;
+    Ok(true)
 }
 
 /// Process all available chains of `vring` with `handle`.
@@ -94,6 +306,22 @@ pub fn drain<F>(
 where
     F: FnMut(&mut Reader<'_>, &mut Writer<'_>) -> Result<Completion, HostError>,
 {
+    drain_chains(ctx, usize::from(u16::MAX), vring, |chain| {
+        handle(&mut chain.reader, &mut chain.writer)
+    })
+}
+
+/// Process all available chains of queue `queue` with `handle`, which may
+/// hold chains ([`Chain::hold`]).
+pub fn drain_chains<F>(
+    ctx: &QueueContext<'_>,
+    queue: usize,
+    vring: &Vring,
+    mut handle: F,
+) -> Result<DrainStats, HostError>
+where
+    F: FnMut(&mut Chain<'_>) -> Result<Completion, HostError>,
+{
     let mem = ctx.mem.memory();
     let mut stats = DrainStats::default();
     let mut state = vring.get_mut();
@@ -102,6 +330,7 @@ where
     if !state.get_queue().ready() {
         return Ok(stats);
     }
+    let queue16 = u16::try_from(queue).unwrap_or(u16::MAX);
 
     'outer: loop {
         if ctx.event_idx {
@@ -110,23 +339,56 @@ where
                 break;
             }
         }
-        while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
-            let head = chain.head_index();
-            let completion = match (Reader::new(&*mem, chain.clone()), Writer::new(&*mem, chain)) {
-                (Ok(mut reader), Ok(mut writer)) => handle(&mut reader, &mut writer)?,
-                (Err(e), _) | (_, Err(e)) => {
-                    ctx.log.warn("malformed descriptor chain", &e);
-                    Completion::Used(0)
+        while let Some(raw) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
+            let head = raw.head_index();
+            let completion = if ctx.held.contains(queue, head) {
+                ctx.log.warn(
+                    "driver made a held buffer available again",
+                    &std::io::Error::other(format!("queue {queue} head {head}")),
+                );
+                Completion::Used(0)
+            } else {
+                match (
+                    Reader::new(&*mem, raw.clone()),
+                    Writer::new(&*mem, raw.clone()),
+                ) {
+                    (Ok(reader), Ok(writer)) => {
+                        let mut chain = Chain {
+                            reader,
+                            writer,
+                            queue: queue16,
+                            head,
+                            raw: Some(raw),
+                            held: false,
+                        };
+                        let c = handle(&mut chain)?;
+                        if chain.held {
+                            ctx.held.insert(queue, head);
+                            Completion::Held
+                        } else if c == Completion::Held {
+                            ctx.log.warn(
+                                "device returned Held without holding the chain",
+                                &std::io::Error::other(format!("queue {queue} head {head}")),
+                            );
+                            Completion::Used(0)
+                        } else {
+                            c
+                        }
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        ctx.log.warn("malformed descriptor chain", &e);
+                        Completion::Used(0)
+                    }
                 }
             };
             match completion {
                 Completion::Used(len) => {
-                    if let Err(e) = state.add_used(head, len) {
-                        ctx.log.warn("cannot write the used ring", &e);
+                    if !publish(ctx, &mut state, head, len)? {
                         break 'outer;
                     }
                     stats.completed += 1;
                 }
+                Completion::Held => stats.held += 1,
                 Completion::Stop => {
                     state.get_queue_mut().go_to_previous_position();
                     stats.stopped = true;
@@ -146,20 +408,94 @@ where
             }
         }
     }
+    Ok(stats)
+}
 
-    if stats.completed > 0 {
-        let notify = match state.needs_notification() {
-            Ok(n) => n,
+/// Build the descriptor chain of `head` from the queue's descriptor table:
+/// for a [`HeldChain`] that arrived in a migration state.
+///
+/// virtio-queue only hands out chains it pops from an avail ring, so the
+/// head is written into a one-entry avail ring in a private page placed just
+/// above guest memory, and popped from a private `Queue` that shares the
+/// guest's descriptor table. The descriptors themselves are read from (and
+/// the buffers bounds-checked against) guest memory as usual.
+fn resolve(mem: &GuestMemory, queue: &Queue, head: u16) -> Result<RawChain, HostError> {
+    let size = queue.size();
+    let avail_len = 6 + 2 * u64::from(size);
+    let used_off = avail_len.div_ceil(4) * 4;
+    let len = (used_off + 6 + 8 * u64::from(size)).div_ceil(4096) * 4096;
+    let base = mem
+        .last_addr()
+        .checked_add(1)
+        .map(|a| GuestAddress(a.0.div_ceil(4096) * 4096))
+        .ok_or("guest memory ends at the top of the address space")?;
+    let region = GuestRegionMmap::<Bitmap>::from_range(base, usize::try_from(len)?, None)?;
+    let scratch = mem.insert_region(Arc::new(region))?;
+    scratch.write_obj(0u16, base)?;
+    scratch.write_obj(1u16.to_le(), base.unchecked_add(2))?;
+    scratch.write_obj(head.to_le(), base.unchecked_add(4))?;
+    let mut q = Queue::new(size)?;
+    q.set_size(size);
+    q.try_set_desc_table_address(GuestAddress(queue.desc_table()))?;
+    q.try_set_avail_ring_address(base)?;
+    q.try_set_used_ring_address(base.unchecked_add(used_off))?;
+    q.set_ready(true);
+    let guard = GuestMemoryAtomic::new(scratch).memory();
+    q.pop_descriptor_chain(guard)
+        .ok_or_else(|| format!("cannot rebuild the chain of head {head}").into())
+}
+
+impl QueueContext<'_> {
+    /// Complete a held chain: `respond` writes the answer (the `Reader` and
+    /// `Writer` start at the beginning of the chain) and returns the used
+    /// length; the chain goes on the used ring and the driver is signalled
+    /// as it asked.
+    ///
+    /// Returns the chain back (`Ok(Some(held))`) when its queue is not
+    /// running on this worker (stopped for migration, or served by another
+    /// worker): nothing is written to guest memory then, and the device keeps
+    /// the chain and tries again later (or saves it).
+    pub fn complete<F>(&self, held: HeldChain, respond: F) -> Result<Option<HeldChain>, HostError>
+    where
+        F: FnOnce(&mut Reader<'_>, &mut Writer<'_>) -> Result<u32, HostError>,
+    {
+        let queue = held.queue();
+        let Some(vring) = self.vrings.get(queue).copied().flatten() else {
+            return Ok(Some(held));
+        };
+        let mut state = vring.get_mut();
+        if !state.get_queue().ready() {
+            return Ok(Some(held));
+        }
+        if !self.held.remove(queue, held.head) {
+            self.log.warn(
+                "device completed a chain it does not hold",
+                &std::io::Error::other(format!("queue {queue} head {}", held.head)),
+            );
+            return Ok(None);
+        }
+        let mem = self.mem.memory();
+        let raw = match held.chain {
+            Some(raw) => Ok(raw),
+            None => resolve(&mem, state.get_queue(), held.head),
+        };
+        let len = match raw
+            .and_then(|raw| Ok((Reader::new(&*mem, raw.clone())?, Writer::new(&*mem, raw)?)))
+        {
+            Ok((mut reader, mut writer)) => respond(&mut reader, &mut writer)?,
             Err(e) => {
-                ctx.log.warn("cannot read the used event", &e);
-                true
+                self.log.warn("malformed held chain", &*e);
+                0
             }
         };
-        if notify {
-            state.signal_used_queue()?;
-        }
+        publish(self, &mut state, held.head, len)?;
+        Ok(None)
     }
-    Ok(stats)
+
+    /// Complete a held chain with used length 0 (the request was cancelled).
+    pub fn complete_empty(&self, held: HeldChain) -> Result<Option<HeldChain>, HostError> {
+        self.complete(held, |_, _| Ok(0))
+    }
 }
 
 #[cfg(test)]

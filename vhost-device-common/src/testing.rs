@@ -16,8 +16,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::backend::BackendChannel;
 use crate::error::GuestErrorLog;
-use crate::queue::{GuestMemory, QueueContext, Vring};
+use crate::queue::{GuestMemory, HeldHeads, QueueContext, Vring};
 
 /// Size of the test guest memory.
 pub const MEM_SIZE: u64 = 0x100_0000;
@@ -34,6 +35,10 @@ pub struct TestQueue {
     pub vring: Vring,
     /// Guest-error log for [`Self::context`].
     pub log: GuestErrorLog,
+    /// Held chains, for [`Self::context`].
+    pub held: HeldHeads,
+    /// Backend channel (never connected), for [`Self::context`].
+    pub backend: BackendChannel,
     size: u16,
     next_desc: u16,
     call: EventFd,
@@ -83,6 +88,8 @@ impl TestQueue {
             mem,
             vring,
             log: GuestErrorLog::new("test"),
+            held: HeldHeads::new(1),
+            backend: BackendChannel::new(),
             size,
             next_desc: 0,
             call,
@@ -97,6 +104,8 @@ impl TestQueue {
             event_idx: self.event_idx,
             log: &self.log,
             vrings: &[],
+            held: &self.held,
+            backend: &self.backend,
         }
     }
 

@@ -32,7 +32,7 @@ use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
 use crate::args::Config;
 use crate::host::EntropySource;
-use crate::request::{self, delay_until, Outcome, Quota};
+use crate::request::{self, delay_until, Outcome, Quota, QuotaState};
 use crate::virtio::{MAX_QUEUE_SIZE, NUM_QUEUES, REQUEST_QUEUE};
 
 /// Host-event token of the rate-limit timer.
@@ -167,6 +167,27 @@ impl VirtioDevice for RngDevice {
 
     fn max_queue_size(&self) -> usize {
         MAX_QUEUE_SIZE
+    }
+
+    /// The rate limiter's window (see [`QuotaState`]); `None` without
+    /// `--max-bytes`. A source has no state worth moving.
+    type State = Option<QuotaState>;
+
+    fn save_state(&self) -> Result<Option<QuotaState>, HostError> {
+        Ok(self.lock().quota.as_ref().map(|q| q.save(Instant::now())))
+    }
+
+    fn load_state(&self, state: Option<QuotaState>) -> Result<(), HostError> {
+        let mut st = self.lock();
+        match (st.quota.as_mut(), state) {
+            (Some(q), Some(saved)) => q.restore(&saved, Instant::now()),
+            // A limit on one side only: this daemon's own setting wins.
+            (Some(_), None) | (None, Some(_)) => {
+                log::info!("rate limit differs between source and destination; using this daemon's")
+            }
+            (None, None) => {}
+        }
+        Ok(())
     }
 
     fn attach(&self, events: HostEvents) -> io::Result<()> {

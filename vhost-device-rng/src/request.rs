@@ -109,6 +109,37 @@ impl Quota {
     pub fn refill_at(&self, now: Instant) -> Instant {
         self.window_start.map_or(now, |s| s + self.limit.period)
     }
+
+    /// The quota's migratable state at `now`: what was used of the current
+    /// window and how far into it we are. `Instant`s mean nothing on another
+    /// host, so the window is saved relative to `now`.
+    pub fn save(&self, now: Instant) -> QuotaState {
+        QuotaState {
+            used: self.used,
+            window_elapsed_ns: self.window_start.map(|s| {
+                u64::try_from(now.saturating_duration_since(s).as_nanos()).unwrap_or(u64::MAX)
+            }),
+        }
+    }
+
+    /// Continue a saved quota at `now`: the window closes as much later as
+    /// it had left when it was saved, so a migration neither refills nor
+    /// extends it. The limit itself is this daemon's `--max-bytes/--period`.
+    pub fn restore(&mut self, state: &QuotaState, now: Instant) {
+        self.used = state.used;
+        self.window_start = state
+            .window_elapsed_ns
+            .map(|ns| now.checked_sub(Duration::from_nanos(ns)).unwrap_or(now));
+    }
+}
+
+/// The rate limiter's live-migration state (see [`Quota::save`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuotaState {
+    /// Bytes served in the current window.
+    pub used: u64,
+    /// How far into the window (none: no window open).
+    pub window_elapsed_ns: Option<u64>,
 }
 
 /// Serve one request: fill `writer` from `source` within `quota`.

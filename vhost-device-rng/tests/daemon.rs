@@ -441,7 +441,7 @@ fn missing_source_is_a_startup_error_naming_the_path() {
 }
 
 #[test]
-fn source_that_ends_stops_the_daemon_with_a_clear_error() {
+fn source_that_ends_closes_the_connection_and_the_socket_serves_the_next_front_end() {
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("ten-bytes");
     std::fs::write(&seed, [1u8; 10]).unwrap();
@@ -453,14 +453,26 @@ fn source_that_ends_stops_the_daemon_with_a_clear_error() {
     let vq = s.queue(0).unwrap();
     vq.add(&Chain::new().writable(buf, 64)).unwrap();
     vq.kick().unwrap();
-    let status = d
-        .wait_timeout(WAIT)
-        .unwrap()
-        .expect("daemon exits instead of spinning");
+    let deadline = Instant::now() + WAIT;
+    while !d.stderr_text().contains("waiting for the next front end") {
+        assert!(
+            Instant::now() < deadline,
+            "no failure logged: {}",
+            d.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
-    assert!(!status.success());
     let err = d.stderr_text();
     assert!(err.contains("ten-bytes") && err.contains("ended"), "{err}");
+    assert!(d.try_wait().unwrap().is_none(), "the process ended");
+    assert!(
+        s.stop_queue(0).is_err(),
+        "the connection of the failed device stays open"
+    );
+    let mut next = session(&d);
+    let buf = next.ram().alloc(64, 8).unwrap();
+    assert_eq!(request(&mut next, Chain::new().writable(buf, 64)).len, 10);
 }
 
 #[test]
@@ -521,16 +533,74 @@ fn second_daemon_on_a_live_socket_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
 
+/// Use up most of a window's quota on `s` and return the state saved after
+/// stopping the queue.
+fn spend_and_save(s: &mut Session) -> Vec<u8> {
+    let buf = s.ram().alloc(900, 8).unwrap();
+    assert_eq!(request(s, Chain::new().writable(buf, 900)).len, 900);
+    s.stop_queue(0).unwrap();
+    s.save_state().expect("state saved")
+}
+
 #[test]
-fn device_state_transfer_is_refused_cleanly() {
-    let d = daemon(&[]);
-    let mut s = session(&d);
-    // rng does not offer DEVICE_STATE; the session must not have negotiated it.
-    assert!(!s
-        .protocol
-        .contains(vhost_device_test_frontend::VhostUserProtocolFeatures::DEVICE_STATE));
-    let buf = s.ram().alloc(64, 8).unwrap();
-    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
+fn migrated_quota_keeps_the_window_spent_on_the_source() {
+    let limit = ["--max-bytes", "1000", "--period", "3600000"];
+    let a = daemon(&limit);
+    let mut sa = session(&a);
+    let blob = spend_and_save(&mut sa);
+    let b = daemon(&limit);
+    let mut sb = session(&b);
+
+    sb.load_state(&blob).expect("destination takes the state");
+
+    // 900 of 1000 bytes were spent in this hour on A: B serves 100 at most.
+    let buf = sb.ram().alloc(4096, 8).unwrap();
+    assert_eq!(request(&mut sb, Chain::new().writable(buf, 4096)).len, 100);
+}
+
+#[test]
+fn corrupt_state_is_refused_and_the_source_keeps_serving() {
+    let a = daemon(&[]);
+    let mut sa = session(&a);
+    let mut blob = spend_and_save(&mut sa);
+    let mid = blob.len() / 2;
+    blob[mid] ^= 0xFF;
+    let b = daemon(&[]);
+    let mut sb = session(&b);
+
+    let refused = sb.load_state(&blob);
+
+    assert!(refused.is_err(), "a corrupt state was accepted");
+    assert!(b.stderr_text().contains("corrupt"), "{}", b.stderr_text());
+    // The source is unharmed: it serves its next front end.
+    drop(sa);
+    let mut again = session(&a);
+    let buf = again.ram().alloc(64, 8).unwrap();
+    assert_eq!(request(&mut again, Chain::new().writable(buf, 64)).len, 64);
+}
+
+#[test]
+fn state_of_another_device_type_is_refused_naming_it() {
+    let a = daemon(&[]);
+    let b = daemon(&[]);
+    let mut sb = session(&b);
+    let mut sa = session(&a);
+    let mut blob = spend_and_save(&mut sa);
+    // Same envelope, another device's name (same length keeps it well-formed
+    // up to the checksum, which then no longer matches: either refusal names
+    // the problem).
+    let at = blob
+        .windows(16)
+        .position(|w| w == b"vhost-device-rng")
+        .unwrap();
+    blob[at..at + 16].copy_from_slice(b"vhost-device-xyz");
+
+    assert!(sb.load_state(&blob).is_err());
+    let log = b.stderr_text();
+    assert!(
+        log.contains("corrupt") || log.contains("vhost-device-xyz"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! The event queue's buffers are kept: this target raises no events (no
 //! hot-plug, no parameter changes), so they are never used, as the spec allows.
 
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -178,7 +179,47 @@ impl ScsiDevice {
     }
 }
 
+/// What a destination scsi daemon takes over: the config fields the driver
+/// wrote. The LUNs themselves are the image files, opened by both daemons;
+/// the target keeps no per-initiator state (no reservations, no pending unit
+/// attentions, the write cache is always on), so there is nothing else.
+/// QEMU migrates vhost-user-scsi without asking for a device state; front
+/// ends that do (Cloud Hypervisor) get this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// `cdb_size` as the driver set it.
+    pub cdb_size: u32,
+    /// `sense_size` as the driver set it.
+    pub sense_size: u32,
+}
+
 impl VirtioDevice for ScsiDevice {
+    type State = State;
+
+    fn save_state(&self) -> Result<State, HostError> {
+        let sizes = self.sizes();
+        Ok(State {
+            cdb_size: u32::try_from(sizes.cdb)?,
+            sense_size: u32::try_from(sizes.sense)?,
+        })
+    }
+
+    fn load_state(&self, state: State) -> Result<(), HostError> {
+        if state.sense_size > SENSE_SIZE || !(16..=CDB_SIZE).contains(&state.cdb_size) {
+            return Err(format!(
+                "saved cdb_size {} / sense_size {} are outside what this daemon supports",
+                state.cdb_size, state.sense_size
+            )
+            .into());
+        }
+        let mut config = vhost_device_common::lock(&self.config);
+        config.cdb_size = state.cdb_size.into();
+        config.sense_size = state.sense_size.into();
+        self.cdb_size.store(state.cdb_size, Ordering::Release);
+        self.sense_size.store(state.sense_size, Ordering::Release);
+        Ok(())
+    }
+
     fn num_queues(&self) -> usize {
         FIRST_REQUEST_QUEUE + self.request_queues
     }

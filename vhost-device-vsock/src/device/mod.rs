@@ -850,6 +850,22 @@ impl VirtioDevice for VsockDevice {
         Ok(())
     }
 
+    /// Connections are bound to host sockets and cannot move to another
+    /// daemon: nothing is saved. The destination's driver gets a
+    /// `TRANSPORT_RESET` on its first event buffer (as kernel vhost-vsock
+    /// sends after migration), so guest sockets see their connections reset
+    /// and reconnect.
+    type State = ();
+
+    fn save_state(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn load_state(&self, (): ()) -> Result<(), HostError> {
+        self.lock().reset_pending = true;
+        Ok(())
+    }
+
     fn process_queue(
         &self,
         ctx: &QueueContext<'_>,
