@@ -459,6 +459,20 @@ impl QueueContext<'_> {
     where
         F: FnOnce(&mut Reader<'_>, &mut Writer<'_>) -> Result<u32, HostError>,
     {
+        self.try_complete(held, |r, w| respond(r, w).map(Some))
+    }
+
+    /// Like [`Self::complete`], but `respond` may decline (`Ok(None)`: not
+    /// yet, for example a rate limit is still used up): the chain is given
+    /// back as it was. `respond` must not write anything when it declines.
+    pub fn try_complete<F>(
+        &self,
+        mut held: HeldChain,
+        respond: F,
+    ) -> Result<Option<HeldChain>, HostError>
+    where
+        F: FnOnce(&mut Reader<'_>, &mut Writer<'_>) -> Result<Option<u32>, HostError>,
+    {
         let queue = held.queue();
         let Some(vring) = self.vrings.get(queue).copied().flatten() else {
             return Ok(Some(held));
@@ -467,7 +481,7 @@ impl QueueContext<'_> {
         if !state.get_queue().ready() {
             return Ok(Some(held));
         }
-        if !self.held.remove(queue, held.head) {
+        if !self.held.contains(queue, held.head) {
             self.log.warn(
                 "device completed a chain it does not hold",
                 &std::io::Error::other(format!("queue {queue} head {}", held.head)),
@@ -475,19 +489,31 @@ impl QueueContext<'_> {
             return Ok(None);
         }
         let mem = self.mem.memory();
-        let raw = match held.chain {
-            Some(raw) => Ok(raw),
-            None => resolve(&mem, state.get_queue(), held.head),
-        };
-        let len = match raw
-            .and_then(|raw| Ok((Reader::new(&*mem, raw.clone())?, Writer::new(&*mem, raw)?)))
-        {
-            Ok((mut reader, mut writer)) => respond(&mut reader, &mut writer)?,
-            Err(e) => {
-                self.log.warn("malformed held chain", &*e);
+        if held.chain.is_none() {
+            match resolve(&mem, state.get_queue(), held.head) {
+                Ok(raw) => held.chain = Some(raw),
+                Err(e) => {
+                    self.log.warn("cannot rebuild a held chain", &*e);
+                }
+            }
+        }
+        let len = match held.chain.as_ref().map(|raw| {
+            Ok::<_, virtio_queue::Error>((
+                Reader::new(&*mem, raw.clone())?,
+                Writer::new(&*mem, raw.clone())?,
+            ))
+        }) {
+            Some(Ok((mut reader, mut writer))) => match respond(&mut reader, &mut writer)? {
+                Some(len) => len,
+                None => return Ok(Some(held)),
+            },
+            Some(Err(e)) => {
+                self.log.warn("malformed held chain", &e);
                 0
             }
+            None => 0,
         };
+        self.held.remove(queue, held.head);
         publish(self, &mut state, held.head, len)?;
         Ok(None)
     }
@@ -596,6 +622,148 @@ mod tests {
 
         assert_eq!(stats, DrainStats::default());
         assert!(q.used().unwrap().is_empty());
+    }
+
+    fn context_with<'a>(q: &'a TestQueue, vrings: &'a [Option<&'a Vring>]) -> QueueContext<'a> {
+        QueueContext {
+            vrings,
+            ..q.context()
+        }
+    }
+
+    #[test]
+    fn held_chain_is_completed_later_and_later_chains_are_served_meanwhile() {
+        let mut q = TestQueue::new(16, true).unwrap();
+        let a = q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let b = q.add(&[(BUFFERS + 0x100, 8, true)]).unwrap();
+        let mut kept = None;
+
+        let stats = drain_chains(&q.context(), 0, &q.vring, |chain| {
+            if kept.is_none() {
+                kept = Some(chain.hold());
+                return Ok(Completion::Held);
+            }
+            write_all(&mut chain.writer, 5)
+        })
+        .unwrap();
+        assert_eq!((stats.completed, stats.held), (1, 1));
+        assert_eq!(q.used().unwrap(), vec![(u32::from(b), 8)]);
+        assert!(q.signalled(), "the first completion was not signalled");
+
+        let vrings = [Some(&q.vring)];
+        let back = context_with(&q, &vrings)
+            .complete(kept.unwrap(), |_, w| {
+                w.write_all(&[9; 4])?;
+                Ok(4)
+            })
+            .unwrap();
+
+        assert!(back.is_none());
+        assert_eq!(q.used().unwrap()[1], (u32::from(a), 4));
+        assert_eq!(q.read(BUFFERS, 4).unwrap(), vec![9; 4]);
+        assert_eq!(q.held.count(0), 0);
+    }
+
+    #[test]
+    fn holding_chains_with_event_idx_does_not_spin() {
+        let mut q = TestQueue::new(16, true).unwrap();
+        for i in 0..4 {
+            q.add(&[(BUFFERS + i * 0x100, 8, true)]).unwrap();
+        }
+        let mut kept = Vec::new();
+        let mut calls = 0;
+
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            calls += 1;
+            kept.push(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+
+        assert_eq!(calls, 4, "a held chain was offered twice");
+        assert_eq!(
+            q.avail_event().unwrap(),
+            4,
+            "the driver is not asked to kick"
+        );
+        assert_eq!(q.held.count(0), 4);
+    }
+
+    #[test]
+    fn completing_on_a_stopped_queue_gives_the_chain_back_untouched() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let mut kept = None;
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept = Some(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        q.vring.set_queue_ready(false);
+        let vrings = [Some(&q.vring)];
+
+        let back = context_with(&q, &vrings)
+            .complete(kept.unwrap(), |_, w| {
+                w.write_all(&[1; 8])?;
+                Ok(8)
+            })
+            .unwrap();
+
+        assert!(back.is_some());
+        assert!(q.used().unwrap().is_empty());
+        assert_eq!(q.read(BUFFERS, 8).unwrap(), vec![0; 8]);
+        assert_eq!(q.held.count(0), 1);
+    }
+
+    #[test]
+    fn held_chain_from_a_saved_state_is_rebuilt_from_the_descriptor_table() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        let head = q
+            .add(&[(BUFFERS, 4, true), (BUFFERS + 0x1000, 4, true)])
+            .unwrap();
+        let mut kept = None;
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept = Some(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        let saved = postcard::to_stdvec(&kept.unwrap()).unwrap();
+        let restored: HeldChain = postcard::from_bytes(&saved).unwrap();
+        let vrings = [Some(&q.vring)];
+
+        context_with(&q, &vrings)
+            .complete(restored, |_, w| {
+                w.write_all(&[7; 8])?;
+                Ok(8)
+            })
+            .unwrap();
+
+        assert_eq!(q.used().unwrap(), vec![(u32::from(head), 8)]);
+        assert_eq!(q.read(BUFFERS, 4).unwrap(), vec![7; 4]);
+        assert_eq!(q.read(BUFFERS + 0x1000, 4).unwrap(), vec![7; 4]);
+    }
+
+    #[test]
+    fn buffer_made_available_again_while_held_is_answered_empty_not_held_twice() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        let head = q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let mut kept = Vec::new();
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept.push(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        q.add_head_again(head).unwrap();
+
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept.push(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+
+        assert_eq!(kept.len(), 1);
+        assert_eq!(q.used().unwrap(), vec![(u32::from(head), 0)]);
+        assert_eq!(q.held.count(0), 1);
     }
 
     #[test]

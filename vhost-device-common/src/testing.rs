@@ -148,6 +148,15 @@ impl TestQueue {
         Ok(head)
     }
 
+    /// Make `head` available again without building a chain (a driver bug or
+    /// a hostile driver re-posting a buffer the device still holds).
+    pub fn add_head_again(&mut self, head: u16) -> Result<(), String> {
+        let (_, avail, _) = layout(self.size);
+        let idx = self.read_u16(avail + 2)?;
+        self.write(avail + 4 + 2 * u64::from(idx % self.size), head.to_le())?;
+        self.write(avail + 2, idx.wrapping_add(1).to_le())
+    }
+
     /// Write `data` at `addr`.
     pub fn write_bytes(&self, addr: u64, data: &[u8]) -> Result<(), String> {
         self.raw

@@ -17,17 +17,22 @@
 //! queue goes on; a source that ends or fails is a host failure and ends the
 //! daemon with a message naming the source.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::HostError;
 use vhost_device_common::events::HostEvents;
-use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::queue::{
+    drain_chains, Completion, HeldChain, QueueContext, Vring, Writer,
+};
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
 use crate::args::Config;
@@ -47,6 +52,23 @@ struct State {
     timer: TimerFd,
     events: Option<HostEvents>,
     source_watched: bool,
+    /// Requests taken off the ring and not yet filled, oldest first.
+    held: VecDeque<HeldChain>,
+}
+
+/// How often held requests are retried while the front end has the queue
+/// stopped (during a migration, or a paused VM).
+const RESTART_POLL: Duration = Duration::from_millis(50);
+
+/// The live-migration state of an rng device.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedState {
+    /// The rate limiter's window (see [`QuotaState`]); `None` without
+    /// `--max-bytes`. A source has no state worth moving.
+    pub quota: Option<QuotaState>,
+    /// Requests waiting for the quota or the source, oldest first; the
+    /// destination fills them.
+    pub held: Vec<HeldChain>,
 }
 
 /// One virtio-rng device (one per socket and connection).
@@ -77,6 +99,7 @@ impl RngDevice {
                 timer,
                 events: None,
                 source_watched: false,
+                held: VecDeque::new(),
             }),
         })
     }
@@ -85,40 +108,71 @@ impl RngDevice {
         vhost_device_common::lock(&self.state)
     }
 
+    /// Serve the request queue: held requests first, in arrival order, then
+    /// new ones. A request that cannot be filled now (quota used up, source
+    /// empty) is held, and so is every later one until it is filled, so
+    /// requests complete in order; the timer or the source's readiness brings
+    /// us back.
     fn serve(&self, ctx: &QueueContext<'_>, vring: &Vring) -> Result<(), HostError> {
         let mut guard = self.lock();
         let State {
             source,
             quota,
             scratch,
+            held,
             ..
         } = &mut *guard;
-        let mut parked = None;
-        drain(ctx, vring, |_reader, writer| {
-            match request::fill(
-                writer,
-                source.as_mut(),
-                quota.as_mut(),
-                scratch,
-                Instant::now(),
-            ) {
-                Ok(Outcome::Filled(n)) => Ok(Completion::Used(n)),
-                Ok(other) => {
-                    parked = Some(other);
-                    Ok(Completion::Stop)
-                }
-                Err(e) if e.is_guest_error() => {
-                    ctx.log.warn("bad entropy request", &e);
-                    Ok(Completion::Used(
-                        u32::try_from(writer.bytes_written()).unwrap_or(0),
-                    ))
-                }
-                Err(e) => Err(e.into()),
+        let mut fill = |writer: &mut Writer<'_>, parked: &mut Option<Outcome>| match request::fill(
+            writer,
+            source.as_mut(),
+            quota.as_mut(),
+            scratch,
+            Instant::now(),
+        ) {
+            Ok(Outcome::Filled(n)) => Ok(Some(n)),
+            Ok(other) => {
+                *parked = Some(other);
+                Ok(None)
             }
-        })?;
+            Err(e) if e.is_guest_error() => {
+                ctx.log.warn("bad entropy request", &e);
+                Ok(Some(u32::try_from(writer.bytes_written()).unwrap_or(0)))
+            }
+            Err(e) => Err(HostError::from(e)),
+        };
+        let mut parked = None;
+        let mut stopped = false;
+        while let Some(chain) = held.pop_front() {
+            let mut asked = false;
+            let back = ctx.try_complete(chain, |_, writer| {
+                asked = true;
+                fill(writer, &mut parked)
+            })?;
+            if let Some(chain) = back {
+                held.push_front(chain);
+                // Not asked: the queue is stopped (migration) or not ours.
+                stopped = !asked;
+                break;
+            }
+        }
+        if !stopped {
+            drain_chains(ctx, REQUEST_QUEUE, vring, |chain| {
+                if held.is_empty() {
+                    if let Some(n) = fill(&mut chain.writer, &mut parked)? {
+                        return Ok(Completion::Used(n));
+                    }
+                }
+                held.push_back(chain.hold());
+                Ok(Completion::Held)
+            })?;
+        }
         match parked {
             Some(Outcome::OverQuota(at)) => guard.arm_timer(at)?,
             Some(Outcome::SourceNotReady) => guard.watch_source()?,
+            _ if stopped => {
+                // Look again once the front end restarts the queue.
+                guard.arm_timer(Instant::now() + RESTART_POLL)?;
+            }
             _ => {}
         }
         Ok(())
@@ -169,17 +223,25 @@ impl VirtioDevice for RngDevice {
         MAX_QUEUE_SIZE
     }
 
-    /// The rate limiter's window (see [`QuotaState`]); `None` without
-    /// `--max-bytes`. A source has no state worth moving.
-    type State = Option<QuotaState>;
+    /// The rate limiter's window and the requests waiting for it.
+    type State = SavedState;
 
-    fn save_state(&self) -> Result<Option<QuotaState>, HostError> {
-        Ok(self.lock().quota.as_ref().map(|q| q.save(Instant::now())))
+    fn save_state(&self) -> Result<SavedState, HostError> {
+        let mut st = self.lock();
+        Ok(SavedState {
+            quota: st.quota.as_ref().map(|q| q.save(Instant::now())),
+            held: st.held.drain(..).collect(),
+        })
     }
 
-    fn load_state(&self, state: Option<QuotaState>) -> Result<(), HostError> {
+    fn load_state(&self, state: SavedState) -> Result<(), HostError> {
         let mut st = self.lock();
-        match (st.quota.as_mut(), state) {
+        st.held = state.held.into();
+        if !st.held.is_empty() {
+            // Serve them as soon as the queue runs here.
+            st.arm_timer(Instant::now())?;
+        }
+        match (st.quota.as_mut(), state.quota) {
             (Some(q), Some(saved)) => q.restore(&saved, Instant::now()),
             // A limit on one side only: this daemon's own setting wins.
             (Some(_), None) | (None, Some(_)) => {
@@ -232,7 +294,6 @@ mod tests {
     use super::*;
     use crate::args::RateLimit;
     use crate::host::mock::{ScriptedSource, SimulatedSource, Step};
-    use std::time::Duration;
     use vhost_device_common::testing::{TestQueue, BUFFERS};
 
     fn device(source: impl EntropySource + 'static, quota: Option<Quota>) -> RngDevice {
@@ -267,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn over_quota_request_stays_on_the_ring_and_the_timer_is_armed() {
+    fn over_quota_requests_are_held_in_order_and_the_timer_is_armed() {
         let limit = RateLimit {
             max_bytes: 10,
             period: Duration::from_secs(60),
@@ -284,6 +345,8 @@ mod tests {
             q.used().unwrap().iter().map(|u| u.1).collect::<Vec<_>>(),
             vec![10]
         );
+        assert_eq!(q.held.count(REQUEST_QUEUE), 1, "second request not held");
+        assert_eq!(dev.lock().held.len(), 1);
         let armed = dev.lock().timer.get().unwrap();
         assert!(armed.is_some(), "rate-limit timer not armed");
     }
