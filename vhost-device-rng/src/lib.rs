@@ -7,7 +7,8 @@
 //! which the device fills with entropy from the host source (by default
 //! `/dev/urandom`) and returns with the number of bytes written. The daemon caps
 //! every request at [`request::MAX_REQUEST_BYTES`] and can rate-limit each device
-//! (`--max-bytes` per `--period`); a request over quota stays on the ring and a
+//! (`--max-bytes` per `--period`); a request over quota is held (taken off the ring,
+//! kept in order, saved with the migration state) and a
 //! timer in the worker's epoll resumes it — the worker never sleeps.
 
 pub mod args;
