@@ -506,3 +506,190 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use vhost_user_backend::VringT;
+
+    /// A device that reports what the adapter asked of it.
+    struct Probe {
+        calls: Mutex<mpsc::Sender<String>>,
+        fail: bool,
+        saved: Mutex<u32>,
+    }
+
+    impl VirtioDevice for Probe {
+        type State = u32;
+        const STATE_VERSION: u16 = 7;
+
+        fn num_queues(&self) -> usize {
+            3
+        }
+
+        fn queues_per_thread(&self) -> Vec<u64> {
+            vec![0b001, 0b110]
+        }
+
+        fn process_queue(
+            &self,
+            _ctx: &QueueContext<'_>,
+            queue: usize,
+            _vring: &Vring,
+        ) -> Result<(), HostError> {
+            let _ = crate::lock(&self.calls).send(format!("queue {queue}"));
+            if self.fail {
+                return Err("disk on fire".into());
+            }
+            Ok(())
+        }
+
+        fn host_event(
+            &self,
+            _ctx: &QueueContext<'_>,
+            token: u16,
+            _events: EventSet,
+            vrings: &[Option<&Vring>],
+        ) -> Result<(), HostError> {
+            let present: Vec<usize> = (0..vrings.len()).filter(|&q| vrings[q].is_some()).collect();
+            let _ = crate::lock(&self.calls).send(format!("token {token} vrings {present:?}"));
+            Ok(())
+        }
+
+        fn save_state(&self) -> Result<u32, HostError> {
+            Ok(*crate::lock(&self.saved))
+        }
+
+        fn load_state(&self, state: u32) -> Result<(), HostError> {
+            *crate::lock(&self.saved) = state;
+            Ok(())
+        }
+    }
+
+    fn backend(fail: bool, saved: u32) -> (DeviceBackend<Probe>, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let mem = GuestMemoryAtomic::new(GuestMemory::new());
+        let dev = Probe {
+            calls: Mutex::new(tx),
+            fail,
+            saved: Mutex::new(saved),
+        };
+        (DeviceBackend::new(dev, "probe", mem), rx)
+    }
+
+    fn vrings(b: &DeviceBackend<Probe>, n: usize) -> Vec<Vring> {
+        (0..n)
+            .map(|_| Vring::new(b.mem.clone(), 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn kick_of_a_second_worker_reaches_the_device_as_its_queue_number() {
+        let (b, rx) = backend(false, 0);
+        let worker1 = vrings(&b, 2);
+
+        // Worker 1 serves queues 1 and 2; its second vring is queue 2.
+        b.handle_event(1, EventSet::IN, &worker1, 1).unwrap();
+
+        assert_eq!(rx.try_recv().unwrap(), "queue 2");
+    }
+
+    #[test]
+    fn host_event_token_reaches_the_device_with_the_workers_vrings() {
+        let (b, rx) = backend(false, 0);
+        let worker1 = vrings(&b, 2);
+        let id = u16::try_from(b.device().num_queues() + 1 + 5).unwrap();
+
+        b.handle_event(id, EventSet::IN, &worker1, 1).unwrap();
+
+        assert_eq!(rx.try_recv().unwrap(), "token 5 vrings [1, 2]");
+    }
+
+    #[test]
+    fn device_failure_fails_the_event_and_is_kept_for_the_daemon_once() {
+        let (b, _rx) = backend(true, 0);
+        let worker0 = vrings(&b, 1);
+
+        let result = b.handle_event(0, EventSet::IN, &worker0, 0);
+
+        assert!(result.is_err());
+        assert_eq!(b.take_fatal().unwrap().to_string(), "disk on fire");
+        assert!(b.take_fatal().is_none());
+    }
+
+    #[test]
+    fn migration_features_are_offered() {
+        let (b, _rx) = backend(false, 0);
+
+        assert_ne!(b.features() & VhostUserVirtioFeatures::LOG_ALL.bits(), 0);
+        let p = b.protocol_features();
+        assert!(p.contains(VhostUserProtocolFeatures::LOG_SHMFD));
+        assert!(p.contains(VhostUserProtocolFeatures::DEVICE_STATE));
+        assert!(p.contains(VhostUserProtocolFeatures::BACKEND_REQ));
+        assert!(
+            !p.contains(VhostUserProtocolFeatures::SHMEM),
+            "no regions declared"
+        );
+    }
+
+    fn pipe() -> (File, File) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        (File::from(r), File::from(w))
+    }
+
+    #[test]
+    fn state_saved_by_one_backend_loads_into_another_through_pipes() {
+        let (a, _ra) = backend(false, 4242);
+        let (b, _rb) = backend(false, 0);
+        let (mut rd, wr) = pipe();
+        assert!(a
+            .set_device_state_fd(
+                VhostTransferStateDirection::SAVE,
+                VhostTransferStatePhase::STOPPED,
+                wr
+            )
+            .unwrap()
+            .is_none());
+        let mut blob = Vec::new();
+        rd.read_to_end(&mut blob).unwrap();
+        a.check_device_state().unwrap();
+        let (rd, mut wr) = pipe();
+
+        b.set_device_state_fd(
+            VhostTransferStateDirection::LOAD,
+            VhostTransferStatePhase::STOPPED,
+            rd,
+        )
+        .unwrap();
+        wr.write_all(&blob).unwrap();
+        drop(wr);
+        b.check_device_state().unwrap();
+
+        assert_eq!(*crate::lock(&b.device().saved), 4242);
+    }
+
+    #[test]
+    fn truncated_state_is_refused_at_check_and_nothing_is_applied() {
+        let (b, _rb) = backend(false, 1);
+        let (rd, mut wr) = pipe();
+        b.set_device_state_fd(
+            VhostTransferStateDirection::LOAD,
+            VhostTransferStatePhase::STOPPED,
+            rd,
+        )
+        .unwrap();
+        wr.write_all(b"VHDSTATE\x01\x00").unwrap();
+        drop(wr);
+
+        assert!(b.check_device_state().is_err());
+        assert_eq!(*crate::lock(&b.device().saved), 1);
+    }
+
+    #[test]
+    fn check_without_a_transfer_is_an_error() {
+        let (b, _rb) = backend(false, 1);
+
+        assert!(b.check_device_state().is_err());
+    }
+}
