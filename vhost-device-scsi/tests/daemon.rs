@@ -563,3 +563,28 @@ fn flushed_write_survives_the_daemon_being_killed() {
     let file = std::fs::read(&img).unwrap();
     assert!(file[100 * 512..100 * 512 + 4096] == data[..]);
 }
+
+/// Live migration runs a second daemon on the same image (the destination's)
+/// while the first still serves the source: neither may lock the other out,
+/// and each sees what the other wrote.
+#[test]
+fn two_daemons_serve_one_image_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "disk.img", 1 << 20);
+    let (da, db) = (daemon(&["--lun", &img]), daemon(&["--lun", &img]));
+    let (mut sa, mut sb) = (session(&da), session(&db));
+    let (ia, ib) = (Initiator::new(&sa, 2), Initiator::new(&sb, 2));
+    let (a, b) = (pattern(8192, 5), pattern(8192, 6));
+
+    let r = ia.cmd(&mut sa, 0, &write10(100, 16, true), &a, 0);
+    assert_eq!((r.response, r.status), (0, 0), "write through daemon A");
+    let r = ib.cmd(&mut sb, 0, &read10(100, 16), &[], 8192);
+    assert_eq!((r.response, r.status), (0, 0), "read through daemon B");
+    assert!(r.data == a, "daemon B does not see what daemon A wrote");
+
+    let r = ib.cmd(&mut sb, 0, &write10(200, 16, true), &b, 0);
+    assert_eq!((r.response, r.status), (0, 0), "write through daemon B");
+    let r = ia.cmd(&mut sa, 0, &read10(200, 16), &[], 8192);
+    assert_eq!((r.response, r.status), (0, 0), "read through daemon A");
+    assert!(r.data == b, "daemon A does not see what daemon B wrote");
+}
