@@ -147,6 +147,17 @@ pub enum Error {
     /// The destination back end lacks features the driver acknowledged.
     #[error("the destination does not offer feature bits {0:#x} the driver uses")]
     FeaturesMissing(u64),
+    /// The device kept answering with nothing.
+    #[error("the device answered {0} requests in a row with used length 0")]
+    NoProgress(usize),
+    /// The device claims to have written more than the buffer holds.
+    #[error("the device reported {len} bytes written into a {capacity}-byte buffer")]
+    UsedTooLong {
+        /// Used length reported.
+        len: u32,
+        /// Buffer size.
+        capacity: u32,
+    },
 }
 
 fn req(request: &'static str) -> impl FnOnce(vhost::Error) -> Error {
@@ -463,6 +474,10 @@ fn load_device_state(fe: &mut Frontend, data: &[u8]) -> Result<(), Error> {
     written
 }
 
+/// Answers in a row with used length 0 after which [`Session::read_bytes`]
+/// gives up: a device that keeps answering with nothing makes no progress.
+pub const MAX_EMPTY_ANSWERS: usize = 8;
+
 impl Session {
     /// Connect to the back end at `path` and start the device with `opts`.
     pub fn start(path: &Path, opts: &Options) -> Result<Self, Error> {
@@ -704,6 +719,46 @@ impl Session {
     /// Load device state saved by [`Self::save_state`] into this back end.
     pub fn load_state(&mut self, data: &[u8]) -> Result<(), Error> {
         load_device_state(&mut self.fe, data)
+    }
+
+    /// Read `bytes` bytes from a device that fills device-writable buffers
+    /// (virtio-rng, virtio 1.3 5.4): post one buffer for what is still
+    /// missing on `queue`, wait up to `timeout` for it, repeat. Gives up
+    /// after [`MAX_EMPTY_ANSWERS`] answers in a row with nothing in them.
+    pub fn read_bytes(
+        &mut self,
+        queue: usize,
+        bytes: u32,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        let buf = self.ram.alloc(u64::from(bytes).max(1), 4096)?;
+        let mut got = Vec::with_capacity(bytes as usize);
+        let mut empty = 0;
+        while got.len() < bytes as usize {
+            let want = bytes - u32::try_from(got.len()).unwrap_or(bytes);
+            let vq = self.queue(queue)?;
+            let head = vq.add(&Chain::new().writable(buf, want))?;
+            vq.kick()?;
+            let used = vq.wait_used(timeout)?;
+            for u in used.iter().filter(|u| u.head == head) {
+                if u.len > want {
+                    return Err(Error::UsedTooLong {
+                        len: u.len,
+                        capacity: want,
+                    });
+                }
+                if u.len == 0 {
+                    empty += 1;
+                    if empty >= MAX_EMPTY_ANSWERS {
+                        return Err(Error::NoProgress(empty));
+                    }
+                } else {
+                    empty = 0;
+                    got.extend(self.ram.read(buf, u.len as usize)?);
+                }
+            }
+        }
+        Ok(got)
     }
 
     /// The raw vhost-user front end, for protocol-level tests.

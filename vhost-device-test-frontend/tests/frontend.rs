@@ -1,21 +1,26 @@
 // Copyright 2026 vhost-device developers
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The test front end against an in-process fake back end: the
-//! backend-request channel through a real vhost-user connection, dirty
-//! logging, and migration between two back ends.
+//! The test front end against an in-process fake back end: the `read`
+//! command's bound, the backend-request channel through a real vhost-user
+//! connection, dirty logging, and migration between two back ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fake;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use fake::{serve, Answer, Config};
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags, VhostUserSharedMsg};
 use vhost::vhost_user::VhostUserFrontendReqHandler;
-use vhost_device_test_frontend::{BackendRequest, Chain, Error, Options, Session, LOG_PAGE_SIZE};
+use vhost_device_test_frontend::process::DaemonProcess;
+use vhost_device_test_frontend::{
+    BackendRequest, Chain, Error, Options, Session, LOG_PAGE_SIZE, MAX_EMPTY_ANSWERS,
+};
 
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-test-frontend");
 /// A safety bound only: every wait below ends on an event.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -32,6 +37,57 @@ fn request(s: &mut Session, buf: u64, len: u32) -> u32 {
     assert_eq!(used.len(), 1);
     assert_eq!(used[0].head, head);
     used[0].len
+}
+
+#[test]
+fn read_command_fails_with_a_clear_error_when_the_device_answers_with_nothing() {
+    let server = serve(Config {
+        answer: Answer::Nothing,
+        ..Config::default()
+    });
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--socket-path")
+        .arg(&server.socket)
+        .args(["read", "--bytes", "64"]);
+    let mut run = DaemonProcess::spawn(cmd).unwrap();
+
+    let status = run
+        .wait_timeout(WAIT)
+        .unwrap()
+        .expect("read gives up instead of looping for ever");
+
+    assert!(!status.success());
+    let err = run.stderr_text();
+    assert!(
+        err.contains(&format!(
+            "answered {MAX_EMPTY_ANSWERS} requests in a row with used length 0"
+        )),
+        "{err}"
+    );
+    assert_eq!(server.device.served(), MAX_EMPTY_ANSWERS as u64);
+}
+
+#[test]
+fn read_bytes_collects_what_the_device_wrote() {
+    let server = serve(Config::default());
+    let mut s = session(&server.socket);
+
+    let got = s.read_bytes(0, 100, WAIT).unwrap();
+
+    assert_eq!(got, vec![0xAB; 100]);
+}
+
+#[test]
+fn read_bytes_reports_no_progress() {
+    let server = serve(Config {
+        answer: Answer::Nothing,
+        ..Config::default()
+    });
+    let mut s = session(&server.socket);
+
+    let result = s.read_bytes(0, 16, WAIT);
+
+    assert!(matches!(result, Err(Error::NoProgress(n)) if n == MAX_EMPTY_ANSWERS));
 }
 
 #[test]
