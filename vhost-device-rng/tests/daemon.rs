@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use vhost_device_test_frontend::process::DaemonProcess;
 use vhost_device_test_frontend::virtqueue::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
-use vhost_device_test_frontend::{Chain, Next, Options, RawDesc, Session, Used};
+use vhost_device_test_frontend::{Chain, Next, Options, RawDesc, Session, Used, LOG_PAGE_SIZE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-rng");
 const WAIT: Duration = Duration::from_secs(10);
@@ -93,6 +93,59 @@ fn oversized_request_is_capped_at_64_kib() {
     let used = request(&mut s, Chain::new().writable(buf, 1 << 20));
 
     assert_eq!(used.len, 64 * 1024);
+}
+
+#[test]
+fn dirty_log_marks_every_page_the_device_wrote_and_no_other() {
+    let d = daemon(&[]);
+    let opts = Options {
+        dirty_log: true,
+        ..Options::default()
+    };
+    let mut s = Session::start(&d.socket, &opts).unwrap();
+    let page = |a: u64| a / LOG_PAGE_SIZE * LOG_PAGE_SIZE;
+    let direct = s.ram().alloc(3 * LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let split = s.ram().alloc(2 * LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let untouched = s.ram().alloc(LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let indirect = s.ram().alloc(LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let (desc, avail, used) = s.queue(0).unwrap().addresses();
+    assert!(s.dirty_pages().unwrap().is_empty(), "nothing written yet");
+
+    // A buffer straddling three pages, one split over descriptors across a
+    // page boundary, and one in an indirect table.
+    let a = request(&mut s, Chain::new().writable(direct + 16, 2 * 4096));
+    let b = request(&mut s, Chain::new().writable_split(split + 4000, 200, 3));
+    let c = request(
+        &mut s,
+        Chain::new().writable_split(indirect, 64, 2).indirect(),
+    );
+
+    assert_eq!((a.len, b.len, c.len), (2 * 4096, 200, 64));
+    let mut expected = vec![
+        direct,
+        direct + LOG_PAGE_SIZE,
+        direct + 2 * LOG_PAGE_SIZE,
+        split,
+        split + LOG_PAGE_SIZE,
+        indirect,
+        page(used),
+    ];
+    expected.sort_unstable();
+    let dirty = s.take_dirty_pages().unwrap();
+    assert_eq!(dirty, expected, "buffers and the used ring, nothing else");
+    for (what, addr) in [
+        ("descriptors", desc),
+        ("avail ring", avail),
+        ("unused buffer", untouched),
+    ] {
+        assert!(!dirty.contains(&page(addr)), "{what} marked dirty");
+    }
+    // Taken pages are cleared; the next request marks its pages again.
+    let again = request(&mut s, Chain::new().writable(untouched, 8));
+    assert_eq!(again.len, 8);
+    let mut expected = vec![untouched, page(used)];
+    expected.sort_unstable();
+    assert_eq!(s.dirty_pages().unwrap(), expected);
 }
 
 #[test]
