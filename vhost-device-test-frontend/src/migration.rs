@@ -26,6 +26,9 @@
 //!    `SET_VRING_KICK`, `SET_VRING_CALL`, `SET_VRING_ENABLE`, and a kick
 //!    ([`Incoming::resume`]).
 //!
+//! [`Session::migrate`] (in place) and [`Session::migrate_to`] (by value) do
+//! all four steps.
+//!
 //! Until step 4 succeeds the source keeps everything and can carry on
 //! ([`Session::restart_queues`]): "If the migration fails, then the source
 //! can transparently resume operation".
@@ -145,37 +148,45 @@ impl Session {
     /// Migrate to the back end at `path`: connect and negotiate, stop every
     /// queue here, move the device state if this back end has
     /// `DEVICE_STATE`, then start the destination's queues at the saved ring
-    /// positions over the same guest memory. Returns the destination's session,
-    /// which carries on with the same queues; the source connection is closed.
+    /// positions over the same guest memory. On success `self` *is* the
+    /// destination's session, carrying on with the same queues, and the
+    /// source connection is closed — handy when the session lives inside
+    /// another value (a [`crate::vsock::VsockGuest`], say).
     ///
-    /// On failure the source session comes back in the error with its queues
-    /// stopped (if they were stopped at all): call
-    /// [`Session::restart_queues`] to carry on.
-    pub fn migrate_to(self, path: &Path, opts: &Options) -> Result<Session, MigrateError> {
-        let mut source = self;
-        let result = (|| {
-            let mut incoming = Session::connect_incoming(path, opts)?;
-            source.stop_queues()?;
-            if source
-                .protocol
+    /// On failure `self` is still the source, with its queues stopped if they
+    /// got that far: call [`Session::restart_queues`] to carry on.
+    pub fn migrate(&mut self, path: &Path, opts: &Options) -> Result<(), Error> {
+        let mut incoming = Session::connect_incoming(path, opts)?;
+        self.stop_queues()?;
+        if self
+            .protocol
+            .contains(VhostUserProtocolFeatures::DEVICE_STATE)
+        {
+            if !incoming
+                .protocol()
                 .contains(VhostUserProtocolFeatures::DEVICE_STATE)
             {
-                if !incoming
-                    .protocol()
-                    .contains(VhostUserProtocolFeatures::DEVICE_STATE)
-                {
-                    return Err(Error::NotOffered(
-                        "VHOST_USER_PROTOCOL_F_DEVICE_STATE on the destination",
-                    ));
-                }
-                let state = source.save_state()?;
-                incoming.load_state(&state)?;
+                return Err(Error::NotOffered(
+                    "VHOST_USER_PROTOCOL_F_DEVICE_STATE on the destination",
+                ));
             }
-            incoming.resume(&mut source)
-        })();
-        result.map_err(|error| MigrateError {
-            session: Box::new(source),
-            error,
-        })
+            let state = self.save_state()?;
+            incoming.load_state(&state)?;
+        }
+        let destination = incoming.resume(self)?;
+        drop(std::mem::replace(self, destination));
+        Ok(())
+    }
+
+    /// [`Self::migrate`], by value: returns the destination's session, or
+    /// the source in the error.
+    pub fn migrate_to(mut self, path: &Path, opts: &Options) -> Result<Session, MigrateError> {
+        match self.migrate(path, opts) {
+            Ok(()) => Ok(self),
+            Err(error) => Err(MigrateError {
+                session: Box::new(self),
+                error,
+            }),
+        }
     }
 }

@@ -216,6 +216,31 @@ fn migration_moves_the_driver_the_ring_positions_and_the_device_state() {
 }
 
 #[test]
+fn migrating_in_place_twice_keeps_one_session_value_working() {
+    let a = serve(Config::default());
+    let b = serve(Config {
+        answer: Answer::Fill(0x11),
+        ..Config::default()
+    });
+    let c = serve(Config {
+        answer: Answer::Fill(0x22),
+        ..Config::default()
+    });
+    let mut s = session(&a.socket);
+    let buf = s.ram().alloc(4096, 4096).unwrap();
+    assert_eq!(request(&mut s, buf, 8), 8);
+
+    s.migrate(&b.socket, &Options::default()).unwrap();
+    assert_eq!(request(&mut s, buf, 8), 8);
+    s.migrate(&c.socket, &Options::default()).unwrap();
+    assert_eq!(request(&mut s, buf, 8), 8);
+
+    assert_eq!(s.ram().read(buf, 8).unwrap(), vec![0x22; 8]);
+    let served = [a.device.served(), b.device.served(), c.device.served()];
+    assert_eq!(served, [1, 2, 3], "each back end carried the count on");
+}
+
+#[test]
 fn destination_refusing_a_corrupt_state_leaves_the_source_restartable() {
     let a = serve(Config::default());
     let b = serve(Config::default());
