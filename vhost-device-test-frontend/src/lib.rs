@@ -8,8 +8,11 @@
 //! `GET_PROTOCOL_FEATURES`/`SET_PROTOCOL_FEATURES`, `GET_QUEUE_NUM`,
 //! `SET_BACKEND_REQ_FD`, `SET_FEATURES`, `SET_MEM_TABLE`, then per queue
 //! `SET_VRING_NUM`, `SET_VRING_BASE`, `SET_VRING_ADDR` (the front end's own
-//! virtual addresses, as the protocol requires), `SET_VRING_KICK`,
-//! `SET_VRING_CALL` and `SET_VRING_ENABLE`. Guest memory is a memfd
+//! virtual addresses, as the protocol requires), `SET_VRING_CALL`,
+//! `SET_VRING_KICK` and `SET_VRING_ENABLE`. (QEMU sends the kick before the
+//! call; this front end sends the call first so that a ring which is still
+//! enabled when it is restarted cannot run, and complete buffers, before its
+//! call eventfd is set — see [`Session::restart_queues`].) Guest memory is a memfd
 //! ([`memory::GuestRam`]); the queues are driven by [`virtqueue::Virtqueue`].
 //!
 //! Around that:
@@ -405,8 +408,14 @@ impl Connection {
 
 /// Send queue `index`'s setup at ring position `base`: `SET_VRING_NUM`,
 /// `SET_VRING_BASE`, `SET_VRING_ADDR` (with `VHOST_VRING_F_LOG` and the used
-/// ring's guest address when logging), `SET_VRING_KICK`, `SET_VRING_CALL`,
+/// ring's guest address when logging), `SET_VRING_CALL`, `SET_VRING_KICK`,
 /// and `SET_VRING_ENABLE` when protocol features were negotiated.
+///
+/// The call eventfd goes first: none of these messages is answered, and a
+/// back end starts a ring as soon as it has the kick eventfd ("Ring states").
+/// A ring restarted after `GET_VRING_BASE` is still enabled, so with the kick
+/// first it could complete buffers made available while it was stopped before
+/// the back end has read `SET_VRING_CALL`, and that notification would be lost.
 fn start_vring(
     fe: &mut Frontend,
     ram: &GuestRam,
@@ -434,10 +443,10 @@ fn start_vring(
     };
     fe.set_vring_addr(index, &config)
         .map_err(req("SET_VRING_ADDR"))?;
-    fe.set_vring_kick(index, vq.kick_fd())
-        .map_err(req("SET_VRING_KICK"))?;
     fe.set_vring_call(index, vq.call_fd())
         .map_err(req("SET_VRING_CALL"))?;
+    fe.set_vring_kick(index, vq.kick_fd())
+        .map_err(req("SET_VRING_KICK"))?;
     if features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0 {
         fe.set_vring_enable(index, true)
             .map_err(req("SET_VRING_ENABLE"))?;

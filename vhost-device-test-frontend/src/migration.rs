@@ -23,7 +23,7 @@
 //! 4. only then the destination gets `SET_FEATURES` (the driver's, unchanged),
 //!    `SET_MEM_TABLE` with the same RAM, and per queue `SET_VRING_NUM`,
 //!    `SET_VRING_BASE` at the source's `last_avail`, `SET_VRING_ADDR`,
-//!    `SET_VRING_KICK`, `SET_VRING_CALL`, `SET_VRING_ENABLE`, and a kick
+//!    `SET_VRING_CALL`, `SET_VRING_KICK`, `SET_VRING_ENABLE`, and a kick
 //!    ([`Incoming::resume`]).
 //!
 //! [`Session::migrate`] (in place) and [`Session::migrate_to`] (by value) do
