@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vhost_device_test_frontend::vsock::VsockGuest;
-use vhost_device_test_frontend::{Chain, Error, Options, Session};
+use vhost_device_test_frontend::{Error, Options, Session};
 
 /// A vhost-user front end and virtio driver with no VM.
 #[derive(Parser, Debug)]
@@ -38,7 +38,8 @@ enum Cmd {
         config_size: u32,
     },
     /// Read bytes from a device that fills writable buffers (virtio-rng) and
-    /// write them to stdout as hex
+    /// write them to stdout as hex; fails if the device keeps answering with
+    /// nothing
     Read {
         /// How many bytes
         #[arg(long, default_value_t = 64)]
@@ -92,18 +93,7 @@ fn run(args: Args) -> Result<(), Error> {
             }
         }
         Cmd::Read { bytes, queue } => {
-            let buf = s.ram().alloc(u64::from(bytes), 4096)?;
-            let mut got = Vec::new();
-            while got.len() < bytes as usize {
-                let want = bytes - u32::try_from(got.len()).unwrap_or(bytes);
-                let vq = s.queue(queue)?;
-                vq.add(&Chain::new().writable(buf, want))?;
-                vq.kick()?;
-                let used = vq.wait_used(Duration::from_secs(10))?;
-                for u in used {
-                    got.extend(s.ram().read(buf, u.len as usize)?);
-                }
-            }
+            let got = s.read_bytes(queue, bytes, Duration::from_secs(10))?;
             let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
             let _ = writeln!(std::io::stdout(), "{hex}");
         }
