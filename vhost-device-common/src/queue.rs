@@ -157,8 +157,11 @@ impl HeldHeads {
 ///
 /// It serializes as its queue and head index, so a device can put it into its
 /// migration state; a deserialized one is resolved from the descriptor table
-/// again when it is completed on the destination.
-#[derive(Serialize, Deserialize)]
+/// again when it is completed on the destination. `save_state` must leave the
+/// source able to go on (the migration may fail), so it saves clones; the
+/// runtime completes a head only while it is held, so a clone can never
+/// complete a chain twice.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HeldChain {
     queue: u16,
     head: u16,

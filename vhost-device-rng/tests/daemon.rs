@@ -679,3 +679,46 @@ fn ready_is_sent_to_notify_socket_once_listening() {
         "READY sent before the socket listens"
     );
 }
+
+#[test]
+fn requests_held_over_quota_move_with_a_migration_and_are_filled_exactly_once() {
+    let a = daemon(&["--max-bytes", "100", "--period", "3600000"]);
+    let b = daemon(&[]);
+    let mut s = session(&a);
+    let mut heads = Vec::new();
+    for _ in 0..5 {
+        let buf = s.ram().alloc(64, 8).unwrap();
+        heads.push(
+            s.queue(0)
+                .unwrap()
+                .add(&Chain::new().writable(buf, 64))
+                .unwrap(),
+        );
+    }
+    s.queue(0).unwrap().kick().unwrap();
+    // A fills 64 + 36 bytes of its quota and holds the other three.
+    let mut on_a = Vec::new();
+    while on_a.len() < 2 {
+        on_a.extend(s.queue(0).unwrap().wait_used(WAIT).expect("A answers"));
+    }
+    assert_eq!(on_a.iter().map(|u| u.len).collect::<Vec<_>>(), vec![64, 36]);
+
+    s.migrate(&b.socket, &Options::default())
+        .expect("migrates to B");
+    let mut on_b = Vec::new();
+    while on_b.len() < 3 {
+        on_b.extend(
+            s.queue(0)
+                .unwrap()
+                .wait_used(WAIT)
+                .expect("B fills the held requests"),
+        );
+    }
+
+    // B has no limit: each held request gets all 64 bytes, and no head twice.
+    assert!(on_b.iter().all(|u| u.len == 64), "{on_b:?}");
+    let mut all: Vec<u16> = on_a.iter().chain(&on_b).map(|u| u.head).collect();
+    all.sort_unstable();
+    heads.sort_unstable();
+    assert_eq!(all, heads);
+}
