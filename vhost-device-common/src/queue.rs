@@ -281,7 +281,7 @@ fn notify(ctx: &QueueContext<'_>, state: &mut State<'_>) -> Result<(), HostError
 }
 
 /// Put `head` on the used ring and signal as needed. False when the ring
-/// cannot be written (a guest error, logged).
+/// refuses it (a head out of range: a guest error, logged).
 fn publish(
     ctx: &QueueContext<'_>,
     state: &mut State<'_>,
@@ -386,10 +386,11 @@ where
             };
             match completion {
                 Completion::Used(len) => {
-                    if !publish(ctx, &mut state, head, len)? {
-                        break 'outer;
+                    // A head the used ring refuses (out of range: a bogus
+                    // avail entry) is logged; the chains after it are served.
+                    if publish(ctx, &mut state, head, len)? {
+                        stats.completed += 1;
                     }
-                    stats.completed += 1;
                 }
                 Completion::Held => stats.held += 1,
                 Completion::Stop => {

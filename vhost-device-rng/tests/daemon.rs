@@ -239,6 +239,47 @@ fn quota_applies_to_each_device_separately() {
 }
 
 #[test]
+fn failure_of_one_device_leaves_the_other_devices_of_the_process_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("ten-bytes");
+    std::fs::write(&seed, [1u8; 10]).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-path", "dev.sock", "--socket-count", "2"])
+        .args(["--rng-source", seed.to_str().unwrap()]);
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let paths: Vec<_> = (0..2)
+        .map(|i| d.dir().join(format!("dev.sock{i}")))
+        .collect();
+    for p in &paths {
+        d.wait_for_path(p, WAIT).unwrap();
+    }
+    let mut healthy = Session::start(&paths[1], &Options::default()).unwrap();
+    let mut failing = Session::start(&paths[0], &Options::default()).unwrap();
+    let buf = failing.ram().alloc(64, 8).unwrap();
+    assert_eq!(
+        request(&mut failing, Chain::new().writable(buf, 64)).len,
+        10
+    );
+
+    // Device 0's source ends: a host failure of device 0 only.
+    let vq = failing.queue(0).unwrap();
+    vq.add(&Chain::new().writable(buf, 64)).unwrap();
+    vq.kick().unwrap();
+    assert!(
+        wait_until(WAIT, || d.stderr_text().contains("device 0 failed")),
+        "no failure logged: {}",
+        d.stderr_text()
+    );
+
+    let buf = healthy.ram().alloc(64, 8).unwrap();
+    assert_eq!(
+        request(&mut healthy, Chain::new().writable(buf, 64)).len,
+        10
+    );
+    assert!(d.try_wait().unwrap().is_none(), "the process ended");
+}
+
+#[test]
 fn malformed_chains_are_answered_and_the_queue_keeps_serving() {
     let d = daemon(&[]);
     let mut s = session(&d);
@@ -344,24 +385,26 @@ fn malformed_chains_are_answered_and_the_queue_keeps_serving() {
 }
 
 #[test]
-fn bogus_avail_head_does_not_kill_the_daemon() {
+fn bogus_avail_head_is_skipped_and_the_next_request_is_served() {
     let mut d = daemon(&[]);
-    {
-        let mut s = session(&d);
-        let vq = s.queue(0).unwrap();
-        vq.add_bogus_head(60_000).unwrap();
-        vq.kick().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // The guest may have wedged its own queue, but the daemon serves the next front end.
+    let mut s = session(&d);
+    let buf = s.ram().alloc(64, 8).unwrap();
+    let vq = s.queue(0).unwrap();
+    vq.add_bogus_head(60_000).unwrap();
+    let good = vq.add(&Chain::new().writable(buf, 64)).unwrap();
+
+    vq.kick().unwrap();
+    let used = vq
+        .wait_used(WAIT)
+        .expect("the request after the bogus head is served");
+
+    assert_eq!(used.len(), 1);
+    assert_eq!((used[0].head, used[0].len), (good, 64));
     assert!(
         d.try_wait().unwrap().is_none(),
         "daemon died: {}",
         d.stderr_text()
     );
-    let mut s = session(&d);
-    let buf = s.ram().alloc(64, 8).unwrap();
-    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
 }
 
 #[test]
