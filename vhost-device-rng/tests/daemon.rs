@@ -218,11 +218,12 @@ fn quota_is_honoured_within_its_period() {
     }
 }
 
-#[test]
-fn quota_applies_to_each_device_separately() {
+/// A daemon serving two devices (`--socket-count 2`) with `args`, and
+/// their socket paths once both listen.
+fn two_devices(args: &[&str]) -> (DaemonProcess, Vec<std::path::PathBuf>) {
     let mut cmd = Command::new(BIN);
     cmd.args(["--socket-path", "dev.sock", "--socket-count", "2"])
-        .args(["--max-bytes", "100", "--period", "60000"]);
+        .args(args);
     let mut d = DaemonProcess::spawn(cmd).unwrap();
     let paths: Vec<_> = (0..2)
         .map(|i| d.dir().join(format!("dev.sock{i}")))
@@ -230,6 +231,12 @@ fn quota_applies_to_each_device_separately() {
     for p in &paths {
         d.wait_for_path(p, WAIT).unwrap();
     }
+    (d, paths)
+}
+
+#[test]
+fn quota_applies_to_each_device_separately() {
+    let (_d, paths) = two_devices(&["--max-bytes", "100", "--period", "60000"]);
     for p in &paths {
         let mut s = Session::start(p, &Options::default()).unwrap();
         let buf = s.ram().alloc(100, 8).unwrap();
@@ -243,16 +250,7 @@ fn failure_of_one_device_leaves_the_other_devices_of_the_process_serving() {
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("ten-bytes");
     std::fs::write(&seed, [1u8; 10]).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--socket-path", "dev.sock", "--socket-count", "2"])
-        .args(["--rng-source", seed.to_str().unwrap()]);
-    let mut d = DaemonProcess::spawn(cmd).unwrap();
-    let paths: Vec<_> = (0..2)
-        .map(|i| d.dir().join(format!("dev.sock{i}")))
-        .collect();
-    for p in &paths {
-        d.wait_for_path(p, WAIT).unwrap();
-    }
+    let (mut d, paths) = two_devices(&["--rng-source", seed.to_str().unwrap()]);
     let mut healthy = Session::start(&paths[1], &Options::default()).unwrap();
     let mut failing = Session::start(&paths[0], &Options::default()).unwrap();
     let buf = failing.ram().alloc(64, 8).unwrap();
