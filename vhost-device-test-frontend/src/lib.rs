@@ -271,12 +271,16 @@ impl Session {
     }
 
     fn start_queue(&mut self, index: usize, vq: &Virtqueue) -> Result<(), Error> {
+        self.start_queue_at(index, vq, 0)
+    }
+
+    fn start_queue_at(&mut self, index: usize, vq: &Virtqueue, base: u16) -> Result<(), Error> {
         let (desc, avail, used) = vq.addresses();
         self.fe
             .set_vring_num(index, vq.size())
             .map_err(req("SET_VRING_NUM"))?;
         self.fe
-            .set_vring_base(index, 0)
+            .set_vring_base(index, base)
             .map_err(req("SET_VRING_BASE"))?;
         let config = VringConfigData {
             queue_max_size: vq.size(),
@@ -394,6 +398,61 @@ impl Session {
         self.fe
             .check_device_state()
             .map_err(req("CHECK_DEVICE_STATE"))
+    }
+
+    /// Hand this guest over to the back end at `path`, as a live migration
+    /// does: stop every queue (`GET_VRING_BASE`), save the device state,
+    /// connect to the other back end with the same features and the same
+    /// guest memory, load the state there, and start the queues at the
+    /// positions the first back end reported. Chains the first back end
+    /// held stay in flight and are completed by the second.
+    pub fn migrate(mut self, path: &Path) -> Result<Session, Error> {
+        let mut bases = Vec::new();
+        for index in 0..self.queues.len() {
+            let base = self.stop_queue(index)?;
+            bases.push(u16::try_from(base & 0xFFFF).unwrap_or(0));
+        }
+        let state = self.save_state()?;
+        let mut fe = connect_frontend(path, 64, Duration::from_secs(5))?;
+        fe.set_owner().map_err(req("SET_OWNER"))?;
+        let device_features = fe.get_features().map_err(req("GET_FEATURES"))?;
+        if self.features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0 {
+            fe.get_protocol_features()
+                .map_err(req("GET_PROTOCOL_FEATURES"))?;
+            fe.set_protocol_features(self.protocol)
+                .map_err(req("SET_PROTOCOL_FEATURES"))?;
+        }
+        if self.protocol.contains(VhostUserProtocolFeatures::MQ) {
+            fe.get_queue_num().map_err(req("GET_QUEUE_NUM"))?;
+        }
+        let mut backend_channel = None;
+        if self.backend_channel.is_some() {
+            let (ours, theirs) = UnixStream::pair().map_err(Error::Memory)?;
+            fe.set_backend_request_fd(&theirs)
+                .map_err(req("SET_BACKEND_REQ_FD"))?;
+            backend_channel = Some(ours);
+        }
+        fe.set_features(self.features)
+            .map_err(req("SET_FEATURES"))?;
+        fe.set_mem_table(&self.ram.regions()?)
+            .map_err(req("SET_MEM_TABLE"))?;
+        let queues = std::mem::take(&mut self.queues);
+        let mut next = Session {
+            fe,
+            ram: self.ram.clone(),
+            device_features,
+            features: self.features,
+            protocol: self.protocol,
+            max_queues: self.max_queues,
+            queues: Vec::new(),
+            backend_channel,
+        };
+        next.load_state(&state)?;
+        for (index, (vq, base)) in queues.into_iter().zip(bases).enumerate() {
+            next.start_queue_at(index, &vq, base)?;
+            next.queues.push(vq);
+        }
+        Ok(next)
     }
 
     /// The raw vhost-user front end, for protocol-level tests.
