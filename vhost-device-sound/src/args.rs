@@ -349,7 +349,15 @@ mod tests {
 
     #[test]
     fn repeated_streams_keep_their_order() {
-        let c = config(&["--stream", "output", "--streams", "output,channels=1", "--stream", "input"]).unwrap();
+        let c = config(&[
+            "--stream",
+            "output",
+            "--streams",
+            "output,channels=1",
+            "--stream",
+            "input",
+        ])
+        .unwrap();
         let dirs: Vec<_> = c.streams.iter().map(|s| s.direction).collect();
         assert_eq!(
             dirs,
@@ -378,7 +386,15 @@ mod tests {
 
     #[test]
     fn wav_backend_takes_its_paths() {
-        let c = config(&["--backend", "wav", "--wav-dir", "/out", "--wav-capture", "in.wav"]).unwrap();
+        let c = config(&[
+            "--backend",
+            "wav",
+            "--wav-dir",
+            "/out",
+            "--wav-capture",
+            "in.wav",
+        ])
+        .unwrap();
         assert_eq!(
             c.backend,
             BackendConfig::Wav {

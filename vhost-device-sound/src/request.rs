@@ -336,10 +336,7 @@ pub fn jack_caps(direction: Direction) -> u32 {
 pub type ItemList = Vec<Vec<u8>>;
 
 /// The jack, PCM and channel-map items of a topology: one of each per stream.
-pub fn topology_items(
-    streams: &[StreamSpec],
-    xrun_events: bool,
-) -> (ItemList, ItemList, ItemList) {
+pub fn topology_items(streams: &[StreamSpec], xrun_events: bool) -> (ItemList, ItemList, ItemList) {
     let mut jacks = Vec::new();
     let mut pcms = Vec::new();
     let mut chmaps = Vec::new();
@@ -381,7 +378,14 @@ pub fn topology_items(
             3 => &[chmap::FL, chmap::FR, chmap::FC],
             4 => &[chmap::FL, chmap::FR, chmap::RL, chmap::RR],
             5 => &[chmap::FL, chmap::FR, chmap::RL, chmap::RR, chmap::FC],
-            6 => &[chmap::FL, chmap::FR, chmap::RL, chmap::RR, chmap::FC, chmap::LFE],
+            6 => &[
+                chmap::FL,
+                chmap::FR,
+                chmap::RL,
+                chmap::RR,
+                chmap::FC,
+                chmap::LFE,
+            ],
             _ => &[
                 chmap::FL,
                 chmap::FR,
@@ -554,7 +558,10 @@ mod tests {
         assert_eq!(pcm.formats.to_native(), 1 << 5);
         assert_eq!(pcm.features.to_native(), 1 << 4);
         let map = ChmapInfo::from_slice(&chmaps[0]).unwrap();
-        assert_eq!((map.channels, map.positions[0], map.positions[1]), (2, 3, 4));
+        assert_eq!(
+            (map.channels, map.positions[0], map.positions[1]),
+            (2, 3, 4)
+        );
         assert_eq!(ChmapInfo::from_slice(&chmaps[1]).unwrap().positions[0], 2);
         let jack = JackInfo::from_slice(&jacks[1]).unwrap();
         assert_eq!((jack.hda_reg_defconf.to_native() >> 20) & 0xF, 0x8);

@@ -154,8 +154,14 @@ impl Controls {
 
     fn update_gain(&self, stream: u32) {
         let base = stream as usize * 2;
-        let volume = self.values.get(base).map_or(VOLUME_MAX, |v| v.load(Ordering::Relaxed));
-        let on = self.values.get(base + 1).map_or(1, |v| v.load(Ordering::Relaxed));
+        let volume = self
+            .values
+            .get(base)
+            .map_or(VOLUME_MAX, |v| v.load(Ordering::Relaxed));
+        let on = self
+            .values
+            .get(base + 1)
+            .map_or(1, |v| v.load(Ordering::Relaxed));
         let gain = if on == 0 || volume == 0 {
             0.0
         } else {
@@ -324,6 +330,9 @@ mod tests {
         assert_eq!(tlv.len(), 16);
         assert_eq!(&tlv[..4], &1u32.to_le_bytes());
         assert_eq!(&tlv[8..12], &(-5000i32).to_le_bytes());
-        assert_eq!(controls().tlv(1).unwrap_err().status(), crate::virtio::Status::NotSupp);
+        assert_eq!(
+            controls().tlv(1).unwrap_err().status(),
+            crate::virtio::Status::NotSupp
+        );
     }
 }

@@ -37,6 +37,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::sync::{Mutex, MutexGuard};
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use serde::{Deserialize, Serialize};
@@ -48,14 +49,13 @@ use vhost_device_common::queue::{
 };
 use vhost_device_common::vm_memory::ByteValued;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
-use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::args::Config;
 use crate::host::sample::{apply_gain, Layout};
 use crate::request::{self, Error, Items, PcmCommand, Request};
 use crate::virtio::{
-    code, Direction, Event, PcmStatus, PcmXfer, Status, CONTROL_QUEUE, EVENT_QUEUE,
-    MAX_QUEUE_SIZE, NUM_QUEUES, RX_QUEUE, TX_QUEUE, VIRTIO_SND_F_CTLS,
+    code, Direction, Event, PcmStatus, PcmXfer, Status, CONTROL_QUEUE, EVENT_QUEUE, MAX_QUEUE_SIZE,
+    NUM_QUEUES, RX_QUEUE, TX_QUEUE, VIRTIO_SND_F_CTLS,
 };
 use controls::Controls;
 use pcm::{Io, PcmState, Stream, MAX_BUFFER_BYTES};
@@ -211,9 +211,7 @@ impl SoundDevice {
     }
 
     fn stream(&self, id: u32) -> Option<MutexGuard<'_, Stream>> {
-        self.streams
-            .get(id as usize)
-            .map(vhost_device_common::lock)
+        self.streams.get(id as usize).map(vhost_device_common::lock)
     }
 
     fn poke(&self, id: u32) -> Result<(), HostError> {
@@ -276,9 +274,9 @@ impl SoundDevice {
     }
 
     fn controls(&self) -> Result<&Controls, Error> {
-        self.controls
-            .as_ref()
-            .ok_or(Error::NotSupported("controls (the daemon runs without --controls)"))
+        self.controls.as_ref().ok_or(Error::NotSupported(
+            "controls (the daemon runs without --controls)",
+        ))
     }
 
     fn execute(&self, req: Request, room: usize, chain: &mut Chain<'_>) -> Result<Answer, Error> {
@@ -429,9 +427,7 @@ impl SoundDevice {
         let ready = std::mem::take(&mut *vhost_device_common::lock(&self.answered));
         let mut back = Vec::new();
         for held in ready {
-            if let Some(h) = ctx.complete(held, |_, w| {
-                Ok(request::respond(w, Status::Ok, &[]))
-            })? {
+            if let Some(h) = ctx.complete(held, |_, w| Ok(request::respond(w, Status::Ok, &[])))? {
                 back.push(h);
             }
         }
@@ -580,9 +576,9 @@ impl SoundDevice {
         if !s.state.takes_io() || !s.release_waiters.is_empty() {
             // Released (or new parameters): every held message goes back.
             while let Some(io) = s.io.pop_front() {
-                if let Some(back) = ctx.complete(io.chain, |_, w| {
-                    Ok(write_status(w, Status::Ok, 0, &[]))
-                })? {
+                if let Some(back) =
+                    ctx.complete(io.chain, |_, w| Ok(write_status(w, Status::Ok, 0, &[])))?
+                {
                     s.io.push_front(Io {
                         chain: back,
                         len: io.len,
@@ -716,7 +712,12 @@ fn transfer(
             if !host.write(&data)? {
                 return Ok(None);
             }
-            Ok(Some(write_status(writer, Status::Ok, host.delay_bytes(), &[])))
+            Ok(Some(write_status(
+                writer,
+                Status::Ok,
+                host.delay_bytes(),
+                &[],
+            )))
         }
         Direction::Input => {
             if !host.read(&mut data)? {
@@ -864,7 +865,11 @@ impl VirtioDevice for SoundDevice {
             event_buffers: ev.buffers.drain(..).collect(),
             pending_events: ev.pending.drain(..).collect(),
             answered: std::mem::take(&mut *vhost_device_common::lock(&self.answered)),
-            controls: self.controls.as_ref().map(Controls::values).unwrap_or_default(),
+            controls: self
+                .controls
+                .as_ref()
+                .map(Controls::values)
+                .unwrap_or_default(),
         })
     }
 

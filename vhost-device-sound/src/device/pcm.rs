@@ -89,7 +89,10 @@ impl PcmState {
 
     /// Whether I/O messages are held (rather than refused).
     pub fn takes_io(self) -> bool {
-        matches!(self, PcmState::Prepared | PcmState::Started | PcmState::Stopped)
+        matches!(
+            self,
+            PcmState::Prepared | PcmState::Started | PcmState::Stopped
+        )
     }
 
     /// Name for messages.
@@ -365,9 +368,7 @@ mod tests {
     fn set_params(channels: u8, format: u8, rate: u8, period: u32, buffer: u32) -> SetParams {
         SetParams {
             hdr: ItemHdr {
-                hdr: Hdr {
-                    code: 0x101.into(),
-                },
+                hdr: Hdr { code: 0x101.into() },
                 id: 0.into(),
             },
             buffer_bytes: buffer.into(),

@@ -176,7 +176,7 @@ fn header(params: &PcmParams) -> (Vec<u8>, u64) {
         fmt.extend_from_slice(&22u16.to_le_bytes());
         fmt.extend_from_slice(&valid.to_le_bytes());
         fmt.extend_from_slice(&0u32.to_le_bytes()); // no speaker mask
-        // KSDATAFORMAT_SUBTYPE_PCM: {00000001-0000-0010-8000-00aa00389b71}
+                                                    // KSDATAFORMAT_SUBTYPE_PCM: {00000001-0000-0010-8000-00aa00389b71}
         fmt.extend_from_slice(&[
             0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38,
             0x9B, 0x71,
@@ -219,7 +219,8 @@ impl OpenWav {
         let data = u32::try_from(self.data_bytes).unwrap_or(u32::MAX);
         let riff = u32::try_from(self.data_size_at + 4 - 8 + self.data_bytes).unwrap_or(u32::MAX);
         self.file.write_all_at(&riff.to_le_bytes(), 4)?;
-        self.file.write_all_at(&data.to_le_bytes(), self.data_size_at)
+        self.file
+            .write_all_at(&data.to_le_bytes(), self.data_size_at)
     }
 }
 
@@ -289,7 +290,9 @@ impl PcmHost for WavWriter {
         let Some(cur) = self.current.as_mut() else {
             return Err(io::Error::other("write before prepare"));
         };
-        let frame = usize::try_from(cur.params.frame_bytes()).unwrap_or(1).max(1);
+        let frame = usize::try_from(cur.params.frame_bytes())
+            .unwrap_or(1)
+            .max(1);
         let whole = &data[..data.len() / frame * frame];
         if cur.params.format == crate::virtio::Format::S24 {
             cur.scratch.resize(whole.len(), 0);
@@ -404,7 +407,9 @@ impl PcmHost for WavReader {
         let in_frame = src.layout.bytes() * usize::from(src.channels);
         let mut done = 0;
         while done + out_frame <= buf.len() {
-            let frames = ((buf.len() - done) / out_frame).min(MAX_READ / in_frame.max(1)).max(1);
+            let frames = ((buf.len() - done) / out_frame)
+                .min(MAX_READ / in_frame.max(1))
+                .max(1);
             self.scratch.resize(frames * in_frame, 0);
             src.read_looped(&mut self.pos, &mut self.scratch)?;
             let end = done + frames * out_frame;
@@ -477,10 +482,13 @@ mod tests {
         w.prepare(&p).unwrap();
         w.write(&[2; 8]).unwrap();
 
-        w.prepare(&params(Direction::Output, Format::U8, 1)).unwrap();
+        w.prepare(&params(Direction::Output, Format::U8, 1))
+            .unwrap();
 
         assert_eq!(
-            WavFile::open(&dir.path().join("stream3.wav")).unwrap().data_len,
+            WavFile::open(&dir.path().join("stream3.wav"))
+                .unwrap()
+                .data_len,
             16
         );
         assert_eq!(w.path().unwrap(), dir.path().join("stream3-1.wav"));
@@ -490,11 +498,13 @@ mod tests {
     fn s24_is_written_as_32_bit_extensible_and_reads_back_as_the_same_values() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WavWriter::new(dir.path(), 0);
-        w.prepare(&params(Direction::Output, Format::S24, 1)).unwrap();
+        w.prepare(&params(Direction::Output, Format::S24, 1))
+            .unwrap();
         w.write(&[0xFF, 0xFF, 0xFF, 0x00, 0x01, 0x00, 0x00, 0x00])
             .unwrap();
         let mut r = WavReader::new(Some(&dir.path().join("stream0.wav")), 0);
-        r.prepare(&params(Direction::Input, Format::S24, 1)).unwrap();
+        r.prepare(&params(Direction::Input, Format::S24, 1))
+            .unwrap();
         let mut buf = [0u8; 8];
 
         r.read(&mut buf).unwrap();
@@ -506,7 +516,8 @@ mod tests {
     fn capture_loops_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WavWriter::new(dir.path(), 0);
-        w.prepare(&params(Direction::Output, Format::U8, 1)).unwrap();
+        w.prepare(&params(Direction::Output, Format::U8, 1))
+            .unwrap();
         w.write(&[1, 2, 3]).unwrap();
         let mut r = WavReader::new(Some(&dir.path().join("stream0.wav")), 1);
         r.prepare(&params(Direction::Input, Format::U8, 1)).unwrap();
@@ -520,7 +531,8 @@ mod tests {
     #[test]
     fn capture_without_a_file_is_silence() {
         let mut r = WavReader::new(None, 1);
-        r.prepare(&params(Direction::Input, Format::S16, 2)).unwrap();
+        r.prepare(&params(Direction::Input, Format::S16, 2))
+            .unwrap();
         let mut buf = [7u8; 8];
         r.read(&mut buf).unwrap();
         assert_eq!(buf, [0; 8]);
