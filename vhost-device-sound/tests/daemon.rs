@@ -219,6 +219,7 @@ impl Snd {
 }
 
 /// `frames` of a 440 Hz sine, 48 kHz S16 stereo (left and right differ).
+#[allow(clippy::cast_possible_truncation)] // amplitudes are below i16::MAX
 fn sine(frames: usize) -> Vec<u8> {
     (0..frames)
         .flat_map(|i| {
@@ -1001,5 +1002,53 @@ fn buffers_held_at_migration_are_returned_by_release_on_the_second_daemon() {
         used.len(),
         held.len(),
         "held buffers not returned on the destination"
+    );
+}
+
+// ---- ALSA (the userspace `null` PCM: no sound card needed) ----
+
+#[test]
+#[cfg(feature = "alsa")]
+fn alsa_backend_plays_and_records_through_alsas_null_pcm() {
+    let d = daemon(&[
+        "--backend",
+        "alsa",
+        "--alsa-playback",
+        "null",
+        "--alsa-capture",
+        "null",
+    ]);
+    let mut snd = Snd::new(&d);
+    snd.prepare(0);
+    snd.prepare(1);
+    let audio = sine(4800);
+
+    play(&mut snd, &audio, 4);
+    let m = snd.rx(1, PERIOD);
+    assert_eq!(snd.cmd(START, 1), OK);
+    let used = snd.used(RX, 1);
+
+    assert_eq!((used[0].head, used[0].len), (m.head, PERIOD + 8));
+    assert_eq!(snd.status(&m), OK);
+    assert_eq!(snd.cmd(STOP, 1), OK);
+    assert_eq!(snd.cmd(RELEASE, 1), OK);
+    assert_eq!(snd.cmd(RELEASE, 0), OK);
+}
+
+#[test]
+#[cfg(feature = "alsa")]
+fn alsa_pcm_that_cannot_open_fails_prepare_with_io_err() {
+    let d = daemon(&["--backend", "alsa", "--alsa-playback", "hw:97,0"]);
+    let mut snd = Snd::new(&d);
+    assert_eq!(
+        snd.set_params(0, PERIOD * 4, PERIOD, 2, FMT_S16, RATE_48000),
+        OK
+    );
+
+    assert_eq!(snd.cmd(PREPARE, 0), IO_ERR);
+    assert_eq!(
+        snd.cmd(START, 0),
+        BAD_MSG,
+        "the failed PREPARE changed the state"
     );
 }
