@@ -18,6 +18,7 @@
 
 pub mod memory;
 pub mod process;
+pub mod sound;
 pub mod virtqueue;
 pub mod vsock;
 

@@ -16,6 +16,8 @@
 //!   signals; [`PcmHost::read`] takes a whole guest buffer once the ring
 //!   holds one.
 //!
+//! ALSA's own buffer is 8 of the guest's periods, and playback starts when
+//! it is full (start threshold), so a late worker does not underrun at once.
 //! The PCM is opened non-blocking at PREPARE (so a busy device fails at once
 //! instead of stalling the worker); the thread waits for readiness with
 //! `snd_pcm_wait` (at most 20 ms at a time, so RELEASE, which joins the
@@ -136,7 +138,7 @@ impl AlsaPcm {
             period_frames = hw
                 .set_period_size_near(period.max(1), ValueOr::Nearest)
                 .map_err(|e| alsa_err(&ctx("period size"), e))?;
-            hw.set_buffer_size_near(period_frames * 4)
+            hw.set_buffer_size_near(period_frames * 8)
                 .map_err(|e| alsa_err(&ctx("buffer size"), e))?;
             pcm.hw_params(&hw)
                 .map_err(|e| alsa_err(&ctx("set hw params"), e))?;
@@ -147,6 +149,23 @@ impl AlsaPcm {
                     params.rate
                 ))));
             }
+            // Playback starts once ALSA's buffer is full, not with the first
+            // frame (which underruns at once when the guest is slow to
+            // refill).
+            let buffer = hw
+                .get_buffer_size()
+                .map_err(|e| alsa_err(&ctx("buffer size"), e))?;
+            let sw = pcm
+                .sw_params_current()
+                .map_err(|e| alsa_err(&ctx("sw params"), e))?;
+            let threshold = match self.direction {
+                Direction::Output => buffer,
+                Direction::Input => 1,
+            };
+            sw.set_start_threshold(threshold)
+                .map_err(|e| alsa_err(&ctx("start threshold"), e))?;
+            pcm.sw_params(&sw)
+                .map_err(|e| alsa_err(&ctx("set sw params"), e))?;
         }
         let chunk = usize::try_from(period_frames).unwrap_or(1024).max(1)
             * usize::try_from(frame).unwrap_or(4);
@@ -249,6 +268,7 @@ fn run(
                             let extra = g.ring.len() - g.cap;
                             g.ring.drain(..extra);
                             g.xrun = true;
+                            log::debug!("ALSA capture: the guest is late, {extra} bytes dropped");
                         }
                     }
                 }
@@ -259,6 +279,7 @@ fn run(
                 let _ = pcm.wait(Some(WAIT_MS));
             }
             Err(e) if e.errno() == libc::EPIPE || e.errno() == libc::ESTRPIPE => {
+                log::debug!("ALSA {direction:?}: xrun ({e})");
                 shared.lock().xrun = true;
                 if pcm.recover(e.errno(), true).is_err() {
                     let _ = pcm.prepare();
@@ -281,11 +302,19 @@ impl PcmHost for AlsaPcm {
         let frame = usize::try_from(params.frame_bytes()).unwrap_or(4).max(1);
         {
             let mut g = self.shared.lock();
+            // Playback: two periods between the guest and ALSA, so that the
+            // guest's buffers complete close to when they are played.
+            // Capture: the guest's whole buffer and more, so that a late
+            // worker does not lose samples.
+            let period = usize::try_from(params.period_bytes)
+                .unwrap_or(chunk)
+                .max(chunk);
+            let buffer = usize::try_from(params.buffer_bytes).unwrap_or(period);
             *g = Inner {
-                cap: usize::try_from(params.period_bytes)
-                    .unwrap_or(chunk)
-                    .max(chunk)
-                    * 2,
+                cap: match self.direction {
+                    Direction::Output => period * 2,
+                    Direction::Input => buffer.max(period * 4) * 2,
+                },
                 ..Inner::default()
             };
         }
