@@ -48,10 +48,10 @@ pub struct DeviceArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Null)]
     pub backend: BackendKind,
 
-    /// A PCM stream: DIRECTION[,channels=N|MIN-MAX][,formats=F+F..][,rates=R+R..],
-    /// DIRECTION `output` or `input`, formats of u8 s16 s24 s32 float, rates
-    /// in Hz from 8000 to 192000; repeat for more streams (default: one stereo
-    /// output and one stereo input, every format and rate)
+    /// A PCM stream: `output` or `input`, then optionally `,channels=N` (or
+    /// MIN-MAX), `,formats=` of u8 s16 s24 s32 float joined by +, `,rates=` in
+    /// Hz from 8000 to 192000 joined by +; repeat for more streams (default:
+    /// one stereo output and one stereo input, every format and rate)
     #[arg(long = "stream", alias = "streams", value_name = "SPEC")]
     pub streams: Vec<String>,
 
