@@ -36,6 +36,7 @@ pub mod memory;
 pub mod migration;
 pub mod process;
 pub mod shmem;
+pub mod sound;
 pub mod virtqueue;
 pub mod vsock;
 
@@ -769,6 +770,7 @@ impl Session {
         }
         Ok(got)
     }
+
 
     /// The raw vhost-user front end, for protocol-level tests.
     pub fn frontend(&mut self) -> &mut Frontend {

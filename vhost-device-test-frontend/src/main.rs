@@ -54,6 +54,27 @@ enum Cmd {
     /// Play a vsock guest: accept one host connection to PORT, receive BYTES,
     /// print `RECEIVED <bytes> <crc32>`
     VsockRecv(VsockArgs),
+    /// Play a sound driver: play PERIODS 10 ms periods of a known signal on
+    /// stream PLAYBACK while recording stream CAPTURE, and look for the
+    /// signal in the recording (a host loopback such as snd-aloop); prints
+    /// `LOOPED <bytes> AT <offset>` or fails
+    SoundLoop {
+        /// Playback stream
+        #[arg(long, default_value_t = 0)]
+        playback: u32,
+        /// Capture stream
+        #[arg(long, default_value_t = 1)]
+        capture: u32,
+        /// Periods to play
+        #[arg(long, default_value_t = 100)]
+        periods: usize,
+        /// Periods to record beyond that (for the loop's latency)
+        #[arg(long, default_value_t = 50)]
+        extra: usize,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 /// Options of the vsock guest commands.
@@ -77,6 +98,7 @@ fn run(args: Args) -> Result<(), Error> {
     let opts = Options {
         num_queues: Some(match args.command {
             Cmd::VsockSend(_) | Cmd::VsockRecv(_) => 3,
+            Cmd::SoundLoop { .. } => 4,
             _ => 1,
         }),
         ..Options::default()
@@ -96,6 +118,36 @@ fn run(args: Args) -> Result<(), Error> {
             let got = s.read_bytes(queue, bytes, Duration::from_secs(10))?;
             let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
             let _ = writeln!(std::io::stdout(), "{hex}");
+        }
+        Cmd::SoundLoop {
+            playback,
+            capture,
+            periods,
+            extra,
+            timeout,
+        } => {
+            let mut g = vhost_device_test_frontend::sound::SoundGuest::new(s);
+            let r = g.loopback(
+                playback,
+                capture,
+                periods,
+                extra,
+                Duration::from_secs(timeout),
+            )?;
+            match r.offset {
+                Some(at) => {
+                    let _ = writeln!(std::io::stdout(), "LOOPED {} AT {at}", r.played);
+                }
+                None => {
+                    return Err(Error::GuestAccess(
+                        0,
+                        format!(
+                            "the {} bytes played are not in the {} bytes recorded (first period at, equal bytes from there: {:?})",
+                            r.played, r.recorded, r.first_period
+                        ),
+                    ))
+                }
+            }
         }
         Cmd::VsockSend(v) => {
             let mut g = VsockGuest::new(s, v.guest_cid)?;
