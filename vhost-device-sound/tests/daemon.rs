@@ -964,7 +964,12 @@ fn playback_with_held_buffers_continues_on_a_second_daemon() {
     assert_eq!(done_on_a[0].head, first[0].head);
 
     // Three periods are held by daemon A when the guest moves.
-    let mut snd = Snd::with(snd.s.migrate_to(&b.socket, &Options::default()).map_err(|e| e.error).expect("migration"));
+    let mut snd = Snd::with(
+        snd.s
+            .migrate_to(&b.socket, &Options::default())
+            .map_err(|e| e.error)
+            .expect("migration"),
+    );
     let mut rest: std::collections::VecDeque<Msg> = first[1..].iter().copied().collect();
     for p in &periods[4..] {
         rest.push_back(snd.tx(0, p));
@@ -993,7 +998,12 @@ fn buffers_held_at_migration_are_returned_by_release_on_the_second_daemon() {
     let mut snd = Snd::new(&a);
     snd.prepare(0);
     let held: Vec<Msg> = (0..2).map(|_| snd.tx(0, &[0; PERIOD as usize])).collect();
-    let mut snd = Snd::with(snd.s.migrate_to(&b.socket, &Options::default()).map_err(|e| e.error).expect("migration"));
+    let mut snd = Snd::with(
+        snd.s
+            .migrate_to(&b.socket, &Options::default())
+            .map_err(|e| e.error)
+            .expect("migration"),
+    );
 
     assert_eq!(snd.cmd(RELEASE, 0), OK);
 

@@ -771,7 +771,6 @@ impl Session {
         Ok(got)
     }
 
-
     /// The raw vhost-user front end, for protocol-level tests.
     pub fn frontend(&mut self) -> &mut Frontend {
         &mut self.fe
