@@ -235,8 +235,15 @@ impl I2cDevice {
             let group: Vec<Pending> = st.pending.drain(..n).collect();
             let reqs: Vec<&Request> = group.iter().map(|p| &p.req).collect();
             let plan = request::plan(&reqs, st.earlier_failed, |a| self.buses.route(a));
-            if let Some(refusal) = &plan.refusal {
-                if !matches!(refusal, request::Refusal::EarlierFailed) {
+            match &plan.refusal {
+                // A failure carried over is the guest's expectation, and an
+                // address outside the list is what a NACK is on a real bus
+                // (i2cdetect probes every address): not worth a warning.
+                None | Some(request::Refusal::EarlierFailed) => {}
+                Some(request::Refusal::NotListed(a)) => {
+                    log::debug!("request to {a:#04x}, which is not in this device's list: ERR");
+                }
+                Some(refusal) => {
                     ctx.log.warn("request not run", refusal);
                 }
             }

@@ -16,6 +16,7 @@
 //! workspace's integration tests and benchmarks drive the real daemon binaries
 //! through it.
 
+pub mod i2c;
 pub mod memory;
 pub mod process;
 pub mod virtqueue;
