@@ -54,7 +54,7 @@ pub struct DeviceArgs {
     /// The clients the guest may reach: BUS:ADDR[:ADDR…][,BUS:ADDR…], where
     /// BUS is an adapter number, a unique adapter name or `sim`; give it once
     /// per device with --socket-count
-    #[arg(long, short = 'l', value_name = "LIST", required = true)]
+    #[arg(long, short = 'l', value_name = "LIST")]
     pub device_list: Vec<DeviceList>,
 
     /// Make every transfer on a `sim` adapter take this long (to try a slow
@@ -133,6 +133,9 @@ pub enum ArgsError {
         /// Second device.
         second: usize,
     },
+    /// No `--device-list`.
+    #[error("--device-list is required (which I2C clients the guest may reach)")]
+    NoList,
     /// List count does not match `--socket-count`.
     #[error("--socket-count {sockets} needs {sockets} --device-list options (one per device), got {lists}")]
     ListCount {
@@ -243,6 +246,9 @@ impl Config {
     /// Validate `args` for `socket_count` devices.
     pub fn new(args: DeviceArgs, socket_count: u32) -> Result<Self, ArgsError> {
         let lists = args.device_list.len();
+        if lists == 0 {
+            return Err(ArgsError::NoList);
+        }
         if lists != socket_count as usize {
             return Err(ArgsError::ListCount {
                 sockets: socket_count,
@@ -399,7 +405,8 @@ mod tests {
 
     #[test]
     fn device_list_is_required() {
-        assert!(parse(&[]).is_err());
+        let args = parse(&[]).unwrap();
+        assert_eq!(Config::new(args.device, 1), Err(ArgsError::NoList));
     }
 
     #[test]

@@ -67,10 +67,17 @@ pub enum ResolveError {
 
 /// Every adapter listed in `sysfs` (`/sys/bus/i2c/devices`): number and name.
 pub fn adapters(sysfs: &Path) -> Result<Vec<(u32, String)>, ResolveError> {
-    let entries = fs::read_dir(sysfs).map_err(|source| ResolveError::Sysfs {
-        dir: sysfs.into(),
-        source,
-    })?;
+    let entries = match fs::read_dir(sysfs) {
+        Ok(entries) => entries,
+        // No I2C core, or no adapter ever registered: no adapters.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ResolveError::Sysfs {
+                dir: sysfs.into(),
+                source,
+            })
+        }
+    };
     let mut found: Vec<(u32, String)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
