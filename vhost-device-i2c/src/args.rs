@@ -51,7 +51,7 @@ pub struct Args {
 /// Options of the I2C device.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceArgs {
-    /// The clients the guest may reach: BUS:ADDR[:ADDR…][,BUS:ADDR…], where
+    /// The clients the guest may reach: `BUS:ADDR[:ADDR…][,BUS:ADDR…]`, where
     /// BUS is an adapter number, a unique adapter name or `sim`; give it once
     /// per device with --socket-count
     #[arg(long, short = 'l', value_name = "LIST")]
