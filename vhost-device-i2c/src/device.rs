@@ -190,17 +190,27 @@ impl I2cDevice {
         drain: bool,
     ) -> Result<(), HostError> {
         let mut st = self.lock();
-        if !self.publish(ctx, &mut st)? {
-            return Ok(());
-        }
-        if drain {
-            if let Some(vring) = vring {
-                self.drain(ctx, vring, &mut st)?;
+        let mut drain = drain;
+        loop {
+            if !self.publish(ctx, &mut st)? {
+                return Ok(());
             }
+            if drain {
+                if let Some(vring) = vring {
+                    self.drain(ctx, vring, &mut st)?;
+                }
+            }
+            self.pump(ctx, &mut st)?;
+            if !self.publish(ctx, &mut st)? {
+                return Ok(());
+            }
+            // Chains left on a full ring get no kick: take them now, unless
+            // a transfer runs (its completion comes back here).
+            if !(st.backlog && st.in_flight.is_none() && vring.is_some()) {
+                return Ok(());
+            }
+            drain = true;
         }
-        self.pump(ctx, &mut st)?;
-        self.publish(ctx, &mut st)?;
-        Ok(())
     }
 
     /// Hold every available chain (up to [`MAX_PENDING`]).
@@ -789,6 +799,28 @@ mod tests {
 
         assert!(d.statuses().iter().all(|&s| s == MSG_OK));
         assert_eq!(rdwr_calls(&bus).len(), n);
+    }
+
+    #[test]
+    fn full_ring_of_requests_that_all_fail_at_once_is_answered_without_a_kick() {
+        let bus = MockBus::new(func::I2C);
+        let dev = device(bus.clone());
+        let mut d = Driver::new();
+        let n = MAX_PENDING + 30;
+        for _ in 0..n {
+            d.write(0x33, &[], false);
+        }
+        let vrings = [Some(&d.q.vring)];
+        let ctx = QueueContext {
+            vrings: &vrings,
+            ..d.q.context()
+        };
+
+        dev.process_queue(&ctx, REQUEST_QUEUE, &d.q.vring).unwrap();
+
+        assert_eq!(d.q.used().unwrap().len(), n);
+        assert!(d.statuses().iter().all(|&s| s == MSG_ERR));
+        assert!(bus.calls().is_empty());
     }
 
     #[test]

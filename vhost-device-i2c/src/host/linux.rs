@@ -152,9 +152,31 @@ impl std::fmt::Debug for LinuxBus {
     }
 }
 
-fn with_path(path: &Path, what: &str, e: impl Into<io::Error>) -> io::Error {
-    let e: io::Error = e.into();
-    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+/// An ioctl or open of a `/dev/i2c-N` that failed.
+#[derive(Debug, Error)]
+#[error("{what} {}", path.display())]
+pub struct DevError {
+    /// What was done.
+    pub what: String,
+    /// The device file.
+    pub path: PathBuf,
+    /// Why it failed.
+    #[source]
+    pub source: io::Error,
+}
+
+/// `e` as an `io::Error` of the same kind that names `path` and keeps `e`
+/// as its cause.
+fn with_path(path: &Path, what: impl Into<String>, e: impl Into<io::Error>) -> io::Error {
+    let source: io::Error = e.into();
+    io::Error::new(
+        source.kind(),
+        DevError {
+            what: what.into(),
+            path: path.into(),
+            source,
+        },
+    )
 }
 
 impl LinuxBus {
@@ -259,14 +281,16 @@ impl I2cBus for LinuxBus {
     fn claim(&mut self, addr: u8) -> io::Result<()> {
         match self.client(addr) {
             Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "client {addr:#04x} of {} is in use by a host kernel driver",
-                    self.label
-                ),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(with_path(
+                &self.path,
+                format!("client {addr:#04x} is claimed by a host kernel driver on"),
+                e,
             )),
-            Err(e) => Err(with_path(&self.path, "I2C_SLAVE on", e)),
+            Err(e) => Err(with_path(
+                &self.path,
+                format!("cannot select client {addr:#04x} (I2C_SLAVE) on"),
+                e,
+            )),
         }
     }
 }

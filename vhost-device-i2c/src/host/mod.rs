@@ -173,9 +173,7 @@ impl Adapter {
     /// Take `bus` and ask what it can do.
     pub fn new(mut bus: Box<dyn I2cBus>) -> io::Result<Self> {
         let name = bus.name();
-        let funcs = bus
-            .funcs()
-            .map_err(|e| io::Error::new(e.kind(), format!("{name}: I2C_FUNCS failed: {e}")))?;
+        let funcs = bus.funcs()?;
         Ok(Self { bus, funcs, name })
     }
 
