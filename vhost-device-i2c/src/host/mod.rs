@@ -200,7 +200,12 @@ impl Adapter {
     /// Run `msgs` as one transfer; read buffers are filled. Returns how many
     /// messages completed (all of them, or the ones before the failed one).
     pub fn transfer(&mut self, msgs: &mut [Msg]) -> Result<usize, TransferError> {
-        if !self.smbus_only() {
+        // A lone zero-length message (a probe) goes out as SMBus quick where
+        // the adapter offers it: many I2C controllers cannot send a
+        // zero-length I2C_RDWR message (I2C_AQ_NO_ZERO_LEN) but do quick.
+        let quick_probe =
+            matches!(msgs, [m] if m.buf.is_empty()) && self.funcs & func::SMBUS_QUICK != 0;
+        if !self.smbus_only() && !quick_probe {
             return self.bus.rdwr(msgs).map_err(|source| TransferError::Host {
                 adapter: self.name.clone(),
                 source,
@@ -223,5 +228,59 @@ impl Adapter {
             source,
         })?;
         Ok(msgs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mock::{Call, MockBus};
+    use super::*;
+
+    #[test]
+    fn i2c_adapter_gets_one_rdwr_with_every_message() {
+        let bus = MockBus::new(func::I2C | func::SMBUS_EMUL);
+        let mut adapter = Adapter::new(Box::new(bus.clone())).unwrap();
+        let mut msgs = [Msg::write(0x50, &[0]), Msg::read(0x50, 1)];
+
+        assert_eq!(adapter.transfer(&mut msgs).unwrap(), 2);
+
+        assert_eq!(
+            bus.calls(),
+            vec![Call::Rdwr(vec![Msg::write(0x50, &[0]), Msg::read(0x50, 1)])]
+        );
+    }
+
+    #[test]
+    fn probe_is_smbus_quick_where_the_adapter_offers_it() {
+        let bus = MockBus::new(func::I2C | func::SMBUS_QUICK);
+        let mut adapter = Adapter::new(Box::new(bus.clone())).unwrap();
+
+        adapter.transfer(&mut [Msg::read(0x50, 0)]).unwrap();
+
+        assert_eq!(
+            bus.calls(),
+            vec![Call::Smbus(0x50, SmbusOp::Quick { read: true })]
+        );
+    }
+
+    #[test]
+    fn probe_is_a_zero_length_rdwr_without_smbus_quick() {
+        let bus = MockBus::new(func::I2C);
+        let mut adapter = Adapter::new(Box::new(bus.clone())).unwrap();
+
+        adapter.transfer(&mut [Msg::write(0x50, &[])]).unwrap();
+
+        assert_eq!(bus.calls(), vec![Call::Rdwr(vec![Msg::write(0x50, &[])])]);
+    }
+
+    #[test]
+    fn smbus_refusal_names_the_adapter() {
+        let bus = MockBus::new(func::SMBUS_EMUL);
+        let mut adapter = Adapter::new(Box::new(bus)).unwrap();
+
+        let err = adapter.transfer(&mut [Msg::read(0x50, 5)]).unwrap_err();
+
+        assert!(matches!(err, TransferError::NoSmbusCommand { .. }));
+        assert!(err.to_string().contains("mock adapter"), "{err}");
     }
 }

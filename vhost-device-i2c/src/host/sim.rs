@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{func, I2cBus, Msg, SmbusOp, SmbusReply};
+use super::{func, smbus, I2cBus, Msg, SmbusOp, SmbusReply};
 
 /// EEPROM page size (24c02: 8 bytes).
 pub const EEPROM_PAGE: u8 = 8;
@@ -190,9 +190,13 @@ impl I2cBus for SimBus {
         Ok(vhost_device_common::lock(&self.state).transfer(msgs))
     }
 
-    fn smbus(&mut self, _addr: u8, _op: &SmbusOp) -> io::Result<SmbusReply> {
-        // Never called: the adapter offers I2C_FUNC_I2C.
-        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    fn smbus(&mut self, addr: u8, op: &SmbusOp) -> io::Result<SmbusReply> {
+        // As Linux emulates SMBus on an I2C adapter: the same messages.
+        let mut msgs = smbus::as_messages(addr, op);
+        if self.rdwr(&mut msgs)? < msgs.len() {
+            return Err(io::Error::from_raw_os_error(libc::ENXIO));
+        }
+        Ok(smbus::reply_from(op, &msgs))
     }
 }
 
@@ -284,6 +288,16 @@ mod tests {
     fn absent_client_does_not_acknowledge() {
         let mut msgs = [Msg::write(0x33, &[])];
         assert_eq!(sim().transfer(&mut msgs), 0);
+    }
+
+    #[test]
+    fn smbus_quick_probe_is_acknowledged_only_by_a_present_client() {
+        let state = Arc::new(Mutex::new(SimState::new(&[0x50])));
+        let mut bus = SimBus::new(state, Duration::ZERO, "sim".into());
+        let quick = SmbusOp::Quick { read: false };
+
+        assert_eq!(bus.smbus(0x50, &quick).unwrap(), SmbusReply::None);
+        assert!(bus.smbus(0x51, &quick).is_err());
     }
 
     #[test]

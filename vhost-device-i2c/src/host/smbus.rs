@@ -234,6 +234,55 @@ pub fn fill(msgs: &mut [Msg], op: &SmbusOp, reply: &SmbusReply) -> io::Result<()
     Ok(())
 }
 
+/// The messages with the same bus traffic as `op` to `addr` (what Linux's
+/// SMBus emulation sends), read buffers sized: for adapters that run SMBus
+/// commands as plain transfers (the simulated one).
+pub fn as_messages(addr: u8, op: &SmbusOp) -> Vec<Msg> {
+    let w = |data: &[u8]| Msg::write(addr, data);
+    let r = |len: usize| Msg::read(addr, len);
+    match op {
+        SmbusOp::Quick { read: true } => vec![r(0)],
+        SmbusOp::Quick { read: false } => vec![w(&[])],
+        SmbusOp::ReceiveByte => vec![r(1)],
+        SmbusOp::SendByte(b) => vec![w(&[*b])],
+        SmbusOp::ReadByteData(c) => vec![w(&[*c]), r(1)],
+        SmbusOp::WriteByteData(c, v) => vec![w(&[*c, *v])],
+        SmbusOp::ReadWordData(c) => vec![w(&[*c]), r(2)],
+        SmbusOp::WriteWordData(c, v) => {
+            let [lo, hi] = v.to_le_bytes();
+            vec![w(&[*c, lo, hi])]
+        }
+        SmbusOp::ProcessCall(c, v) => {
+            let [lo, hi] = v.to_le_bytes();
+            vec![w(&[*c, lo, hi]), r(2)]
+        }
+        SmbusOp::WriteBlockData(c, data) => {
+            let mut bytes = vec![*c, u8::try_from(data.len()).unwrap_or(u8::MAX)];
+            bytes.extend_from_slice(data);
+            vec![w(&bytes)]
+        }
+        SmbusOp::ReadI2cBlock(c, n) => vec![w(&[*c]), r(usize::from(*n))],
+        SmbusOp::WriteI2cBlock(c, data) => {
+            let mut bytes = vec![*c];
+            bytes.extend_from_slice(data);
+            vec![w(&bytes)]
+        }
+    }
+}
+
+/// What `op` returned, from the messages of [`as_messages`] after they ran.
+pub fn reply_from(op: &SmbusOp, msgs: &[Msg]) -> SmbusReply {
+    let read = msgs.last().filter(|m| m.read).map(|m| m.buf.as_slice());
+    match (op, read) {
+        (SmbusOp::ReceiveByte | SmbusOp::ReadByteData(_), Some(&[b])) => SmbusReply::Byte(b),
+        (SmbusOp::ReadWordData(_) | SmbusOp::ProcessCall(..), Some(&[lo, hi])) => {
+            SmbusReply::Word(u16::from_le_bytes([lo, hi]))
+        }
+        (SmbusOp::ReadI2cBlock(..), Some(data)) => SmbusReply::Block(data.to_vec()),
+        _ => SmbusReply::None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,5 +457,35 @@ mod tests {
             &SmbusReply::Block(vec![0; 8]),
         );
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn every_command_maps_back_to_itself_through_its_messages() {
+        for op in [
+            SmbusOp::Quick { read: true },
+            SmbusOp::Quick { read: false },
+            SmbusOp::ReceiveByte,
+            SmbusOp::SendByte(3),
+            SmbusOp::ReadByteData(4),
+            SmbusOp::WriteByteData(4, 5),
+            SmbusOp::ReadWordData(6),
+            SmbusOp::WriteWordData(6, 0x0708),
+            SmbusOp::ProcessCall(9, 0x0a0b),
+            SmbusOp::ReadI2cBlock(0x10, 8),
+            SmbusOp::WriteI2cBlock(0x10, vec![1, 2, 3]),
+        ] {
+            let msgs = as_messages(0x1c, &op);
+            assert_eq!(plan(&msgs, ALL), Ok((0x1c, op.clone())), "{op:?}");
+        }
+    }
+
+    #[test]
+    fn replies_are_read_back_from_the_messages() {
+        let mut msgs = as_messages(0x1c, &SmbusOp::ReadWordData(0));
+        msgs[1].buf = vec![0x34, 0x12];
+        assert_eq!(
+            reply_from(&SmbusOp::ReadWordData(0), &msgs),
+            SmbusReply::Word(0x1234)
+        );
     }
 }
