@@ -20,7 +20,13 @@
 //! So requests run strictly in order, one transfer per device at a time, and
 //! the vring worker never waits for a bus. New chains are drained only on a
 //! kick (and after the ring was left full): the Linux driver queues a whole
-//! group before kicking, so a group is never split by a drain.
+//! group before kicking. A group whose last request seen so far still has
+//! FAIL_NEXT waits for the rest — for the next kick, or at most
+//! [`GROUP_WAIT`]: a drain that came while the driver was still queuing (the
+//! first transfer of a fresh connection met one in the i2c-stub test) must
+//! not split a transfer, but a driver that could not queue all of it (its
+//! ring was full: Linux then kicks once and waits) must get what it queued
+//! run.
 //!
 //! A completion that meets a stopped queue (`GET_VRING_BASE`) is kept and
 //! retried every [`RESTART_POLL`] by a timer ([`TOKEN_RETRY`]) until the queue
@@ -53,7 +59,8 @@ use crate::virtio::{MAX_QUEUE_SIZE, NUM_QUEUES, REQUEST_QUEUE, VIRTIO_I2C_F_ZERO
 
 /// Host-event token of the mailbox eventfd (a transfer finished).
 pub const TOKEN_DONE: u16 = 0;
-/// Host-event token of the retry timer (answers waiting for a stopped queue).
+/// Host-event token of the retry timer (answers waiting for a stopped queue,
+/// or a group waiting for its last requests).
 pub const TOKEN_RETRY: u16 = 1;
 /// Most requests held before they run; bounds what a guest can make the
 /// daemon keep (64 × 8 KiB).
@@ -62,6 +69,8 @@ pub const MAX_PENDING: usize = 64;
 pub const SAVE_WAIT: Duration = Duration::from_secs(10);
 /// How often answers are retried while the queue is stopped.
 pub const RESTART_POLL: Duration = Duration::from_millis(50);
+/// How long a group that still expects requests waits for them.
+pub const GROUP_WAIT: Duration = Duration::from_millis(100);
 
 /// Which host adapter serves each address of one device. Made once per
 /// socket at startup and shared by the device of every connection to it.
@@ -124,6 +133,10 @@ struct State {
     backlog: bool,
     seq: u64,
     retry: TimerFd,
+    /// A group at the end of `pending` waits for its last requests.
+    partial_wait: bool,
+    /// … and has waited long enough: run it as it is.
+    partial_flush: bool,
 }
 
 /// The live-migration state of an I2C device.
@@ -173,6 +186,8 @@ impl I2cDevice {
                 backlog: false,
                 seq: 0,
                 retry,
+                partial_wait: false,
+                partial_flush: false,
             }),
         })
     }
@@ -242,6 +257,21 @@ impl I2cDevice {
     fn pump(&self, ctx: &QueueContext<'_>, st: &mut State) -> Result<(), HostError> {
         while st.in_flight.is_none() && !st.pending.is_empty() {
             let n = request::group_len(st.pending.iter().map(|p| &p.req));
+            let partial = n == st.pending.len()
+                && n <= crate::host::MAX_MSGS
+                && st.pending.back().is_some_and(|p| p.req.fail_next);
+            if partial && !st.partial_flush {
+                if !st.partial_wait {
+                    st.partial_wait = true;
+                    st.retry.set(
+                        Expiration::OneShot(TimeSpec::from_duration(GROUP_WAIT)),
+                        TimerSetTimeFlags::empty(),
+                    )?;
+                }
+                return Ok(());
+            }
+            st.partial_wait = false;
+            st.partial_flush = false;
             let group: Vec<Pending> = st.pending.drain(..n).collect();
             let reqs: Vec<&Request> = group.iter().map(|p| &p.req).collect();
             let plan = request::plan(&reqs, st.earlier_failed, |a| self.buses.route(a));
@@ -390,6 +420,7 @@ impl VirtioDevice for I2cDevice {
                     }
                 }
                 TOKEN_RETRY => {
+                    st.partial_flush = st.partial_wait;
                     let mut buf = [0u8; 8];
                     // Non-blocking: EAGAIN means it was already consumed.
                     let _ = nix::unistd::read(st.retry.as_fd().as_raw_fd(), &mut buf);
@@ -407,6 +438,8 @@ impl VirtioDevice for I2cDevice {
         st.done.clear();
         st.earlier_failed = false;
         st.backlog = false;
+        st.partial_wait = false;
+        st.partial_flush = false;
         // A transfer in flight still runs; keep its number so that no new
         // one starts before it ends (one per device), but drop its chains.
         if let Some(f) = st.in_flight.as_mut() {
@@ -598,11 +631,15 @@ mod tests {
             if d.q.used().unwrap().len() >= n {
                 return;
             }
-            if let Some(outcome) = dev.mailbox.wait(Duration::from_secs(5)) {
+            // A transfer's outcome, or else the timer of a waiting group.
+            if let Some(outcome) = dev.mailbox.wait(GROUP_WAIT) {
                 dev.mailbox.post(outcome);
+                dev.host_event(&ctx, TOKEN_DONE, EventSet::IN, &vrings)
+                    .unwrap();
+            } else {
+                dev.host_event(&ctx, TOKEN_RETRY, EventSet::IN, &vrings)
+                    .unwrap();
             }
-            dev.host_event(&ctx, TOKEN_DONE, EventSet::IN, &vrings)
-                .unwrap();
         }
         panic!(
             "only {} of {n} requests completed",
@@ -799,6 +836,55 @@ mod tests {
 
         assert!(d.statuses().iter().all(|&s| s == MSG_OK));
         assert_eq!(rdwr_calls(&bus).len(), n);
+    }
+
+    /// Call the device as a worker does: a kick, or a host event.
+    fn event(dev: &I2cDevice, d: &Driver, token: Option<u16>) {
+        let vrings = [Some(&d.q.vring)];
+        let ctx = QueueContext {
+            vrings: &vrings,
+            ..d.q.context()
+        };
+        match token {
+            None => dev.process_queue(&ctx, REQUEST_QUEUE, &d.q.vring),
+            Some(t) => dev.host_event(&ctx, t, EventSet::IN, &vrings),
+        }
+        .unwrap();
+    }
+
+    #[test]
+    fn group_seen_half_queued_waits_for_the_kick_that_brings_the_rest() {
+        let bus = MockBus::new(func::I2C);
+        let dev = device(bus.clone());
+        let mut d = Driver::new();
+        d.write(0x50, &[0x10], true);
+        event(&dev, &d, None);
+        assert!(bus.calls().is_empty(), "half a group was run");
+        d.read(0x50, 2, false);
+
+        run(&dev, &d, 2);
+
+        assert_eq!(
+            rdwr_calls(&bus),
+            vec![vec![Msg::write(0x50, &[0x10]), Msg::read(0x50, 2)]]
+        );
+    }
+
+    #[test]
+    fn group_the_driver_could_not_finish_runs_when_its_wait_ends() {
+        let bus = MockBus::new(func::I2C);
+        let dev = device(bus.clone());
+        let mut d = Driver::new();
+        d.write(0x50, &[0x10], true);
+        d.read(0x50, 1, true);
+        event(&dev, &d, None);
+        assert!(dev.lock().retry.get().unwrap().is_some(), "no wait armed");
+
+        event(&dev, &d, Some(TOKEN_RETRY));
+        run(&dev, &d, 2);
+
+        assert_eq!(rdwr_calls(&bus).len(), 1);
+        assert_eq!(d.statuses(), vec![MSG_OK, MSG_OK]);
     }
 
     #[test]
