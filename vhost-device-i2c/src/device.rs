@@ -910,7 +910,33 @@ mod tests {
     }
 
     #[test]
-    fn sim_memory_and_waiting_requests_move_with_the_state() {
+    fn answered_and_waiting_requests_move_with_the_state_and_none_runs_twice() {
+        let bus_a = MockBus::new(func::I2C);
+        let a = device(bus_a.clone());
+        let mut d = Driver::new();
+        d.write(0x50, &[0x01], false);
+        let buf = d.read(0x50, 2, false);
+        // The first transfer starts; the second request waits behind it.
+        event(&a, &d, None);
+
+        let saved = a.save_state().unwrap();
+        let bytes = postcard::to_stdvec(&saved).unwrap();
+        assert_eq!((saved.done.len(), saved.pending.len()), (1, 1));
+        let bus_b = MockBus::new(func::I2C);
+        let b = device(bus_b.clone());
+        b.load_state(postcard::from_bytes(&bytes).unwrap()).unwrap();
+
+        // The destination serves the same ring (guest memory moved with the guest).
+        run(&b, &d, 2);
+
+        assert_eq!(rdwr_calls(&bus_a), vec![vec![Msg::write(0x50, &[0x01])]]);
+        assert_eq!(rdwr_calls(&bus_b), vec![vec![Msg::read(0x50, 2)]]);
+        assert_eq!(d.statuses(), vec![MSG_OK, MSG_OK]);
+        assert_eq!(d.q.read(buf, 2).unwrap(), vec![0xa0, 0xa0]);
+    }
+
+    #[test]
+    fn sim_memory_moves_with_the_state() {
         let state = Arc::new(Mutex::new(SimState::new(&[0x50])));
         let bus = SimBus::new(state.clone(), Duration::ZERO, "sim".into());
         let worker = Arc::new(AdapterWorker::new(Adapter::new(Box::new(bus)).unwrap()));
