@@ -138,4 +138,38 @@ while kill -0 $daemon 2>/dev/null; do
 done
 wait $daemon || die "the daemon exited with status $? after SIGTERM"
 [ -e $SOCK ] && die "the daemon left $SOCK behind"
+
+# ---- two devices on the one adapter, by number: each reaches only its own chip -------
+if vhost-device-i2c --socket-path /tmp/bad.sock --socket-count 2 \
+	--device-list "$bus:0x1c" --device-list "$bus:0x1c:0x1d" >/tmp/bad.out 2>&1; then
+	die "a chip in two devices' lists was accepted"
+fi
+grep -q 'device 0 and device 1' /tmp/bad.out || die "sharing a chip: unclear error: $(cat /tmp/bad.out)"
+SOCK=/tmp/two.sock
+vhost-device-i2c --socket-path $SOCK --socket-count 2 \
+	--device-list "$bus:0x1c" --device-list "$bus:0x1d" >$DLOG 2>&1 &
+daemon=$!
+_i=0
+until [ -S ${SOCK}0 ] && [ -S ${SOCK}1 ]; do
+	_i=$((_i + 1))
+	kill -0 $daemon 2>/dev/null || { wait $daemon; die "the two-device daemon exited (status $?)"; }
+	[ "$_i" -gt 100 ] && die "no ${SOCK}0 and ${SOCK}1 within 10 s"
+	sleep 0.1
+done
+SOCK=/tmp/two.sock0
+fe w0@0x1c w0@0x1d
+expect 0 OK "device 0, its chip 0x1c"
+expect 1 ERR "device 0, device 1's chip 0x1d"
+SOCK=/tmp/two.sock1
+fe w0@0x1d
+expect 0 OK "device 1, its chip 0x1d"
+fe w0@0x1c
+expect 0 ERR "device 1, device 0's chip 0x1c"
+fe w2@0x1d 0x10 0x42
+expect 0 OK "device 1 writes its chip"
+val=$(i2cget -y "$bus" 0x1d 0x10) || die "i2cget 0x1d failed"
+[ "$val" = 0x42 ] || die "chip 0x1d register 0x10 reads '$val' after device 1 wrote 0x42"
+info "two devices on i2c-$bus: each reaches only its own chip; a shared chip is refused at startup"
+kill $daemon
+wait $daemon || die "the two-device daemon exited with status $? after SIGTERM"
 true
