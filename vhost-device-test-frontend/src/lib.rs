@@ -32,6 +32,7 @@
 
 pub mod backend_channel;
 pub mod dirty_log;
+pub mod i2c;
 pub mod memory;
 pub mod migration;
 pub mod process;

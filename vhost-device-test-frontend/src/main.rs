@@ -7,6 +7,7 @@
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock info
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock read --bytes 64
 //! vhost-device-test-frontend --socket-path /tmp/vsock.sock vsock-send --port 1234 --bytes 1048576
+//! vhost-device-test-frontend --socket-path /tmp/i2c.sock i2c-transfer w1@0x50 0x00 r4@0x50
 //! ```
 
 use std::io::Write;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use vhost_device_test_frontend::i2c::{self, I2cGuest};
 use vhost_device_test_frontend::vsock::VsockGuest;
 use vhost_device_test_frontend::{Error, Options, Session};
 
@@ -74,6 +76,17 @@ enum Cmd {
         /// Give up after this many seconds
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+    /// Play an I2C guest: run one transfer, given as i2ctransfer does
+    /// (`w2@0x1c 0x10 0x5a r1@0x1c`), as a group of requests linked by
+    /// FAIL_NEXT; print `msg N: OK|ERR [bytes read]` for each message
+    I2cTransfer {
+        /// Put each request in an indirect descriptor table
+        #[arg(long)]
+        indirect: bool,
+        /// The messages
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        msgs: Vec<String>,
     },
 }
 
@@ -158,6 +171,27 @@ fn run(args: Args) -> Result<(), Error> {
             let mut g = VsockGuest::new(s, v.guest_cid)?;
             let crc = g.recv_from_host(v.port, v.bytes, Duration::from_secs(v.timeout))?;
             let _ = writeln!(std::io::stdout(), "RECEIVED {} {crc:08x}", v.bytes);
+        }
+        Cmd::I2cTransfer { indirect, msgs } => {
+            let msgs = i2c::parse_transfer(&msgs)
+                .map_err(|e| Error::GuestAccess(0, format!("bad transfer: {e}")))?;
+            let mut g = I2cGuest::new(s)?;
+            g.indirect = indirect;
+            let replies = g.transfer(&msgs, Duration::from_secs(10))?;
+            let mut out = std::io::stdout();
+            for (n, r) in replies.iter().enumerate() {
+                let status = match r.status {
+                    i2c::MSG_OK => "OK".to_string(),
+                    i2c::MSG_ERR => "ERR".to_string(),
+                    other => format!("status {other}"),
+                };
+                let data: String = if r.status == i2c::MSG_OK {
+                    r.data.iter().map(|b| format!(" {b:#04x}")).collect()
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "msg {n}: {status}{data}");
+            }
         }
     }
     Ok(())
