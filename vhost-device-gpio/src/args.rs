@@ -34,8 +34,7 @@ pub struct DeviceArgs {
         short = 'l',
         long,
         value_name = "CHIP",
-        num_args = 1..,
-        required = true
+        num_args = 1..
     )]
     pub device_list: Vec<ChipSpec>,
 
@@ -59,6 +58,9 @@ pub enum ArgsError {
     /// The same chip twice.
     #[error("chip {0} is named twice in --device-list; a chip can serve one device")]
     Duplicate(String),
+    /// No chip named.
+    #[error("--device-list CHIP is required (see --help)")]
+    NoDevices,
     /// A simulated chip without a control path.
     #[error("a simulated chip needs --sim-control PATH with --socket-fd")]
     NoControlPath,
@@ -91,6 +93,9 @@ impl Config {
     /// found here by spelling; `lib::run` also compares the character
     /// devices the chips resolve to.
     pub fn new(args: DeviceArgs, sockets: Option<&SocketSource>) -> Result<Self, ArgsError> {
+        if args.device_list.is_empty() {
+            return Err(ArgsError::NoDevices);
+        }
         let count = match sockets {
             Some(SocketSource::Paths(p)) => p.len(),
             Some(SocketSource::Fds(f)) => f.len(),
@@ -232,7 +237,7 @@ mod tests {
 
     #[test]
     fn device_list_is_required_and_checked() {
-        assert!(parse(&["--socket-path", "/s"]).is_err());
+        assert_eq!(config(&["--socket-path", "/s"]), Err(ArgsError::NoDevices));
         assert!(parse(&["--socket-path", "/s", "-l", "sim:0"]).is_err());
     }
 }

@@ -16,6 +16,7 @@
 //! workspace's integration tests and benchmarks drive the real daemon binaries
 //! through it.
 
+pub mod gpio;
 pub mod memory;
 pub mod process;
 pub mod virtqueue;
@@ -215,6 +216,50 @@ pub fn connect_frontend(
 impl Session {
     /// Connect to the back end at `path` and start the device with `opts`.
     pub fn start(path: &Path, opts: &Options) -> Result<Self, Error> {
+        let ram = Arc::new(GuestRam::new(opts.ram_size)?);
+        let mut session = Self::negotiate(path, opts, ram)?;
+        let event_idx = session.event_idx();
+        let count = opts
+            .num_queues
+            .or(session.max_queues.and_then(|n| usize::try_from(n).ok()))
+            .unwrap_or(1);
+        for index in 0..count {
+            let vq = Virtqueue::new(session.ram.clone(), opts.queue_size, event_idx)?;
+            session.start_queue(index, &vq, 0)?;
+            session.queues.push(vq);
+        }
+        Ok(session)
+    }
+
+    fn event_idx(&self) -> bool {
+        self.features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0
+    }
+
+    /// Move the device to the back end at `path`, as a live migration does:
+    /// stop every queue (`GET_VRING_BASE`), save the device state, close
+    /// this connection, connect to `path` with the same guest memory, load
+    /// the state, and start the same rings where they stopped. Chains the
+    /// old back end held stay in flight and are the new one's to complete.
+    pub fn migrate(mut self, path: &Path, opts: &Options) -> Result<Self, Error> {
+        let mut bases = Vec::new();
+        for index in 0..self.queues.len() {
+            bases.push(self.stop_queue(index)?);
+        }
+        let state = self.save_state()?;
+        let queues = std::mem::take(&mut self.queues);
+        let ram = self.ram.clone();
+        drop(self);
+        let mut next = Self::negotiate(path, opts, ram)?;
+        next.load_state(&state)?;
+        for (index, (vq, base)) in queues.into_iter().zip(bases).enumerate() {
+            next.start_queue(index, &vq, u16::try_from(base).unwrap_or(0))?;
+            next.queues.push(vq);
+        }
+        Ok(next)
+    }
+
+    /// Connect and negotiate as QEMU does, up to `SET_MEM_TABLE`; no queues.
+    fn negotiate(path: &Path, opts: &Options, ram: Arc<GuestRam>) -> Result<Self, Error> {
         let mut fe = connect_frontend(path, 64, Duration::from_secs(5))?;
         fe.set_owner().map_err(req("SET_OWNER"))?;
         let device_features = fe.get_features().map_err(req("GET_FEATURES"))?;
@@ -242,17 +287,9 @@ impl Session {
         let features = device_features & opts.accept_features;
         fe.set_features(features).map_err(req("SET_FEATURES"))?;
 
-        let ram = Arc::new(GuestRam::new(opts.ram_size)?);
         fe.set_mem_table(&ram.regions()?)
             .map_err(req("SET_MEM_TABLE"))?;
-
-        let event_idx =
-            features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0;
-        let count = opts
-            .num_queues
-            .or(max_queues.and_then(|n| usize::try_from(n).ok()))
-            .unwrap_or(1);
-        let mut session = Self {
+        Ok(Self {
             fe,
             ram,
             device_features,
@@ -261,22 +298,16 @@ impl Session {
             max_queues,
             queues: Vec::new(),
             backend_channel,
-        };
-        for index in 0..count {
-            let vq = Virtqueue::new(session.ram.clone(), opts.queue_size, event_idx)?;
-            session.start_queue(index, &vq)?;
-            session.queues.push(vq);
-        }
-        Ok(session)
+        })
     }
 
-    fn start_queue(&mut self, index: usize, vq: &Virtqueue) -> Result<(), Error> {
+    fn start_queue(&mut self, index: usize, vq: &Virtqueue, base: u16) -> Result<(), Error> {
         let (desc, avail, used) = vq.addresses();
         self.fe
             .set_vring_num(index, vq.size())
             .map_err(req("SET_VRING_NUM"))?;
         self.fe
-            .set_vring_base(index, 0)
+            .set_vring_base(index, base)
             .map_err(req("SET_VRING_BASE"))?;
         let config = VringConfigData {
             queue_max_size: vq.size(),

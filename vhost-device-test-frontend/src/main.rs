@@ -7,6 +7,7 @@
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock info
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock read --bytes 64
 //! vhost-device-test-frontend --socket-path /tmp/vsock.sock vsock-send --port 1234 --bytes 1048576
+//! echo names | vhost-device-test-frontend --socket-path /tmp/gpio.sock gpio
 //! ```
 
 use std::io::Write;
@@ -53,6 +54,15 @@ enum Cmd {
     /// Play a vsock guest: accept one host connection to PORT, receive BYTES,
     /// print `RECEIVED <bytes> <crc32>`
     VsockRecv(VsockArgs),
+    /// Play a virtio-gpio driver: read commands from stdin, one a line, and
+    /// answer each on stdout (`ok …` or `err …`; see
+    /// `vhost_device_test_frontend::gpio`): info, names, dir, getdir, set,
+    /// get, irq, arm, wait, raw
+    Gpio {
+        /// Give up waiting for the device after this many seconds
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 /// Options of the vsock guest commands.
@@ -76,6 +86,7 @@ fn run(args: Args) -> Result<(), Error> {
     let opts = Options {
         num_queues: Some(match args.command {
             Cmd::VsockSend(_) | Cmd::VsockRecv(_) => 3,
+            Cmd::Gpio { .. } => 2,
             _ => 1,
         }),
         ..Options::default()
@@ -106,6 +117,24 @@ fn run(args: Args) -> Result<(), Error> {
             }
             let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
             let _ = writeln!(std::io::stdout(), "{hex}");
+        }
+        Cmd::Gpio { timeout } => {
+            let mut g = vhost_device_test_frontend::gpio::GpioDriver::new(s)?;
+            g.set_timeout(Duration::from_secs(timeout));
+            let mut out = std::io::stdout();
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "quit" {
+                    break;
+                }
+                let answer = g.command(&line);
+                if writeln!(out, "{answer}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
         }
         Cmd::VsockSend(v) => {
             let mut g = VsockGuest::new(s, v.guest_cid)?;

@@ -356,6 +356,12 @@ impl SimChip {
         std::thread::Builder::new()
             .name("gpio-sim-control".into())
             .spawn(move || {
+                // The daemon takes SIGTERM/SIGINT on its own signal thread;
+                // this thread may start before it blocks them.
+                let mut signals = nix::sys::signal::SigSet::empty();
+                signals.add(nix::sys::signal::Signal::SIGTERM);
+                signals.add(nix::sys::signal::Signal::SIGINT);
+                let _ = signals.thread_block();
                 for conn in listener.incoming() {
                     let Ok(mut conn) = conn else { continue };
                     if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONTROL_CONNECTIONS {
