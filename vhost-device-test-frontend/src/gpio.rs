@@ -272,6 +272,7 @@ impl GpioDriver {
     /// | `irq LINE none\|rising\|falling\|both\|high\|low` | `ok` |
     /// | `arm LINE` | `ok` (posts the line's eventq buffer) |
     /// | `wait LINE` | `ok valid\|invalid` (the line's buffer came back) |
+    /// | `peek` | `ok LINE:valid …`: buffers already returned, not waited for (kept for `wait`) |
     /// | `raw TYPE LINE VALUE` | `ok STATUS VALUE LEN` |
     ///
     /// A request the device refuses answers `err status 1`.
@@ -365,6 +366,15 @@ impl GpioDriver {
                     0 => "invalid".into(),
                     other => format!("status-{other}"),
                 })
+            }
+            "peek" => {
+                self.collect(Duration::ZERO).map_err(|e| e.to_string())?;
+                Ok(self
+                    .returned
+                    .iter()
+                    .map(|i| format!("{}:{}", i.line, if i.status == 1 { "valid" } else { "invalid" }))
+                    .collect::<Vec<_>>()
+                    .join(" "))
             }
             "raw" => {
                 let kind = u16::try_from(num(1)?).map_err(|_| "type out of range")?;
