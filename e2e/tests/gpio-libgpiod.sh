@@ -41,13 +41,14 @@ done
 echo 1 >$cfg/lg/live || fail "cannot switch the gpio-sim device live"
 chip=$(cat $cfg/lg/bank0/chip_name)
 gdir=/sys/bus/gpio/devices/$chip
-label=$(cat $cfg/lg/dev_name)-node0
+label=$(gpio-guest chips | awk -v c=$chip '$1 == c { print $2 }')
+[ -n "$label" ] || fail "no label for $chip: $(gpio-guest chips | tr '\n' ';')"
 pull() { echo pull-$2 >$gdir/sim_gpio$1/pull || die "cannot pull line $1 $2"; }
-info "libgpiod: /dev/$chip, 64 lines"
+info "libgpiod: /dev/$chip ($label), 64 lines"
 
 # The daemon, naming the chip by its label.
 /usr/bin/vhost-device-gpio --version >/dev/null || fail "vhost-device-gpio does not run in the guest"
-vhost-device-gpio --socket-path $SOCK --device-list /dev/$chip -v >$DLOG 2>&1 &
+vhost-device-gpio --socket-path $SOCK --device-list "$label" -v >$DLOG 2>&1 &
 dpid=$!
 for _t in $(seq 100); do [ -S $SOCK ] && break; kill -0 $dpid 2>/dev/null || break; sleep 0.1; done
 [ -S $SOCK ] || die "the daemon did not listen on $SOCK"
