@@ -98,7 +98,9 @@ fn main() {
     let vq = s.queue(0).unwrap();
     let old = vq.avail_index();
     for &(req, resp) in &bufs {
-        let head = vq.add(&Chain::new().readable(req, 8).writable(resp, 2)).unwrap();
+        let head = vq
+            .add(&Chain::new().readable(req, 8).writable(resp, 2))
+            .unwrap();
         by_head.insert(head, (req, resp));
     }
     vq.kick_if_needed(old).unwrap();
@@ -111,7 +113,9 @@ fn main() {
             assert_eq!(u.len, 2);
             n += 1;
             let (req, resp) = by_head.remove(&u.head).unwrap();
-            let head = vq.add(&Chain::new().readable(req, 8).writable(resp, 2)).unwrap();
+            let head = vq
+                .add(&Chain::new().readable(req, 8).writable(resp, 2))
+                .unwrap();
             by_head.insert(head, (req, resp));
         }
         vq.kick_if_needed(old).unwrap();

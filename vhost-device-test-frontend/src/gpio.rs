@@ -372,7 +372,13 @@ impl GpioDriver {
                 Ok(self
                     .returned
                     .iter()
-                    .map(|i| format!("{}:{}", i.line, if i.status == 1 { "valid" } else { "invalid" }))
+                    .map(|i| {
+                        format!(
+                            "{}:{}",
+                            i.line,
+                            if i.status == 1 { "valid" } else { "invalid" }
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(" "))
             }

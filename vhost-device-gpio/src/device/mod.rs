@@ -9,7 +9,7 @@
 //!   `VIRTIO_GPIO_STATUS_ERR` and the queue goes on.
 //! - `eventq` (1): a buffer unmasks its line's interrupt. It is answered at
 //!   once (latched edge, active level, interrupt disabled, a second buffer
-//!   for the line, a bad buffer) or *held* ([`Chain::hold`]) until the
+//!   for the line, a bad buffer) or *held* ([`Chain::hold`](vhost_device_common::queue::Chain::hold)) until the
 //!   interrupt fires or is disabled; held buffers are completed from
 //!   [`VirtioDevice::host_event`] with [`QueueContext::complete`].
 //! - Host events: the chip's edge descriptors are in the worker's epoll —
