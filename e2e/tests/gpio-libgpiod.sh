@@ -64,8 +64,16 @@ fe() {
 	read -t 40 -r ans <&4 || die "front end: no answer to '$*'"
 	case $ans in ok*) ;; *) die "front end: '$*' -> '$ans'" ;; esac
 }
-# settle: two request round trips, after which every posted eventq buffer
-# was seen by the daemon
+# fence: every eventq buffer posted before has been taken by the daemon (held
+# or answered): a buffer for line 5, which never has an interrupt, comes back
+# INVALID at once, and the daemon takes the queue's buffers in order
+fence() {
+	fe arm 5
+	fe wait 5
+	[ "$ans" = "ok invalid" ] || die "fence: $ans"
+}
+# settle: two request round trips (weaker: for the 64-line step, which has no
+# line left for a fence)
 settle() { fe getdir 0; fe getdir 0; }
 
 fe info
@@ -96,7 +104,7 @@ info "libgpiod: input follows the pull"
 pull 2 down
 fe irq 2 rising
 fe arm 2
-settle
+fence
 fe peek
 [ "$ans" = "ok" ] || die "edge interrupt fired with no edge: $ans"
 pull 2 up
@@ -115,7 +123,7 @@ fe wait 3
 [ "$ans" = "ok valid" ] || die "still-active level on re-queue: $ans"
 pull 3 down
 fe arm 3
-settle
+fence
 fe peek
 [ "$ans" = "ok" ] || die "inactive level fired: $ans"
 pull 3 up
@@ -125,7 +133,7 @@ info "libgpiod: level-high interrupt (at once, on re-queue, on the edge into it)
 
 # NONE returns the held buffer.
 fe arm 2
-settle
+fence
 fe irq 2 none
 fe wait 2
 [ "$ans" = "ok invalid" ] || die "IRQ type NONE: $ans"

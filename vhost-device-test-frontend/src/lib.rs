@@ -228,7 +228,22 @@ impl Session {
             session.start_queue(index, &vq, 0)?;
             session.queues.push(vq);
         }
+        session.barrier()?;
         Ok(session)
+    }
+
+    /// Wait until the back end has handled every message sent so far.
+    ///
+    /// The front end sends no `NEED_REPLY` flag, so `SET_VRING_*` messages
+    /// are not acknowledged; without this, a test could post to a queue
+    /// whose kick the back end has not yet registered (`SET_VRING_ENABLE`
+    /// still in its socket), and the back end could even stop the queue
+    /// (`GET_VRING_BASE`) before its worker ever saw the kick. The back end
+    /// handles messages in order, so the reply to `GET_FEATURES` comes after
+    /// all of them.
+    pub fn barrier(&mut self) -> Result<(), Error> {
+        self.fe.get_features().map_err(req("GET_FEATURES"))?;
+        Ok(())
     }
 
     fn event_idx(&self) -> bool {
@@ -255,6 +270,7 @@ impl Session {
             next.start_queue(index, &vq, u16::try_from(base).unwrap_or(0))?;
             next.queues.push(vq);
         }
+        next.barrier()?;
         Ok(next)
     }
 

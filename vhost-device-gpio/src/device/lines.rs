@@ -468,8 +468,10 @@ impl<H> Lines<H> {
             }
         } else if st.latched {
             st.latched = false;
+            log::debug!("line {line}: buffer arrived, latched edge fires");
             return Some(IrqStatus::Valid);
         }
+        log::debug!("line {line}: buffer held");
         if let Some(st) = self.lines.get_mut(&line) {
             st.pending = Some(hold());
         }
@@ -498,8 +500,10 @@ impl<H> Lines<H> {
         }
         if let Some(st) = self.lines.get_mut(&line) {
             if let Some(h) = st.pending.take() {
+                log::debug!("line {line}: {edges:?}: interrupt fires");
                 self.done.push((h, IrqStatus::Valid));
             } else if !t.is_level() {
+                log::debug!("line {line}: {edges:?}: edge latched");
                 st.latched = true;
             }
         }
@@ -565,6 +569,13 @@ impl<H> Lines<H> {
         self.release_all();
         self.done.clear();
         for SavedLine { line, state } in saved {
+            log::debug!(
+                "line {line}: loaded {:?} {:?} latched {} pending {}",
+                state.direction,
+                state.irq,
+                state.latched,
+                state.pending.is_some()
+            );
             self.apply(line, state.mode(), "claim")?;
             self.lines.insert(line, state);
         }

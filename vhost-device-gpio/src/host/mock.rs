@@ -19,6 +19,7 @@
 //! | `toggle LINE` | flip the outside level of LINE |
 //! | `get LINE` | `ok line=3 name=btn dir=in\|out\|none value=0\|1 level=0\|1 edge=none\|rising\|falling\|both`; `value` is what the line carries (the output value of an output, else the outside level) |
 //! | `wait LINE KEY=VALUE [MS]` | wait (default 10 s, at most 600 s) until `get`'s KEY (`dir`, `value`, `level`, `edge`) has VALUE; answers like `get`, or `err timeout …` |
+//! | `sync [MS]` | wait until the device has looked at the chip's edges once more: every edge driven before has reached the device (`ok detached` when no front end is connected) |
 //! | `info` | `ok lines=N names=a,b,,d` |
 //!
 //! For example `printf 'set 3 1\n' | socat - UNIX-CONNECT:/tmp/gpio.sock.sim`.
@@ -101,6 +102,9 @@ struct SimState {
     notify: Option<Arc<EventFd>>,
     /// Lines with pending edges.
     dirty: BTreeSet<u16>,
+    /// `sync` requests made, and how many of them the device has seen.
+    sync_asked: u64,
+    sync_seen: u64,
 }
 
 struct Shared {
@@ -155,6 +159,8 @@ impl SimChip {
                     next_owner: 1,
                     notify: None,
                     dirty: BTreeSet::new(),
+                    sync_asked: 0,
+                    sync_seen: 0,
                 }),
                 changed: Condvar::new(),
             }),
@@ -262,6 +268,35 @@ impl SimChip {
         }
     }
 
+    /// Wait until the attached device has looked at the chip's events once
+    /// more: every edge driven before is then collected by the device.
+    pub fn sync(&self, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        let Some(ev) = st.notify.clone() else {
+            return Ok("detached".into());
+        };
+        st.sync_asked += 1;
+        let want = st.sync_asked;
+        let _ = ev.write(1);
+        loop {
+            if st.sync_seen >= want {
+                return Ok(String::new());
+            }
+            if st.notify.is_none() {
+                return Ok("detached".into());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timeout: the device did not look at the chip".into());
+            }
+            st = match self.shared.changed.wait_timeout(st, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
     /// Run one control command (see the module docs); the answer line,
     /// without its newline.
     pub fn command(&self, text: &str) -> String {
@@ -315,6 +350,16 @@ impl SimChip {
                 };
                 self.wait(line(1)?, key, value, timeout)
             }
+            Some("sync") => {
+                let timeout = match words.get(1) {
+                    Some(ms) => {
+                        Duration::from_millis(ms.parse().map_err(|_| format!("bad timeout {ms}"))?)
+                            .min(WAIT_MAX)
+                    }
+                    None => WAIT_DEFAULT,
+                };
+                self.sync(timeout)
+            }
             Some("info") => {
                 let st = self.lock();
                 Ok(format!(
@@ -324,7 +369,7 @@ impl SimChip {
                 ))
             }
             Some(other) => Err(format!(
-                "unknown command {other} (set, toggle, get, wait, info)"
+                "unknown command {other} (set, toggle, get, wait, sync, info)"
             )),
             None => Err("empty command".into()),
         }
@@ -537,11 +582,17 @@ impl GpioHost for SimHost {
             Err(nix::errno::Errno::EAGAIN) => {}
             Err(e) => return Err(e.into()),
         }
-        let st = self.chip.lock();
+        let mut st = self.chip.lock();
         if st.owner != self.id {
             return Ok(Vec::new());
         }
-        Ok(st.dirty.iter().copied().collect())
+        // The device collects these lines next, holding its own lock, which
+        // anything after a `sync` (a migration's save) needs too.
+        st.sync_seen = st.sync_asked;
+        let lines = st.dirty.iter().copied().collect();
+        drop(st);
+        self.chip.shared.changed.notify_all();
+        Ok(lines)
     }
 }
 
@@ -645,6 +696,25 @@ mod tests {
         h.set_mode(1, LineMode::Output(true)).unwrap();
 
         assert!(waiter.join().unwrap().starts_with("ok line=1"));
+    }
+
+    #[test]
+    fn sync_returns_once_the_device_looked_at_the_chip() {
+        let c = chip(2);
+        let mut h = c.attach().unwrap();
+        let syncer = {
+            let c = c.clone();
+            std::thread::spawn(move || c.command("sync 10000"))
+        };
+        while c.lock().sync_asked == 0 {
+            std::thread::yield_now();
+        }
+
+        h.chip_events().unwrap();
+
+        assert_eq!(syncer.join().unwrap(), "ok");
+        drop(h);
+        assert_eq!(c.command("sync"), "ok detached");
     }
 
     #[test]
