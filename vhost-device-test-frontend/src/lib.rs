@@ -32,6 +32,7 @@
 
 pub mod backend_channel;
 pub mod dirty_log;
+pub mod gpio;
 pub mod i2c;
 pub mod memory;
 pub mod migration;
@@ -519,7 +520,21 @@ impl Session {
             session.queues.push(vq);
             session.stopped.push(None);
         }
+        session.barrier()?;
         Ok(session)
+    }
+
+    /// Wait until the back end has handled every message sent so far.
+    ///
+    /// The front end sends no `NEED_REPLY` flag, so `SET_VRING_*` messages
+    /// are not acknowledged; without this, a test could post to a queue
+    /// whose kick the back end has not registered yet, or stop a queue
+    /// (`GET_VRING_BASE`) before its worker ever saw the kick. The back end
+    /// handles messages in order, so the reply to `GET_FEATURES` comes after
+    /// all of them.
+    pub fn barrier(&mut self) -> Result<(), Error> {
+        self.fe.get_features().map_err(req("GET_FEATURES"))?;
+        Ok(())
     }
 
     /// Guest RAM.

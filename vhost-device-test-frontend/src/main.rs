@@ -8,6 +8,7 @@
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock read --bytes 64
 //! vhost-device-test-frontend --socket-path /tmp/vsock.sock vsock-send --port 1234 --bytes 1048576
 //! vhost-device-test-frontend --socket-path /tmp/i2c.sock i2c-transfer w1@0x50 0x00 r4@0x50
+//! echo names | vhost-device-test-frontend --socket-path /tmp/gpio.sock gpio
 //! ```
 
 use std::io::Write;
@@ -88,6 +89,15 @@ enum Cmd {
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
         msgs: Vec<String>,
     },
+    /// Play a virtio-gpio driver: read commands from stdin, one a line, and
+    /// answer each on stdout (`ok …` or `err …`; see
+    /// `vhost_device_test_frontend::gpio`): info, names, dir, getdir, set,
+    /// get, irq, arm, wait, raw
+    Gpio {
+        /// Give up waiting for the device after this many seconds
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 /// Options of the vsock guest commands.
@@ -112,6 +122,7 @@ fn run(args: Args) -> Result<(), Error> {
         num_queues: Some(match args.command {
             Cmd::VsockSend(_) | Cmd::VsockRecv(_) => 3,
             Cmd::SoundLoop { .. } => 4,
+            Cmd::Gpio { .. } => 2,
             _ => 1,
         }),
         ..Options::default()
@@ -159,6 +170,24 @@ fn run(args: Args) -> Result<(), Error> {
                             r.played, r.recorded, r.first_period
                         ),
                     ))
+                }
+            }
+        }
+        Cmd::Gpio { timeout } => {
+            let mut g = vhost_device_test_frontend::gpio::GpioDriver::new(s)?;
+            g.set_timeout(Duration::from_secs(timeout));
+            let mut out = std::io::stdout();
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "quit" {
+                    break;
+                }
+                let answer = g.command(&line);
+                if writeln!(out, "{answer}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    break;
                 }
             }
         }

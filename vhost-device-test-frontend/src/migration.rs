@@ -130,6 +130,7 @@ impl Incoming {
             // (vhost-user.rst "Ring states").
             vq.kick()?;
         }
+        session.barrier()?;
         Ok(session)
     }
 }
