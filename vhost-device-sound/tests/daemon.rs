@@ -489,8 +489,11 @@ fn two_seconds_of_playback_take_two_seconds() {
 
     let total = *times.last().unwrap();
     assert_eq!(times.len(), 200);
+    // Never faster than real time (that is the guest's clock); the upper
+    // bound only catches a stall: a busy CI machine may re-post late and
+    // underrun, so precision (±5 % measured here) belongs to a benchmark.
     assert!(
-        total >= Duration::from_millis(1900) && total <= Duration::from_millis(2100),
+        total >= Duration::from_millis(1900) && total <= Duration::from_millis(3000),
         "2 s of audio completed in {total:?}"
     );
     // Completions are paced, not bunched: period k is not done before k periods.
