@@ -30,7 +30,7 @@ pub struct Args {
 
 /// Options of the CAN device.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
-#[command(group(ArgGroup::new("bus_kind").required(true).args(["device_list", "bus"])))]
+#[command(group(ArgGroup::new("bus_kind").args(["device_list", "bus"])))]
 pub struct DeviceArgs {
     /// SocketCAN interfaces, one per socket, in socket order (can0,vcan1)
     #[arg(long, value_name = "IF[,IF...]", value_delimiter = ',')]
@@ -78,6 +78,9 @@ pub enum ArgsError {
     /// Not an interface name.
     #[error("'{0}' is not an interface name (1 to 15 bytes, no '/', ':' or white space)")]
     BadName(String),
+    /// Neither a bus nor interfaces.
+    #[error("one of --device-list IF[,IF...] or --bus PATH is required (see --help)")]
+    NoBus,
     /// FIFO size out of range.
     #[error("--rx-fifo must be between 1 and {MAX_RX_FIFO}, got {0}")]
     BadFifo(usize),
@@ -99,6 +102,7 @@ impl Config {
         }
         let hosts = match args.bus {
             Some(path) => vec![HostConfig::Bus(path)],
+            None if args.device_list.is_empty() => return Err(ArgsError::NoBus),
             None => {
                 if let Some(bad) = args.device_list.iter().find(|n| !valid_ifname(n)) {
                     return Err(ArgsError::BadName(bad.clone()));
@@ -183,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_bus_or_interfaces_is_required_not_both() {
-        assert!(parse(&[]).is_err());
+        assert_eq!(config(&[], 1), Err(ArgsError::NoBus));
         assert!(parse(&["--bus", "/b", "--device-list", "can0"]).is_err());
     }
 

@@ -223,12 +223,17 @@ impl CanDriver {
             received: VecDeque::new(),
             results: VecDeque::new(),
         };
-        for _ in 0..rx_buffers {
-            let addr = d.s.ram().alloc(u64::from(d.rx_size), 8)?;
-            d.post_rx(addr)?;
-        }
-        d.s.queue(RXQ)?.kick()?;
+        d.add_rx_buffers(rx_buffers)?;
         Ok(d)
+    }
+
+    /// Post `n` more receive buffers and kick.
+    pub fn add_rx_buffers(&mut self, n: usize) -> Result<(), Error> {
+        for _ in 0..n {
+            let addr = self.s.ram().alloc(u64::from(self.rx_size), 8)?;
+            self.post_rx(addr)?;
+        }
+        self.s.queue(RXQ)?.kick()
     }
 
     /// The session.
@@ -362,6 +367,9 @@ impl CanDriver {
     }
 
     fn collect_rx(&mut self, used: Vec<Used>) -> Result<(), Error> {
+        // Every used head first: posting a buffer again may reuse the
+        // descriptor index of a later entry of this batch.
+        let mut done = Vec::with_capacity(used.len());
         for u in used {
             let Some(addr) = self.rx.remove(&u.head) else {
                 return Err(Error::BadUsedId(u32::from(u.head)));
@@ -377,6 +385,9 @@ impl CanDriver {
                 Some(f) => self.received.push_back(f),
                 None => log::warn!("rx buffer with {} unusable bytes", u.len),
             }
+            done.push(addr);
+        }
+        for addr in done {
             self.post_rx(addr)?;
         }
         self.s.queue(RXQ)?.kick()?;

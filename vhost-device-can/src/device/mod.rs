@@ -34,10 +34,14 @@
 //! the queue sizes plus the RX FIFO.
 //!
 //! Live migration: the controller mode, the bus-off bit, the held rx buffers
-//! and counters move; frames in flight do not. TX requests not yet confirmed
-//! are answered NOT_OK by the destination and frames waiting in the RX FIFO
-//! are dropped, both counted: CAN is lossy by design, and a frame must not be
-//! sent twice.
+//! and counters move; frames in flight do not. When its state is saved the
+//! source leaves the bus (withdrawing what it has not transmitted yet), the
+//! destination joins it when the state is loaded; TX requests not yet
+//! confirmed are answered NOT_OK by the destination and frames waiting in
+//! the RX FIFO are dropped, both counted: CAN is lossy by design, and a
+//! frame must not be sent twice. If the migration fails and the front end
+//! runs the source's queues again, the source rejoins the bus and answers
+//! those requests NOT_OK itself.
 
 pub mod controller;
 
@@ -142,6 +146,9 @@ struct State {
     host_registered: bool,
     watching_out: bool,
     rejoining: bool,
+    /// The state was saved for a migration: the controller left the bus
+    /// and its frames in flight were withdrawn.
+    saved: bool,
     timer: TimerFd,
 }
 
@@ -177,6 +184,7 @@ impl CanDevice {
                 host_registered: false,
                 watching_out: false,
                 rejoining: false,
+                saved: false,
                 timer,
             }),
             status: AtomicU16::new(0),
@@ -212,10 +220,10 @@ impl CanDevice {
             let mut work = Work {
                 ctx,
                 features: self.features(),
+                status: &self.status,
                 notify: &mut notify,
             };
             let r = f(&mut st, &mut work);
-            self.status.store(st.ctrl.status(), Ordering::Release);
             let interest = st.sync_interest();
             r.and_then(|r| interest.map(|()| r))?
         };
@@ -235,6 +243,8 @@ impl CanDevice {
 struct Work<'c, 'a> {
     ctx: &'c QueueContext<'a>,
     features: Features,
+    /// Where the config status is published.
+    status: &'c AtomicU16,
     notify: &'c mut bool,
 }
 
@@ -293,6 +303,9 @@ impl State {
     }
 
     fn apply(&mut self, w: &mut Work<'_, '_>, e: Effects) -> Result<(), HostError> {
+        // Before the control request is used, and before a notification
+        // (5.20.6.1): the driver reads it as soon as it sees either.
+        w.status.store(self.ctrl.status(), Ordering::Release);
         if e.cancel_tx {
             self.cancel_tx(w)?;
         }
@@ -459,7 +472,9 @@ impl State {
             return;
         }
         if self.rx_fifo.len() >= self.rx_fifo_max {
-            self.rx_fifo.pop_front();
+            if let Some(old) = self.rx_fifo.pop_front() {
+                log::debug!("RX FIFO full: dropped {old}");
+            }
             self.stats.rx_overflow += 1;
         }
         self.rx_fifo.push_back(frame);
@@ -514,7 +529,8 @@ impl State {
         Ok(())
     }
 
-    /// The bus connection ended: what was in flight is lost; rejoin.
+    /// The bus connection ended: frames sent and not yet confirmed are lost
+    /// with it (answered NOT_OK); those not sent yet wait for the rejoin.
     fn disconnected(&mut self, w: &Work<'_, '_>) -> Result<(), HostError> {
         log::warn!("lost the {}; rejoining", self.host.name());
         if let (Some(events), true) = (&self.events, self.host_registered) {
@@ -522,7 +538,9 @@ impl State {
         }
         self.host_registered = false;
         self.watching_out = false;
-        self.cancel_tx(w)?;
+        for p in std::mem::take(&mut self.tx_unacked) {
+            self.answer_tx(w, p.chain, RESULT_NOT_OK)?;
+        }
         self.rejoin()
     }
 
@@ -575,6 +593,22 @@ impl State {
     fn clear_timer(&mut self) {
         // Non-blocking: EAGAIN just means it was already consumed.
         let _ = self.timer.wait();
+    }
+
+    /// The front end runs the queues again after a migration that failed:
+    /// rejoin the bus; the frames in flight were withdrawn at the save, so
+    /// they are answered NOT_OK here too.
+    fn resume(&mut self, w: &Work<'_, '_>) -> Result<(), HostError> {
+        if !self.saved {
+            return Ok(());
+        }
+        self.saved = false;
+        log::info!("queues restarted after a state save: back on the bus");
+        self.cancel_tx(w)?;
+        if self.ctrl.started() {
+            self.host.set_online(true)?;
+        }
+        Ok(())
     }
 
     fn control(
@@ -678,6 +712,7 @@ impl VirtioDevice for CanDevice {
         vring: &Vring,
     ) -> Result<(), HostError> {
         self.with_state(ctx, |st, w| {
+            st.resume(w)?;
             st.flush_answers(w)?;
             match queue {
                 TX_QUEUE => st.serve_tx(w, vring),
@@ -746,7 +781,14 @@ impl VirtioDevice for CanDevice {
     }
 
     fn save_state(&self) -> Result<SavedState, HostError> {
-        let st = self.lock();
+        let mut st = self.lock();
+        // Leave the bus until the queues run here again (a failed
+        // migration): the destination takes over, and nothing this device
+        // still has in flight may be transmitted now.
+        if st.ctrl.started() && !st.saved {
+            st.host.set_online(false)?;
+        }
+        st.saved = true;
         let mut stats = st.stats;
         // In flight: the destination answers them NOT_OK; never sent twice.
         let mut tx: Vec<(HeldChain, u8)> = st.tx_answers.iter().cloned().collect();

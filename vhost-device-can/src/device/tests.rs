@@ -470,6 +470,7 @@ fn stop_takes_the_confirmations_already_there_before_cancelling_the_rest() {
         let mut w = Work {
             ctx,
             features: dev.features(),
+            status: &dev.status,
             notify: &mut notify,
         };
         assert_eq!(st.control(&mut w, Ok(Command::Stop)).unwrap(), RESULT_OK);

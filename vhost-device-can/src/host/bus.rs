@@ -225,17 +225,28 @@ fn seqpacket() -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Send one message without blocking: `Ok(false)` when the peer's buffer is full.
-fn send_msg(fd: BorrowedFd<'_>, msg: &[u8; MSG_SIZE]) -> io::Result<bool> {
+/// What one non-blocking send did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendResult {
+    Sent,
+    /// The peer's buffer is full.
+    Full,
+    /// The peer is gone.
+    Gone,
+}
+
+/// Send one message without blocking.
+fn send_msg(fd: BorrowedFd<'_>, msg: &[u8; MSG_SIZE]) -> io::Result<SendResult> {
     loop {
         match socket::send(
             fd.as_raw_fd(),
             msg,
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         ) {
-            Ok(_) => return Ok(true),
-            Err(Errno::EAGAIN) => return Ok(false),
+            Ok(_) => return Ok(SendResult::Sent),
+            Err(Errno::EAGAIN) => return Ok(SendResult::Full),
             Err(Errno::EINTR) => {}
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => return Ok(SendResult::Gone),
             Err(e) => return Err(e.into()),
         }
     }
@@ -538,11 +549,11 @@ impl Member {
     fn flush(&mut self) {
         while let Some(m) = self.outbox.front() {
             match send_msg(self.fd.as_fd(), m) {
-                Ok(true) => {
+                Ok(SendResult::Sent) => {
                     self.outbox.pop_front();
                 }
-                Ok(false) => return,
-                Err(_) => {
+                Ok(SendResult::Full) => return,
+                Ok(SendResult::Gone) | Err(_) => {
                     self.dead = true;
                     return;
                 }
@@ -676,6 +687,8 @@ pub struct BusClient {
     role: Role,
     allow_fd: bool,
     online: bool,
+    /// False once the hub is gone, until [`CanHost::reconnect`].
+    connected: bool,
     /// Messages the hub could not take yet, oldest first.
     backlog: VecDeque<[u8; MSG_SIZE]>,
 }
@@ -713,6 +726,7 @@ impl BusClient {
             role,
             allow_fd,
             online: false,
+            connected: true,
             backlog: VecDeque::new(),
         };
         client.post(&Message::Hello(role))?;
@@ -725,13 +739,20 @@ impl BusClient {
         self.flush_backlog().map(drop)
     }
 
-    /// Send what the hub could not take before; `Ok(true)` when all is sent.
+    /// Send what the hub could not take before; `Ok(true)` when all is
+    /// sent. While the hub is gone everything waits for the next one.
     pub fn flush_backlog(&mut self) -> io::Result<bool> {
         while let Some(m) = self.backlog.front() {
-            if !send_msg(self.fd.as_fd(), m)? {
+            if !self.connected {
                 return Ok(false);
             }
-            self.backlog.pop_front();
+            match send_msg(self.fd.as_fd(), m)? {
+                SendResult::Sent => {
+                    self.backlog.pop_front();
+                }
+                SendResult::Full => return Ok(false),
+                SendResult::Gone => self.connected = false,
+            }
         }
         Ok(true)
     }
@@ -769,13 +790,18 @@ impl BusClient {
 
 impl CanHost for BusClient {
     fn send(&mut self, frame: &CanFrame) -> io::Result<Sent> {
+        // Without a hub the frame waits for the next one (rejoining takes
+        // a moment; the device holds the request meanwhile).
         if !self.flush_backlog()? {
             return Ok(Sent::WouldBlock);
         }
-        if send_msg(self.fd.as_fd(), &Message::Frame(*frame).encode())? {
-            Ok(Sent::Queued)
-        } else {
-            Ok(Sent::WouldBlock)
+        match send_msg(self.fd.as_fd(), &Message::Frame(*frame).encode())? {
+            SendResult::Sent => Ok(Sent::Queued),
+            SendResult::Full => Ok(Sent::WouldBlock),
+            SendResult::Gone => {
+                self.connected = false;
+                Ok(Sent::WouldBlock)
+            }
         }
     }
 
@@ -783,7 +809,10 @@ impl CanHost for BusClient {
         loop {
             return match recv_msg(self.fd.as_fd())? {
                 Recv::Empty => Ok(None),
-                Recv::Closed => Ok(Some(Received::Disconnected)),
+                Recv::Closed => {
+                    self.connected = false;
+                    Ok(Some(Received::Disconnected))
+                }
                 Recv::Message(Ok(Message::Frame(f))) => Ok(Some(Received::Frame(f))),
                 Recv::Message(Ok(Message::Echo(f))) => Ok(Some(Received::Echo(f))),
                 Recv::Message(Ok(Message::Error(e))) => Ok(Some(Received::Error(e))),
@@ -829,6 +858,8 @@ impl CanHost for BusClient {
             return Ok(false);
         };
         self.fd = fd;
+        self.connected = true;
+        // A new hub knows nothing of this member: introduce it again.
         self.backlog.clear();
         self.post(&Message::Hello(self.role))?;
         if self.online {
