@@ -186,6 +186,19 @@ impl HeldChain {
     pub fn head(&self) -> u16 {
         self.head
     }
+
+    /// A copy for a migration state (its queue and head, as a deserialized
+    /// one has), leaving this chain held here: a device whose state is saved
+    /// keeps serving its chains if the migration fails and the front end
+    /// restarts the queues on this daemon. Only one of the two may be
+    /// completed; the runtime answers the other as a chain it does not hold.
+    pub fn to_saved(&self) -> HeldChain {
+        HeldChain {
+            queue: self.queue,
+            head: self.head,
+            chain: None,
+        }
+    }
 }
 
 /// One chain being served by [`drain_chains`].
@@ -741,6 +754,35 @@ mod tests {
         assert_eq!(q.used().unwrap(), vec![(u32::from(head), 8)]);
         assert_eq!(q.read(BUFFERS, 4).unwrap(), vec![7; 4]);
         assert_eq!(q.read(BUFFERS + 0x1000, 4).unwrap(), vec![7; 4]);
+    }
+
+    #[test]
+    fn saved_copy_of_a_held_chain_completes_on_the_destination_and_the_original_stays_held() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        let head = q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let mut kept = None;
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept = Some(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        let kept = kept.unwrap();
+        let blob = postcard::to_stdvec(&kept.to_saved()).unwrap();
+        let restored: HeldChain = postcard::from_bytes(&blob).unwrap();
+        assert_eq!((restored.queue(), restored.head()), (0, head));
+        let vrings = [Some(&q.vring)];
+        let ctx = context_with(&q, &vrings);
+
+        ctx.complete(restored, |_, w| {
+            w.write_all(&[3; 8])?;
+            Ok(8)
+        })
+        .unwrap();
+        let again = ctx.complete(kept, |_, _| Ok(8)).unwrap();
+
+        assert!(again.is_none());
+        assert_eq!(q.used().unwrap(), vec![(u32::from(head), 8)], "completed twice");
+        assert_eq!(q.read(BUFFERS, 8).unwrap(), vec![3; 8]);
     }
 
     #[test]
