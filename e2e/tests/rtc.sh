@@ -41,6 +41,12 @@ expect_type 2 2
 expect_type 3 2
 [ -e /sys/class/ptp/ptp4 ] && fail "a fifth PTP clock: $(cat /sys/class/ptp/ptp4/clock_name)"
 
+# host_time SEQ: the host's answer SEQ, once its whole line arrived
+host_time() {
+	_t=$(sed -n "s/^host $1 \([0-9][0-9]*\) end\r*$/\1/p" "$E2E_HOST_MSGS" 2>/dev/null)
+	[ -n "$_t" ] && echo "$_t"
+}
+
 # Bracket each clock's host reading: A <= host <= B.
 host_listen
 seq=0
@@ -49,12 +55,11 @@ bracket() {   # bracket DEV NAME
 	_a=$(rtc-guest ptp-read "$1") || fail "reading $1 failed: $_a"
 	event "time $seq $2"
 	_i=0
-	until grep -q "^host $seq " "$E2E_HOST_MSGS" 2>/dev/null; do
+	until _h=$(host_time $seq); do
 		_i=$((_i + 1))
 		[ "$_i" -gt 300 ] && fail "the host did not send its $2 time within 30 s"
 		sleep 0.1
 	done
-	_h=$(sed -n "s/^host $seq \([0-9]*\).*/\1/p" "$E2E_HOST_MSGS")
 	_b=$(rtc-guest ptp-read "$1") || fail "reading $1 failed: $_b"
 	# busybox sh arithmetic is 64-bit: ns since 1970 fit until 2262.
 	[ $((_a <= _h && _h <= _b)) -eq 1 ] ||
@@ -81,12 +86,11 @@ r=$(rtc-guest rtc-read /dev/rtc0) || fail "RTC_RD_TIME on /dev/rtc0: $r"
 seq=$((seq + 1))
 event "time $seq realtime"
 _i=0
-until grep -q "^host $seq " "$E2E_HOST_MSGS" 2>/dev/null; do
+until h=$(host_time $seq); do
 	_i=$((_i + 1))
 	[ "$_i" -gt 300 ] && fail "the host did not send its time within 30 s"
 	sleep 0.1
 done
-h=$(sed -n "s/^host $seq \([0-9]*\).*/\1/p" "$E2E_HOST_MSGS")
 hs=$((h / 1000000000))
 [ "$r" -le "$hs" ] || fail "/dev/rtc0 reads $r, after the host's later $hs"
 [ $((hs - r)) -le 5 ] || fail "/dev/rtc0 reads $r, $((hs - r)) s behind the host's $hs"

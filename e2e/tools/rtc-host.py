@@ -3,7 +3,7 @@
 
 The guest reads one of its virtio RTC clocks (value A), then prints
 "E2E-EVENT: time SEQ NAME"; this script reads the same host clock NAME at
-once and sends "host SEQ NS" to the guest's /dev/ttyS1; the guest then reads
+once and sends "host SEQ NS end" to the guest's /dev/ttyS1; the guest then reads
 its clock again (value B).  vhost-device-rtc answers every guest read with
 this host's own clock, so A <= NS <= B must hold exactly: no tolerance is
 needed, however slow the TCG guest is.
@@ -55,7 +55,9 @@ def main():
             m = ask.match(line)
             if m:
                 ns = host_clock(m.group(2))
-                msg = f"host {m.group(1)} {ns}"
+                # "end" marks a complete line: the guest's reader may see a
+                # line before all of it arrived.
+                msg = f"host {m.group(1)} {ns} end"
                 if conn is None:
                     conn = h.tell_guest(0, msg)
                 else:
