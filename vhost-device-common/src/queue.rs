@@ -781,7 +781,11 @@ mod tests {
         let again = ctx.complete(kept, |_, _| Ok(8)).unwrap();
 
         assert!(again.is_none());
-        assert_eq!(q.used().unwrap(), vec![(u32::from(head), 8)], "completed twice");
+        assert_eq!(
+            q.used().unwrap(),
+            vec![(u32::from(head), 8)],
+            "completed twice"
+        );
         assert_eq!(q.read(BUFFERS, 8).unwrap(), vec![3; 8]);
     }
 
