@@ -46,16 +46,20 @@ pub struct Args {
 /// Options of the RTC device.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceArgs {
-    /// A clock, TYPE[:SOURCE][,alarm=on|off][,smear=VARIANT]; repeatable, in
-    /// clock-id order. TYPE: utc-smeared, utc, utc-maybe-smeared (SOURCE
-    /// realtime), tai (tai), monotonic (monotonic or boottime). VARIANT
-    /// (utc-smeared only): unspecified, noon-linear, utc-sls. Default:
-    /// utc-smeared:realtime tai:tai monotonic:monotonic monotonic:boottime
-    #[arg(long = "clock", value_name = "SPEC")]
+    /// The `--clock` values, in clock-id order (see the module docs).
+    #[arg(
+        long = "clock",
+        value_name = "SPEC",
+        help = "A clock, TYPE[:SOURCE][,alarm=on|off][,smear=VARIANT]; repeatable, in \
+                clock-id order. TYPE: utc-smeared, utc, utc-maybe-smeared (SOURCE realtime), \
+                tai (tai), monotonic (monotonic or boottime). VARIANT (utc-smeared only): \
+                unspecified, noon-linear, utc-sls. Default: utc-smeared:realtime tai:tai \
+                monotonic:monotonic monotonic:boottime"
+    )]
     pub clocks: Vec<String>,
 
-    /// Do not offer alarms (VIRTIO_RTC_F_ALARM): no alarmq, and the guest's
-    /// /dev/rtc has no alarm
+    /// Do not offer alarms (VIRTIO_RTC_F_ALARM): the guest's
+    /// /dev/rtc then has no alarm
     #[arg(long)]
     pub no_alarm: bool,
 

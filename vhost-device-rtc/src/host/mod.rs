@@ -7,7 +7,7 @@
 //! one clock: read it (`clock_gettime`), arm its alarm timer
 //! (`timerfd_settime`, absolute, cancelled when the clock is set), and see
 //! what the timer did (`read` on the timerfd). [`linux::LinuxClock`] is the
-//! real one; [`mock::MockClock`] is a scripted clock for tests, whose time
+//! real one; `mock::MockClock` (tests, feature `mock`) is a scripted clock for tests, whose time
 //! only moves when the test says so (steps, alarms in the past).
 
 pub mod linux;
