@@ -712,6 +712,65 @@ fn malformed_chains_are_answered_and_the_queue_keeps_serving() {
 }
 
 #[test]
+fn random_requests_get_a_valid_status_and_the_daemon_keeps_serving() {
+    let d = daemon(&[]);
+    let mut c = Client::new(&d);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let types = [
+        0x0001u16, 0x0002, 0x1000, 0x1001, 0x1002, 0x1003, 0x1004, 0x1005, 0x2000, 0x4242,
+    ];
+
+    for _ in 0..500 {
+        let r = next();
+        let mut request: Vec<u8> = (0..(r % 33)).map(|_| (next() & 0xFF) as u8).collect();
+        if request.len() >= 2 {
+            let t = types[(r >> 8) as usize % types.len()];
+            request[..2].copy_from_slice(&t.to_le_bytes());
+            // Mostly valid clock ids and zero reserved bytes, so that requests
+            // reach the clocks as well as the parser.
+            if r & 0x1_0000 != 0 {
+                for b in request.iter_mut().skip(2).take(6) {
+                    *b = 0;
+                }
+                if request.len() >= 16 {
+                    request[8] = (next() % 5) as u8;
+                    request[9] = 0;
+                    for b in request.iter_mut().skip(11).take(5) {
+                        *b = 0;
+                    }
+                }
+            }
+        }
+        if request.is_empty() {
+            request.push(0);
+        }
+        let out = u32::try_from(next() % 33).unwrap();
+
+        let (len, resp) = c.call(&request, out);
+
+        assert!(len <= out, "{request:?}: used {len} of {out}");
+        if len > 0 {
+            assert!(
+                [0, 2, 3, 4, 5].contains(&resp[0]),
+                "{request:?}: status {}",
+                resp[0]
+            );
+            if resp[0] != 0 {
+                assert_eq!(len, out.min(8), "{request:?}: error length");
+            }
+        }
+    }
+    assert_eq!(c.ok(&m_cfg(), 16)[0], 4);
+    assert_eq!(d.stderr_text().matches("panicked").count(), 0);
+}
+
+#[test]
 fn alarmq_buffer_too_small_is_used_empty_and_the_next_one_is_notified() {
     let d = daemon(&[]);
     let mut c = Client::new(&d);

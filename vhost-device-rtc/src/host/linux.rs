@@ -255,6 +255,28 @@ mod tests {
     }
 
     #[test]
+    fn the_farthest_alarm_a_guest_can_ask_for_is_armed_and_does_not_fire() {
+        for s in Source::ALL {
+            let mut c = LinuxClock::open(s, 37).unwrap();
+
+            c.set_timer(Timer::At(u64::MAX)).unwrap();
+
+            assert!(c.timer.get().unwrap().is_some(), "{s:?} not armed");
+            assert_eq!(c.timer_event().unwrap(), TimerEvent::None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn watching_steps_on_a_wall_clock_arms_a_timer_that_does_not_fire() {
+        let mut c = LinuxClock::open(Source::Tai, 37).unwrap();
+
+        c.set_timer(Timer::WatchSteps).unwrap();
+
+        assert!(c.timer.get().unwrap().is_some());
+        assert_eq!(c.timer_event().unwrap(), TimerEvent::None);
+    }
+
+    #[test]
     fn watching_steps_on_a_clock_that_cannot_step_disarms() {
         let mut c = LinuxClock::open(Source::Boottime, 37).unwrap();
 
