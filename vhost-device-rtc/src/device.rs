@@ -31,6 +31,21 @@
 //! Alarms are not retained across a device reset (5.23.6.5 makes retention
 //! optional): a reset disables them all, which also keeps one driver's
 //! alarms from leaking into the next.
+//!
+//! QEMU does not tell a vhost-user back end when the guest resets the device
+//! (a reboot, a driver unbound and bound again): it stops the rings
+//! (`GET_VRING_BASE`) and later sets them up anew — as it also does around a
+//! pause (`stop`/`cont`), where the driver still waits for the buffers the
+//! device holds. The device tells the two apart by the rings themselves: it
+//! remembers where each ring was (descriptor table address and next available
+//! index) after it last drained it; a ring that comes back elsewhere (a fresh
+//! driver starts at index 0, with new rings) is a new driver's, and the held
+//! buffers — pointers into the old driver's memory — and the alarms are
+//! dropped before anything is written or answered, so a rebooted guest never
+//! gets a stale notification written into its memory or its used ring, nor
+//! the old driver's alarms. Whichever ring the new driver uses first shows
+//! it (its requests usually come first; the front end may set the alarmq up
+//! a moment later).
 
 pub mod alarm;
 
@@ -49,6 +64,8 @@ use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::HostError;
 use vhost_device_common::events::HostEvents;
 use vhost_device_common::queue::{drain_chains, Chain, Completion, HeldChain, QueueContext, Vring};
+use vhost_device_common::vhost_user_backend::VringT;
+use vhost_device_common::virtio_queue::QueueT;
 use vhost_device_common::vm_memory::ByteValued;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
@@ -124,6 +141,26 @@ impl Clock {
     }
 }
 
+/// Where the alarmq ring was after the device last took buffers from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingPosition {
+    /// Guest address of its descriptor table.
+    pub desc_table: u64,
+    /// Its next available index.
+    pub next_avail: u16,
+}
+
+impl RingPosition {
+    fn of(vring: &Vring) -> Option<Self> {
+        let state = vring.get_ref();
+        let q = state.get_queue();
+        q.ready().then(|| Self {
+            desc_table: q.desc_table(),
+            next_avail: q.next_avail(),
+        })
+    }
+}
+
 struct State {
     clocks: Vec<Clock>,
     /// `VIRTIO_RTC_F_ALARM` is offered.
@@ -134,6 +171,10 @@ struct State {
     alarmq: VecDeque<HeldChain>,
     /// Clocks whose expiration waits for a buffer, in expiry order.
     pending: VecDeque<u16>,
+    /// Where the alarmq was when the held buffers were taken.
+    ring: Option<RingPosition>,
+    /// Where the requestq was after its last drain.
+    req_ring: Option<RingPosition>,
     events: Option<HostEvents>,
     retry: TimerFd,
     retry_delay: Duration,
@@ -166,6 +207,11 @@ pub struct SavedState {
     pub pending: Vec<u16>,
     /// Held alarmq buffers, oldest first.
     pub alarmq: Vec<HeldChain>,
+    /// Where the alarmq was when they were taken (the destination's ring
+    /// continues there).
+    pub ring: Option<RingPosition>,
+    /// Where the requestq was.
+    pub req_ring: Option<RingPosition>,
 }
 
 /// A state the destination cannot take.
@@ -221,6 +267,8 @@ impl RtcDevice {
                 alarm_on: false,
                 alarmq: VecDeque::new(),
                 pending: VecDeque::new(),
+                ring: None,
+                req_ring: None,
                 events: None,
                 retry,
                 retry_delay: RETRY_FIRST,
@@ -382,8 +430,56 @@ impl State {
         Ok(())
     }
 
+    /// Drop every alarm, notification and held buffer (a device reset).
+    fn reset(&mut self, held: Option<&vhost_device_common::queue::HeldHeads>) {
+        self.alarmq.clear();
+        if let Some(held) = held {
+            held.clear();
+        }
+        self.pending.clear();
+        self.ring = None;
+        self.req_ring = None;
+        for c in &mut self.clocks {
+            c.alarm = Alarm::default();
+            c.pending = false;
+            if let Err(e) = c.host.set_timer(Timer::Off) {
+                log::warn!("cannot disarm the alarm timer of {}: {e}", c.host.name());
+            }
+        }
+    }
+
+    /// If a ring runs somewhere else than where the device last drained it,
+    /// a new driver set it up: forget the old driver's buffers and alarms
+    /// (see the module docs).
+    fn check_rings(&mut self, ctx: &QueueContext<'_>) {
+        let rings = [(REQUEST_QUEUE, self.req_ring), (ALARM_QUEUE, self.ring)];
+        for (queue, was) in rings {
+            let (Some(was), Some(vring)) = (was, ctx.vrings.get(queue).copied().flatten()) else {
+                continue;
+            };
+            match RingPosition::of(vring) {
+                Some(now) if now != was => {
+                    log::info!(
+                        "queue {queue} was set up anew (descriptors at {:#x}, index {}; they were at \
+                         {:#x}, index {}): the guest reset the device; dropping {} held buffers and \
+                         every alarm",
+                        now.desc_table,
+                        now.next_avail,
+                        was.desc_table,
+                        was.next_avail,
+                        self.alarmq.len()
+                    );
+                    self.reset(Some(ctx.held));
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Complete held alarmq buffers with the waiting notifications.
     fn deliver(&mut self, ctx: &QueueContext<'_>) -> Result<(), HostError> {
+        self.check_rings(ctx);
         while let Some(&clock) = self.pending.front() {
             let Some(held) = self.alarmq.pop_front() else {
                 break;
@@ -428,9 +524,13 @@ impl State {
 
     /// Serve the request queue.
     fn serve_requests(&mut self, ctx: &QueueContext<'_>, vring: &Vring) -> Result<(), HostError> {
+        // A driver that reset the device starts with requests: see that
+        // before answering them from the old driver's alarms.
+        self.check_rings(ctx);
         drain_chains(ctx, REQUEST_QUEUE, vring, |chain| {
             Ok(Completion::Used(self.answer(ctx, chain)))
         })?;
+        self.req_ring = RingPosition::of(vring);
         self.deliver(ctx)
     }
 
@@ -478,6 +578,7 @@ impl State {
 
     /// Take alarmq buffers.
     fn take_buffers(&mut self, ctx: &QueueContext<'_>, vring: &Vring) -> Result<(), HostError> {
+        self.check_rings(ctx);
         drain_chains(ctx, ALARM_QUEUE, vring, |chain| {
             if chain.writer.available_bytes() < NotifAlarm::default().as_slice().len() {
                 ctx.log.warn(
@@ -493,6 +594,7 @@ impl State {
             self.alarmq.push_back(chain.hold());
             Ok(Completion::Held)
         })?;
+        self.ring = RingPosition::of(vring);
         self.deliver(ctx)
     }
 }
@@ -571,16 +673,9 @@ impl VirtioDevice for RtcDevice {
 
     fn reset(&self) {
         let mut st = self.lock();
-        st.alarmq.clear();
-        st.pending.clear();
+        // The runtime clears its own held set on a reset.
+        st.reset(None);
         st.alarm_on = false;
-        for c in &mut st.clocks {
-            c.alarm = Alarm::default();
-            c.pending = false;
-            if let Err(e) = c.host.set_timer(Timer::Off) {
-                log::warn!("cannot disarm the alarm timer of {}: {e}", c.host.name());
-            }
-        }
     }
 
     fn save_state(&self) -> Result<SavedState, HostError> {
@@ -599,6 +694,8 @@ impl VirtioDevice for RtcDevice {
             alarm_on: st.alarm_on,
             pending: st.pending.iter().copied().collect(),
             alarmq: st.alarmq.iter().map(HeldChain::to_saved).collect(),
+            ring: st.ring,
+            req_ring: st.req_ring,
         })
     }
 
@@ -639,6 +736,8 @@ impl VirtioDevice for RtcDevice {
             st.queue_notification(usize::from(clock));
         }
         st.alarmq = saved.alarmq.into();
+        st.ring = saved.ring;
+        st.req_ring = saved.req_ring;
         // The alarms on this host's clocks: arm them, and expire those whose
         // time passed while the guest moved.
         for i in 0..st.clocks.len() {

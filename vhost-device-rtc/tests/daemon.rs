@@ -14,9 +14,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use vhost_device_common::vhost::vhost_user::VhostUserFrontend;
+use vhost_device_common::vhost::{VhostBackend, VringConfigData};
 use vhost_device_rtc::host::linux::LinuxClock;
 use vhost_device_rtc::host::{HostClock, Source};
 use vhost_device_test_frontend::process::DaemonProcess;
+use vhost_device_test_frontend::virtqueue::Virtqueue;
 use vhost_device_test_frontend::virtqueue::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
 use vhost_device_test_frontend::{Chain, Next, Options, RawDesc, Session};
 
@@ -924,35 +927,169 @@ fn print_capabilities_names_the_rtc_type() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"rtc\""));
 }
 
+/// The vring configuration of `vq` for `SET_VRING_ADDR`.
+fn vring_config(s: &Session, vq: &Virtqueue) -> VringConfigData {
+    let (desc, avail, used) = vq.addresses();
+    VringConfigData {
+        queue_max_size: vq.size(),
+        queue_size: vq.size(),
+        flags: 0,
+        desc_table_addr: s.ram().host_addr(desc).unwrap(),
+        used_ring_addr: s.ram().host_addr(used).unwrap(),
+        avail_ring_addr: s.ram().host_addr(avail).unwrap(),
+        log_addr: None,
+    }
+}
+
+/// Start ring `index` as `vq`, at `base`.
+fn start_ring(s: &mut Session, index: usize, vq: &Virtqueue, base: u16) {
+    let config = vring_config(s, vq);
+    let fe = s.frontend();
+    fe.set_vring_num(index, vq.size()).unwrap();
+    fe.set_vring_base(index, base).unwrap();
+    fe.set_vring_addr(index, &config).unwrap();
+    fe.set_vring_kick(index, vq.kick_fd()).unwrap();
+    fe.set_vring_call(index, vq.call_fd()).unwrap();
+    fe.set_vring_enable(index, true).unwrap();
+}
+
+/// What QEMU does when the guest resets the device (a reboot): stop both
+/// rings (`GET_VRING_BASE`), then set up new ones from index 0 — without
+/// telling the back end anything else. Returns the new rings.
+fn restart_rings(c: &mut Client) -> Vec<Virtqueue> {
+    c.s.stop_queue(0).unwrap();
+    c.s.stop_queue(1).unwrap();
+    let event_idx = c.s.features & (1 << 29) != 0;
+    (0..2)
+        .map(|i| {
+            let vq = Virtqueue::new(c.s.ram().clone(), 256, event_idx).unwrap();
+            start_ring(&mut c.s, i, &vq, 0);
+            vq
+        })
+        .collect()
+}
+
+/// One request on a ring of the test's own; the response bytes.
+fn call_on(s: &Session, vq: &mut Virtqueue, m: &[u8], out: u32) -> Vec<u8> {
+    let req = s.ram().alloc(64, 8).unwrap();
+    let resp = s.ram().alloc(64, 8).unwrap();
+    s.ram().write(req, m).unwrap();
+    vq.add(
+        &Chain::new()
+            .readable(req, u32::try_from(m.len()).unwrap())
+            .writable(resp, out),
+    )
+    .unwrap();
+    vq.kick().unwrap();
+    let used = vq
+        .wait_used(WAIT)
+        .expect("request answered on the new ring");
+    s.ram().read(resp, used[0].len as usize).unwrap()
+}
+
+#[test]
+fn guest_reset_drops_the_old_drivers_buffers_and_alarms_and_writes_nothing_into_them() {
+    let d = daemon(&[]);
+    let mut c = Client::new(&d);
+    c.post_alarm_buffers(2);
+    c.wait_taken(2);
+    let at = c.read(MONOTONIC) + 3600 * S;
+    c.set_alarm(MONOTONIC, at, true);
+    let old: Vec<u64> = c.alarm_bufs.values().copied().collect();
+
+    let mut rings = restart_rings(&mut c);
+    // The new driver's first request, an alarm in the past, then a buffer.
+    let alarm = call_on(&c.s, &mut rings[0], &m_read_alarm(MONOTONIC), 24);
+    call_on(&c.s, &mut rings[0], &m_set_alarm(UTC, 1, true), 8);
+    let buf = c.s.ram().alloc(16, 8).unwrap();
+    let head = rings[1].add(&Chain::new().writable(buf, 16)).unwrap();
+    rings[1].kick().unwrap();
+    let used = rings[1]
+        .wait_used(WAIT)
+        .expect("a notification on the new ring");
+
+    assert_eq!(
+        &alarm[..],
+        &[0; 24],
+        "the old driver's alarm survived the reset"
+    );
+    assert_eq!((used[0].head, used[0].len), (head, 16));
+    assert_eq!(c.s.ram().read(buf + 8, 2).unwrap(), UTC.to_le_bytes());
+    for b in old {
+        assert_eq!(
+            c.s.ram().read(b, 16).unwrap(),
+            [0xAA; 16],
+            "an old buffer was written"
+        );
+    }
+    assert!(
+        d.stderr_text().contains("set up anew"),
+        "{}",
+        d.stderr_text()
+    );
+}
+
+#[test]
+fn pause_and_resume_keeps_the_held_buffers_and_the_alarm() {
+    let d = daemon(&[]);
+    let mut c = Client::new(&d);
+    c.post_alarm_buffers(1);
+    c.wait_taken(1);
+    let at = c.read(BOOTTIME) + 300 * MS;
+    c.set_alarm(BOOTTIME, at, true);
+
+    // QEMU's stop and cont: stop both rings, start them again where they were.
+    for i in 0..2 {
+        let base = u16::try_from(c.s.stop_queue(i).unwrap()).unwrap();
+        let placeholder = Virtqueue::new(c.s.ram().clone(), 1, false).unwrap();
+        let vq = std::mem::replace(c.s.queue(i).unwrap(), placeholder);
+        start_ring(&mut c.s, i, &vq, base);
+        *c.s.queue(i).unwrap() = vq;
+    }
+
+    assert_eq!(c.notifications(WAIT), vec![BOOTTIME]);
+    assert!(host_now(Source::Boottime) >= at);
+}
+
 // --------------------------------------------------------------- migration
 
 /// Stop both queues of `c` and save the device state.
-fn stop_and_save(c: &mut Client) -> Vec<u8> {
-    c.s.stop_queue(0).unwrap();
-    c.s.stop_queue(1).unwrap();
-    c.s.save_state().expect("state saved")
+/// Stop both queues of `c` (the alarmq first) and save the device state;
+/// returns it with the rings' positions.
+fn stop_and_save(c: &mut Client) -> (Vec<u8>, [u16; 2]) {
+    let alarmq = c.s.stop_queue(1).unwrap();
+    let requestq = c.s.stop_queue(0).unwrap();
+    let positions = [requestq, alarmq].map(|p| u16::try_from(p).unwrap());
+    (c.s.save_state().expect("state saved"), positions)
 }
 
-/// Give the destination the alarmq descriptor of the buffer the source
-/// held: the same head, pointing at a buffer of the destination's memory.
+/// Give the destination the rings as the source left them: its requestq at
+/// the same position (the same number of requests made on it), and the
+/// alarmq with the held buffer's descriptor (same head, a buffer of the
+/// destination's memory), the avail ring that made it available, and the
+/// ring's base at the source's position.
 ///
-/// A real migration copies guest memory, descriptor table included; the two
-/// sessions here have memories of their own (laid out alike: the same
-/// allocations in the same order), so the test writes the descriptor table
-/// entry itself, without making it available again (it is held). Returns
-/// the buffer's address.
-fn carry_held_descriptor(dst: &mut Client, head: u16) -> u64 {
+/// A real migration copies guest memory, rings included, and the front end
+/// starts the destination's rings where the source stopped
+/// (`SET_VRING_BASE`); the two sessions here have memories of their own (laid
+/// out alike: the same allocations in the same order), so the test makes
+/// what the copy would have brought. Returns the buffer's address.
+fn carry_rings(dst: &mut Client, positions: [u16; 2], head: u16) -> u64 {
+    for _ in 0..positions[0] {
+        dst.ok(&m_cfg(), 16);
+    }
     let buf = dst.s.ram().alloc(16, 8).unwrap();
     dst.s.ram().write(buf, &[0xAA; 16]).unwrap();
-    let (desc, _, _) = dst.s.queue(1).unwrap().addresses();
+    let (desc, avail, _) = dst.s.queue(1).unwrap().addresses();
     let mut entry = buf.to_le_bytes().to_vec();
     entry.extend_from_slice(&16u32.to_le_bytes());
     entry.extend_from_slice(&VRING_DESC_F_WRITE.to_le_bytes());
     entry.extend_from_slice(&0u16.to_le_bytes());
-    dst.s
-        .ram()
-        .write(desc + 16 * u64::from(head), &entry)
-        .unwrap();
+    let ram = dst.s.ram().clone();
+    ram.write(desc + 16 * u64::from(head), &entry).unwrap();
+    ram.write(avail + 4, &head.to_le_bytes()).unwrap();
+    ram.write(avail + 2, &positions[1].to_le_bytes()).unwrap();
+    dst.s.frontend().set_vring_base(1, positions[1]).unwrap();
     buf
 }
 
@@ -987,10 +1124,10 @@ fn armed_alarm_and_held_buffer_move_to_another_daemon_and_fire_there() {
     ca.wait_taken(1);
     let at = ca.read(MONOTONIC) + 500 * MS;
     ca.set_alarm(MONOTONIC, at, true);
-    let blob = stop_and_save(&mut ca);
+    let (blob, positions) = stop_and_save(&mut ca);
     let b = daemon(&[]);
     let mut cb = Client::new(&b);
-    let buf = carry_held_descriptor(&mut cb, head);
+    let buf = carry_rings(&mut cb, positions, head);
 
     cb.load_state(&blob);
     let (used_head, len) = wait_raw_used(&mut cb, WAIT);
@@ -1012,14 +1149,14 @@ fn notification_pending_on_the_source_is_delivered_by_the_destination() {
     ca.post_alarm_buffers(1);
     let head = *ca.alarm_bufs.keys().next().unwrap();
     ca.wait_taken(1);
-    ca.s.stop_queue(1).unwrap();
+    let alarmq = u16::try_from(ca.s.stop_queue(1).unwrap()).unwrap();
     // The alarm expires while the alarmq is stopped: the notification waits.
     ca.set_alarm(TAI, 1, true);
-    ca.s.stop_queue(0).unwrap();
+    let requestq = u16::try_from(ca.s.stop_queue(0).unwrap()).unwrap();
     let blob = ca.s.save_state().expect("state saved");
     let b = daemon(&[]);
     let mut cb = Client::new(&b);
-    carry_held_descriptor(&mut cb, head);
+    carry_rings(&mut cb, [requestq, alarmq], head);
 
     cb.load_state(&blob);
 
@@ -1030,7 +1167,7 @@ fn notification_pending_on_the_source_is_delivered_by_the_destination() {
 fn state_of_a_daemon_with_other_clocks_is_refused_naming_the_option() {
     let a = daemon(&[]);
     let mut ca = Client::new(&a);
-    let blob = stop_and_save(&mut ca);
+    let (blob, _) = stop_and_save(&mut ca);
     let b = daemon(&["--clock", "utc"]);
     let mut cb = Client::new(&b);
 
