@@ -22,6 +22,12 @@
  *   rtc-guest rtc-alarm-off DEV SECONDS WAIT
  *       set an alarm at T + SECONDS, switch it off with RTC_AIE_OFF, and
  *       check that no interrupt comes within WAIT seconds
+ *   rtc-guest rtc-set DEV SECONDS
+ *       set an alarm at T + SECONDS (RTC_WKALM_SET, enabled) and exit
+ *   rtc-guest rtc-alarm-read DEV
+ *       print RTC_WKALM_RD: "enabled E pending P time T"
+ *   rtc-guest rtc-quiet DEV WAIT
+ *       check that no RTC interrupt comes within WAIT seconds
  *
  * Output lines start with "rtc-guest: ".  Exit status: 0 ok, 1 check
  * failed, 2 usage, 3 system call failure.  Everything is bounded by
@@ -244,6 +250,58 @@ static int rtc_alarm_off(const char *dev, int secs, int wait)
 	return 0;
 }
 
+static int rtc_set(const char *dev, int secs)
+{
+	time_t now;
+	int fd = open_dev(dev);
+	if (fd < 0)
+		return sys_fail(dev);
+	if (rtc_now(fd, &now) != 0)
+		return sys_fail("RTC_RD_TIME");
+	if (set_alarm(fd, now + secs) != 0)
+		return sys_fail("RTC_WKALM_SET");
+	say("time %lld, alarm set for %lld", (long long)now, (long long)(now + secs));
+	return 0;
+}
+
+static int rtc_alarm_read(const char *dev)
+{
+	struct rtc_wkalrm w;
+	struct tm t;
+	int fd = open_dev(dev);
+	if (fd < 0)
+		return sys_fail(dev);
+	memset(&w, 0, sizeof(w));
+	if (ioctl(fd, RTC_WKALM_RD, &w) != 0)
+		return sys_fail("RTC_WKALM_RD");
+	memset(&t, 0, sizeof(t));
+	t.tm_sec = w.time.tm_sec;
+	t.tm_min = w.time.tm_min;
+	t.tm_hour = w.time.tm_hour;
+	t.tm_mday = w.time.tm_mday;
+	t.tm_mon = w.time.tm_mon;
+	t.tm_year = w.time.tm_year;
+	printf("enabled %d pending %d time %lld\n", w.enabled, w.pending, (long long)timegm(&t));
+	return 0;
+}
+
+static int rtc_quiet(const char *dev, int wait)
+{
+	unsigned long data = 0;
+	int fd = open_dev(dev), r;
+	if (fd < 0)
+		return sys_fail(dev);
+	r = wait_irq(fd, wait, &data);
+	if (r < 0)
+		return sys_fail("poll");
+	if (r > 0) {
+		say("an RTC interrupt nobody asked for: data %#lx", data);
+		return 1;
+	}
+	say("no RTC interrupt within %d s", wait);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	alarm(120);
@@ -257,6 +315,12 @@ int main(int argc, char **argv)
 		return rtc_alarm(argv[2], atoi(argv[3]), atoi(argv[4]));
 	if (argc == 5 && !strcmp(argv[1], "rtc-alarm-off"))
 		return rtc_alarm_off(argv[2], atoi(argv[3]), atoi(argv[4]));
+	if (argc == 4 && !strcmp(argv[1], "rtc-set"))
+		return rtc_set(argv[2], atoi(argv[3]));
+	if (argc == 3 && !strcmp(argv[1], "rtc-alarm-read"))
+		return rtc_alarm_read(argv[2]);
+	if (argc == 4 && !strcmp(argv[1], "rtc-quiet"))
+		return rtc_quiet(argv[2], atoi(argv[3]));
 	fprintf(stderr, "usage: rtc-guest ptp-read|ptp-sysoff|rtc-read DEV | rtc-alarm|rtc-alarm-off DEV SECONDS TIMEOUT\n");
 	return 2;
 }

@@ -822,6 +822,26 @@ fn bogus_avail_head_does_not_kill_the_daemon() {
     assert_eq!(c.ok(&m_cfg(), 16)[0], 4);
 }
 
+#[test]
+fn avail_index_far_ahead_does_not_make_the_daemon_spin() {
+    let d = daemon(&[]);
+    let mut c = Client::new(&d);
+    let (_, avail, _) = c.s.queue(1).unwrap().addresses();
+    // 60000 buffers "available" on a 256-entry ring.
+    c.s.ram()
+        .write(avail + 2, &60_000u16.to_le_bytes())
+        .unwrap();
+    c.s.queue(1).unwrap().kick().unwrap();
+    // The requestq still answers (same worker).
+    assert_eq!(c.ok(&m_cfg(), 16)[0], 4);
+    let before = d.cpu_ticks().unwrap();
+
+    std::thread::sleep(Duration::from_secs(1));
+
+    let spent = d.cpu_ticks().unwrap() - before;
+    assert!(spent <= 1, "the daemon used {spent} ticks in 1 s");
+}
+
 // --------------------------------------------------- lifecycle, resources
 
 #[test]
