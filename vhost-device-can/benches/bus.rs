@@ -47,7 +47,13 @@ fn frame(seq: u64, fd: bool) -> Frame {
 
 /// `tx` sends for `secs` with `depth` in flight; `rx` counts. Returns
 /// (frames/s received, frames lost).
-fn throughput(tx: &mut CanDriver, rx: &mut CanDriver, fd: bool, depth: usize, secs: Duration) -> (f64, u64) {
+fn throughput(
+    tx: &mut CanDriver,
+    rx: &mut CanDriver,
+    fd: bool,
+    depth: usize,
+    secs: Duration,
+) -> (f64, u64) {
     std::thread::scope(|scope| {
         let sender = scope.spawn(|| {
             let mut seq = 0u64;
@@ -177,7 +183,11 @@ fn main() {
     println!("|---|---|---|");
     println!("| software bus | {p50:.1} µs | {p99:.1} µs |");
 
-    let window = if full { IDLE_WINDOW } else { Duration::from_millis(100) };
+    let window = if full {
+        IDLE_WINDOW
+    } else {
+        Duration::from_millis(100)
+    };
     let ticks = da.cpu_ticks_over(window).unwrap();
     println!();
     println!(

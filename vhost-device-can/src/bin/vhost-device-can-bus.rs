@@ -34,7 +34,7 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Print every frame on the bus, one a line in cansend syntax (error
-    /// frames as ERR#<class>); acknowledges frames like a started controller
+    /// frames as ERR#CLASS); acknowledges frames like a started controller
     Dump {
         /// Exit after this many frames
         #[arg(long)]

@@ -63,8 +63,7 @@ impl Queue {
             .unwrap();
     }
 
-    /// Used entries as (head, used length, first byte of the result buffer
-    /// at `results[head]`).
+    /// Used entries since the last call, as (head, used length).
     fn used(&mut self) -> Vec<(u32, u32)> {
         self.q.take_used().unwrap()
     }
