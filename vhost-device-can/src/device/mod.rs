@@ -696,6 +696,7 @@ impl VirtioDevice for CanDevice {
             }
         }
         st.ctrl = Controller::default();
+        st.saved = false;
         st.tx_waiting.clear();
         st.tx_unacked.clear();
         st.tx_answers.clear();
