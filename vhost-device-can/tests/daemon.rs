@@ -12,12 +12,16 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use vhost_device_can::host::bus::{self, BusClient, Role};
 use vhost_device_can::host::{CanFrame, CanHost, ErrorFrame, Received};
+use vhost_device_common::vhost::vhost_user::VhostUserFrontend;
+use vhost_device_common::vhost::{VhostBackend, VringConfigData};
 use vhost_device_test_frontend::can::{
     CanDriver, Frame, CONTROLQ, F_CAN_FD, F_LATE_TX_ACK, F_RTR_FRAMES, RESULT_OK, RXQ, TXQ,
 };
 use vhost_device_test_frontend::process::{wait_until, DaemonProcess, IDLE_TICKS_MAX, IDLE_WINDOW};
 use vhost_device_test_frontend::virtqueue::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
-use vhost_device_test_frontend::{BackendRequest, Next, Options, RawDesc, Session};
+use vhost_device_test_frontend::{
+    BackendRequest, Chain, Next, Options, RawDesc, Session, Virtqueue,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-can");
 const WAIT: Duration = Duration::from_secs(10);
@@ -746,4 +750,92 @@ fn bus_tool_sends_dumps_and_injects() {
         da.session().wait_backend_request(WAIT).unwrap(),
         BackendRequest::ConfigChange
     );
+}
+
+/// What QEMU does when the guest resets the device (a reboot): stop every
+/// ring (`GET_VRING_BASE`), then set up new ones from index 0, without telling
+/// the back end anything else. Returns a driver on the new rings.
+fn reset_rings(d: CanDriver) -> CanDriver {
+    let mut s = d.into_session();
+    let event_idx = s.features & (1 << 29) != 0;
+    for i in 0..3 {
+        s.stop_queue(i).unwrap();
+        let vq = Virtqueue::new(s.ram().clone(), 256, event_idx).unwrap();
+        let (desc, avail, used) = vq.addresses();
+        let config = VringConfigData {
+            queue_max_size: vq.size(),
+            queue_size: vq.size(),
+            flags: 0,
+            desc_table_addr: s.ram().host_addr(desc).unwrap(),
+            used_ring_addr: s.ram().host_addr(used).unwrap(),
+            avail_ring_addr: s.ram().host_addr(avail).unwrap(),
+            log_addr: None,
+        };
+        let fe = s.frontend();
+        fe.set_vring_num(i, vq.size()).unwrap();
+        fe.set_vring_base(i, 0).unwrap();
+        fe.set_vring_addr(i, &config).unwrap();
+        fe.set_vring_call(i, vq.call_fd()).unwrap();
+        fe.set_vring_kick(i, vq.kick_fd()).unwrap();
+        fe.set_vring_enable(i, true).unwrap();
+        *s.queue(i).unwrap() = vq;
+    }
+    CanDriver::new(s, 16).unwrap()
+}
+
+#[test]
+fn guest_reset_drops_the_old_drivers_buffers_and_the_new_one_starts_stopped() {
+    let bus = bus();
+    let a = daemon(&bus, &[]);
+    let b = daemon(&bus, &[]);
+    let mut da = started(&a);
+    let mut db = started(&b);
+    let old = da.session().ram().alloc(80, 8).unwrap();
+    da.session().ram().write(old, &[0xAA; 80]).unwrap();
+    let vq = da.session().queue(RXQ).unwrap();
+    vq.add(&Chain::new().writable(old, 80)).unwrap();
+    vq.kick().unwrap();
+    // A frame the old driver receives: its buffers are in use.
+    assert_eq!(db.transmit(&f("050#05"), WAIT).unwrap(), RESULT_OK);
+    assert_eq!(da.recv(WAIT).unwrap(), f("050#05"));
+
+    let mut fresh = reset_rings(da);
+
+    assert_eq!(
+        fresh.transmit(&f("051#"), WAIT).unwrap(),
+        NOT_OK,
+        "still started"
+    );
+    assert!(
+        a.stderr_text().contains("set up anew"),
+        "{}",
+        a.stderr_text()
+    );
+    assert_eq!(fresh.start(WAIT).unwrap(), RESULT_OK);
+    assert_eq!(db.transmit(&f("052#52"), WAIT).unwrap(), RESULT_OK);
+    assert_eq!(fresh.recv(WAIT).unwrap(), f("052#52"));
+    assert_eq!(
+        fresh.session().ram().read(old, 80).unwrap(),
+        vec![0xAA; 80],
+        "an old driver's buffer was written"
+    );
+}
+
+#[test]
+fn pause_and_resume_keeps_the_held_rx_buffers_and_the_started_controller() {
+    let bus = bus();
+    let a = daemon(&bus, &[]);
+    let b = daemon(&bus, &[]);
+    let mut da = started(&a);
+    let mut db = started(&b);
+
+    // QEMU's stop and cont: every ring stopped and started where it was.
+    da.session().stop_queues().unwrap();
+    da.session().restart_queues().unwrap();
+
+    assert_eq!(db.transmit(&f("060#60"), WAIT).unwrap(), RESULT_OK);
+    assert_eq!(da.recv(WAIT).unwrap(), f("060#60"));
+    assert_eq!(da.transmit(&f("061#61"), WAIT).unwrap(), RESULT_OK);
+    assert_eq!(db.recv(WAIT).unwrap(), f("061#61"));
+    assert!(!a.stderr_text().contains("set up anew"));
 }

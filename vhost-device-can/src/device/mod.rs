@@ -29,6 +29,17 @@
 //!   answers). The config status is kept outside that lock for the same
 //!   reason.
 //!
+//! A guest reset (a reboot, the driver unbound and bound again) is not
+//! announced to a vhost-user back end: QEMU stops the rings
+//! (`GET_VRING_BASE`) and later sets up new ones, as it also does around a
+//! pause, where the driver still waits for the buffers the device holds. The
+//! device tells the two apart by the rings: it remembers where each was
+//! (descriptor table and next available index) after it last drained it; a
+//! ring that comes back elsewhere (a new driver starts at index 0) is a new
+//! driver's. Before anything is written or answered, the old driver's held
+//! buffers — pointers into memory the new kernel now uses — are dropped, the
+//! controller is stopped and the FIFO emptied.
+//!
 //! The device holds at most one chain per descriptor of each queue (the
 //! runtime refuses a head held twice), so everything it keeps is bounded by
 //! the queue sizes plus the RX FIFO.
@@ -58,7 +69,11 @@ use serde::{Deserialize, Serialize};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::HostError;
 use vhost_device_common::events::HostEvents;
-use vhost_device_common::queue::{drain_chains, Completion, HeldChain, QueueContext, Vring};
+use vhost_device_common::queue::{
+    drain_chains, Completion, HeldChain, HeldHeads, QueueContext, Vring,
+};
+use vhost_device_common::vhost_user_backend::VringT;
+use vhost_device_common::virtio_queue::QueueT;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
 use crate::host::{CanFrame, CanHost, ErrorFrame, Received, Sent};
@@ -129,6 +144,25 @@ pub struct SavedState {
     pub stats: Stats,
 }
 
+/// Where a ring was after the device last took buffers from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RingPosition {
+    desc_table: u64,
+    next_avail: u16,
+}
+
+impl RingPosition {
+    /// Where `vring` is now (`None` while it is not running).
+    fn of(vring: &Vring) -> Option<Self> {
+        let state = vring.get_ref();
+        let q = state.get_queue();
+        q.ready().then(|| Self {
+            desc_table: q.desc_table(),
+            next_avail: q.next_avail(),
+        })
+    }
+}
+
 struct State {
     host: Box<dyn CanHost>,
     ctrl: Controller,
@@ -146,6 +180,8 @@ struct State {
     host_registered: bool,
     watching_out: bool,
     rejoining: bool,
+    /// Where each ring was after its last drain (guest reset detection).
+    rings: [Option<RingPosition>; NUM_QUEUES],
     /// The state was saved for a migration: the controller left the bus
     /// and its frames in flight were withdrawn.
     saved: bool,
@@ -184,6 +220,7 @@ impl CanDevice {
                 host_registered: false,
                 watching_out: false,
                 rejoining: false,
+                rings: [None; NUM_QUEUES],
                 saved: false,
                 timer,
             }),
@@ -223,7 +260,7 @@ impl CanDevice {
                 status: &self.status,
                 notify: &mut notify,
             };
-            let r = f(&mut st, &mut work);
+            let r = st.check_rings(&work).and_then(|()| f(&mut st, &mut work));
             let interest = st.sync_interest();
             r.and_then(|r| interest.map(|()| r))?
         };
@@ -381,6 +418,7 @@ impl State {
                 result,
             )?))
         })?;
+        self.record(TX_QUEUE, vring);
         Ok(())
     }
 
@@ -415,6 +453,7 @@ impl State {
             self.rx_buffers.push_back(chain.hold());
             Ok(Completion::Held)
         })?;
+        self.record(RX_QUEUE, vring);
         Ok(())
     }
 
@@ -595,6 +634,66 @@ impl State {
         let _ = self.timer.wait();
     }
 
+    /// Drop everything the driver gave or set (a device reset): held
+    /// buffers, in the runtime too when `held` is given, the controller
+    /// mode, undelivered frames.
+    fn forget_driver(&mut self, held: Option<&HeldHeads>) {
+        if self.ctrl.started() {
+            if let Err(e) = self.host.set_online(false) {
+                log::warn!("cannot leave the {}: {e}", self.host.name());
+            }
+        }
+        self.ctrl = Controller::default();
+        self.saved = false;
+        self.rings = [None; NUM_QUEUES];
+        self.tx_waiting.clear();
+        self.tx_unacked.clear();
+        self.tx_answers.clear();
+        self.rx_buffers.clear();
+        self.stats.rx_flushed += self.rx_fifo.len() as u64;
+        self.rx_fifo.clear();
+        if let Some(held) = held {
+            held.clear();
+        }
+    }
+
+    /// If a ring runs somewhere else than where the device last drained it,
+    /// a new driver set it up: forget the old one (see the module docs).
+    fn check_rings(&mut self, w: &Work<'_, '_>) -> Result<(), HostError> {
+        for (queue, was) in self.rings.into_iter().enumerate() {
+            let (Some(was), Some(vring)) = (was, w.ctx.vrings.get(queue).copied().flatten()) else {
+                continue;
+            };
+            match RingPosition::of(vring) {
+                Some(now) if now != was => {
+                    log::info!(
+                        "queue {queue} was set up anew (descriptors at {:#x}, index {}; they were at \
+                         {:#x}, index {}): the guest reset the device; dropping {} held rx buffers \
+                         and {} TX requests, the controller is stopped",
+                        now.desc_table,
+                        now.next_avail,
+                        was.desc_table,
+                        was.next_avail,
+                        self.rx_buffers.len(),
+                        self.tx_waiting.len() + self.tx_unacked.len() + self.tx_answers.len(),
+                    );
+                    self.forget_driver(Some(w.ctx.held));
+                    w.status.store(0, Ordering::Release);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Remember where `queue` is after a drain.
+    fn record(&mut self, queue: usize, vring: &Vring) {
+        if let Some(slot) = self.rings.get_mut(queue) {
+            *slot = RingPosition::of(vring);
+        }
+    }
+
     /// The front end runs the queues again after a migration that failed:
     /// rejoin the bus; the frames in flight were withdrawn at the save, so
     /// they are answered NOT_OK here too.
@@ -689,19 +788,7 @@ impl VirtioDevice for CanDevice {
     }
 
     fn reset(&self) {
-        let mut st = self.lock();
-        if st.ctrl.started() {
-            if let Err(e) = st.host.set_online(false) {
-                log::warn!("cannot leave the {}: {e}", st.host.name());
-            }
-        }
-        st.ctrl = Controller::default();
-        st.saved = false;
-        st.tx_waiting.clear();
-        st.tx_unacked.clear();
-        st.tx_answers.clear();
-        st.rx_buffers.clear();
-        st.rx_fifo.clear();
+        self.lock().forget_driver(None);
         self.status.store(0, Ordering::Release);
         self.acked.store(0, Ordering::Release);
     }
@@ -743,6 +830,7 @@ impl VirtioDevice for CanDevice {
                             }
                         }
                     })?;
+                    st.record(CONTROL_QUEUE, vring);
                     outcome
                 }
                 _ => Ok(()),

@@ -19,11 +19,27 @@ const ALL: u64 =
     (1 << F_CAN_CLASSIC) | (1 << F_CAN_FD) | (1 << F_RTR_FRAMES) | (1 << F_LATE_TX_ACK);
 const EARLY: u64 = (1 << F_CAN_CLASSIC) | (1 << F_CAN_FD) | (1 << F_RTR_FRAMES);
 
-fn device(features: u64, fifo: usize) -> (CanDevice, MockHandle) {
+/// A device with its control queue (one ring for the device's life: a
+/// ring that moves is a guest reset).
+struct Dev {
+    dev: CanDevice,
+    ctl: std::cell::RefCell<Queue>,
+}
+
+impl std::ops::Deref for Dev {
+    type Target = CanDevice;
+
+    fn deref(&self) -> &CanDevice {
+        &self.dev
+    }
+}
+
+fn device(features: u64, fifo: usize) -> (Dev, MockHandle) {
     let (host, handle) = MockHost::new(true).unwrap();
     let dev = CanDevice::new(Box::new(host), fifo).unwrap();
     dev.acked_features(features);
-    (dev, handle)
+    let ctl = std::cell::RefCell::new(Queue::new(CONTROL_QUEUE));
+    (Dev { dev, ctl }, handle)
 }
 
 /// A queue at index `index` of the device, with a context that sees it there.
@@ -97,8 +113,8 @@ fn tx_bytes(flags: u32, id: u32, data: &[u8]) -> Vec<u8> {
     v
 }
 
-fn control(dev: &CanDevice, msg: u16) -> u8 {
-    let mut c = Queue::new(CONTROL_QUEUE);
+fn control(dev: &Dev, msg: u16) -> u8 {
+    let mut c = dev.ctl.borrow_mut();
     let (head, res) = post(&mut c, 0, &msg.to_le_bytes());
     c.kick(dev);
     assert_eq!(c.used(), vec![(u32::from(head), 1)]);
@@ -523,4 +539,30 @@ fn saved_state_keeps_the_mode_and_answers_frames_in_flight_not_ok() {
     let (dest, dest_host) = device(ALL, 8);
     dest.load_state(saved).unwrap();
     assert!(dest_host.online(), "a started controller joins the bus");
+}
+
+#[test]
+fn ring_set_up_anew_drops_the_old_drivers_buffers_before_writing_anything() {
+    let (dev, host) = device(ALL, 8);
+    control(&dev, MSG_START);
+    let mut old = Queue::new(RX_QUEUE);
+    let (_, old_at) = post_rx(&mut old, 0, 24);
+    old.q.fill(old_at, 24, 0xAA).unwrap();
+    old.kick(&dev);
+    // A new driver: the same descriptor table address, back at index 0.
+    let mut new = Queue::new(RX_QUEUE);
+    let (head, at) = post_rx(&mut new, 1, 24);
+
+    new.kick(&dev);
+    host.push(Received::Frame(frame("123#01")));
+    new.host_event(&dev, EventSet::IN);
+
+    assert!(new.used().is_empty(), "delivered to a stopped controller");
+    assert_eq!(old.q.read(old_at, 24).unwrap(), vec![0xAA; 24]);
+    assert!(!host.online());
+    assert_eq!(control(&dev, MSG_START), RESULT_OK);
+    host.push(Received::Frame(frame("123#02")));
+    new.host_event(&dev, EventSet::IN);
+    assert_eq!(new.used(), vec![(u32::from(head), 17)]);
+    assert_eq!(new.q.read(at + 16, 1).unwrap(), vec![2]);
 }
