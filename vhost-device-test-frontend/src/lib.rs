@@ -345,6 +345,31 @@ impl Session {
         self.fe.get_vring_base(index).map_err(req("GET_VRING_BASE"))
     }
 
+    /// `VHOST_USER_RESET_DEVICE` (the `RESET_DEVICE` protocol feature must be
+    /// in use).
+    pub fn reset_device(&mut self) -> Result<(), Error> {
+        self.fe.reset_device().map_err(req("RESET_DEVICE"))
+    }
+
+    /// Start the device again on the same connection, as a front end does
+    /// after a guest reboot (`GET_VRING_BASE` on every queue, perhaps
+    /// `RESET_DEVICE`): acknowledge the same features again and set every
+    /// queue up afresh, with new rings, from index 0.
+    pub fn restart_queues(&mut self) -> Result<(), Error> {
+        self.fe
+            .set_features(self.features)
+            .map_err(req("SET_FEATURES"))?;
+        let event_idx =
+            self.features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0;
+        for index in 0..self.queues.len() {
+            let size = self.queues[index].size();
+            let vq = Virtqueue::new(self.ram.clone(), size, event_idx)?;
+            self.start_queue(index, &vq)?;
+            self.queues[index] = vq;
+        }
+        Ok(())
+    }
+
     /// Save the device state (queues must be stopped first).
     pub fn save_state(&mut self) -> Result<Vec<u8>, Error> {
         let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::StateTransfer(e.into()))?;
