@@ -49,18 +49,107 @@ fn guest_connect(
     stream
 }
 
+/// Post an 8-byte event buffer filled with 0xff; returns its address.
+fn post_event_buffer(g: &mut Guest) -> u64 {
+    let ev = g.s.ram().alloc(8, 8).unwrap();
+    g.s.ram().write(ev, &[0xff; 8]).unwrap();
+    let vq = g.s.queue(EVT).unwrap();
+    vq.add(&Chain::new().writable(ev, 8)).unwrap();
+    vq.kick().unwrap();
+    ev
+}
+
 #[test]
 fn transport_reset_event_is_sent_to_a_new_driver() {
     let dir = tempfile::tempdir().unwrap();
     let (d, _uds) = daemon(dir.path(), &[]);
     let mut g = Guest::new(&d);
+
+    let ev = post_event_buffer(&mut g);
+
+    let used = g.s.queue(EVT).unwrap().wait_used(WAIT).unwrap();
+    assert_eq!(used[0].len, 4);
+    assert_eq!(
+        g.s.ram().read(ev, 8).unwrap(),
+        vec![0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+        "VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (0), nothing beyond it"
+    );
+}
+
+#[test]
+fn event_buffers_wait_for_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    post_event_buffer(&mut g);
+    g.s.queue(EVT).unwrap().wait_used(WAIT).unwrap();
+
+    let second = post_event_buffer(&mut g);
+    // A round trip on the other queues, after the kick of the event queue.
+    let _host = guest_connect(&mut g, &uds, &listener, 14);
+
+    assert!(g.s.queue(EVT).unwrap().take_used().unwrap().is_empty());
+    assert_eq!(g.s.ram().read(second, 8).unwrap(), vec![0xff; 8]);
+}
+
+#[test]
+fn tiny_or_read_only_event_buffers_are_refused_and_the_device_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
     let ev = g.s.ram().alloc(8, 8).unwrap();
+    g.s.ram().write(ev, &[0xff; 8]).unwrap();
+    let vq = g.s.queue(EVT).unwrap();
+
+    vq.add(&Chain::new().writable(ev, 2)).unwrap();
+    vq.add(&Chain::new().readable(ev, 8)).unwrap();
+    vq.kick().unwrap();
+    let mut used = Vec::new();
+    while used.len() < 2 {
+        used.extend(vq.wait_used(WAIT).unwrap());
+    }
+
+    assert_eq!((used[0].len, used[1].len), (0, 0), "{used:?}");
+    assert_eq!(g.s.ram().read(ev, 8).unwrap(), vec![0xff; 8]);
     let vq = g.s.queue(EVT).unwrap();
     vq.add(&Chain::new().writable(ev, 8)).unwrap();
     vq.kick().unwrap();
-    let used = vq.wait_used(WAIT).unwrap();
-    assert_eq!(used[0].len, 4);
-    assert_eq!(g.s.ram().read(ev, 4).unwrap(), vec![0, 0, 0, 0]);
+    assert_eq!(
+        vq.wait_used(WAIT).unwrap()[0].len,
+        4,
+        "the reset still comes"
+    );
+    let _host = guest_connect(&mut g, &uds, &listener, 33);
+}
+
+#[test]
+fn device_state_saved_by_one_daemon_loads_into_another() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _) = daemon(dir_a.path(), &[]);
+    let (b, uds_b) = daemon(dir_b.path(), &[]);
+    let listener = host_listener(&uds_b, 1234);
+    let mut ga = Guest::new(&a);
+    post_event_buffer(&mut ga);
+    ga.s.queue(EVT).unwrap().wait_used(WAIT).unwrap();
+    for q in [RX, TX, EVT] {
+        ga.s.stop_queue(q).unwrap();
+    }
+    let blob = ga.s.save_state().expect("state saved");
+    let mut gb = Guest::new(&b);
+
+    gb.s.load_state(&blob)
+        .expect("the destination takes the state");
+
+    let ev = post_event_buffer(&mut gb);
+    assert_eq!(gb.s.queue(EVT).unwrap().wait_used(WAIT).unwrap()[0].len, 4);
+    assert_eq!(
+        gb.s.ram().read(ev, 4).unwrap(),
+        vec![0; 4],
+        "TRANSPORT_RESET"
+    );
+    let _host = guest_connect(&mut gb, &uds_b, &listener, 15);
 }
 
 #[test]

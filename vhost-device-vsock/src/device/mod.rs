@@ -30,11 +30,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
+
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::{GuestErrorLog, HostError};
 use vhost_device_common::events::HostEvents;
 use vhost_device_common::queue::Writer;
-use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::queue::{drain, drain_chains, Completion, HeldChain, QueueContext, Vring};
 use vhost_device_common::vm_memory::ByteValued;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
@@ -77,6 +79,8 @@ struct Muxer {
     events: Option<HostEvents>,
     next_port: u32,
     reset_pending: bool,
+    /// Event buffers the driver posted, held until there is an event.
+    event_buffers: VecDeque<HeldChain>,
     seqpacket: bool,
     scratch: Vec<u8>,
     mailbox: Arc<Mailbox>,
@@ -727,6 +731,14 @@ impl Muxer {
     }
 }
 
+/// What moves with a migration: the event buffers the driver gave the device
+/// (held until there is an event to report).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedState {
+    /// Held event-queue chains.
+    pub event_buffers: Vec<HeldChain>,
+}
+
 /// One vsock device (fresh per front-end connection).
 pub struct VsockDevice {
     muxer: Mutex<Muxer>,
@@ -762,6 +774,7 @@ impl VsockDevice {
                 events: None,
                 next_port: FIRST_HOST_PORT,
                 reset_pending: true,
+                event_buffers: VecDeque::new(),
                 seqpacket: false,
                 scratch: Vec::new(),
                 mailbox,
@@ -784,17 +797,65 @@ impl VsockDevice {
             drain(ctx, rx, |_, writer| m.fill_rx(writer, ctx.log))?;
         }
         if let Some(ev) = ctx.vrings.get(EVENT_QUEUE).copied().flatten() {
-            drain(ctx, ev, |_, writer| {
+            m.send_transport_reset(ctx)?;
+            drain_chains(ctx, EVENT_QUEUE, ev, |chain| {
                 if !m.reset_pending {
-                    return Ok(Completion::Stop);
+                    // Kept until there is an event to report.
+                    m.event_buffers.push_back(chain.hold());
+                    return Ok(Completion::Held);
                 }
-                m.reset_pending = false;
-                let e = Event {
-                    id: EVENT_TRANSPORT_RESET.into(),
-                };
-                std::io::Write::write_all(writer, e.as_slice())?;
-                Ok(Completion::Used(u32::try_from(writer.bytes_written())?))
+                let used = write_transport_reset(&mut chain.writer, ctx.log);
+                m.reset_pending = used == 0;
+                Ok(Completion::Used(used))
             })?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` into an event buffer; the used
+/// length, 0 when the buffer cannot take it (too small or device-readable: a
+/// guest error).
+fn write_transport_reset(writer: &mut Writer<'_>, log: &GuestErrorLog) -> u32 {
+    let e = Event {
+        id: EVENT_TRANSPORT_RESET.into(),
+    };
+    let room = writer.available_bytes();
+    if room < e.as_slice().len() {
+        log.warn(
+            "event buffer too small",
+            &io::Error::other(format!("{room} writable bytes")),
+        );
+        return 0;
+    }
+    match std::io::Write::write_all(writer, e.as_slice()) {
+        Ok(()) => u32::try_from(writer.bytes_written()).unwrap_or(0),
+        Err(err) => {
+            log.warn("cannot write the event buffer", &err);
+            0
+        }
+    }
+}
+
+impl Muxer {
+    /// Complete held event buffers with a pending `TRANSPORT_RESET` until one
+    /// takes it.
+    fn send_transport_reset(&mut self, ctx: &QueueContext<'_>) -> Result<(), HostError> {
+        while self.reset_pending {
+            let Some(held) = self.event_buffers.pop_front() else {
+                return Ok(());
+            };
+            let mut used = 0;
+            let back = ctx.complete(held, |_, writer| {
+                used = write_transport_reset(writer, ctx.log);
+                Ok(used)
+            })?;
+            if let Some(held) = back {
+                // The event queue is stopped or served elsewhere: later.
+                self.event_buffers.push_front(held);
+                return Ok(());
+            }
+            self.reset_pending = used == 0;
         }
         Ok(())
     }
@@ -851,18 +912,24 @@ impl VirtioDevice for VsockDevice {
     }
 
     /// Connections are bound to host sockets and cannot move to another
-    /// daemon: nothing is saved. The destination's driver gets a
-    /// `TRANSPORT_RESET` on its first event buffer (as kernel vhost-vsock
-    /// sends after migration), so guest sockets see their connections reset
-    /// and reconnect.
-    type State = ();
+    /// daemon: only the driver's event buffers the device holds are saved.
+    /// The destination completes the first of them with `TRANSPORT_RESET`
+    /// (as kernel vhost-vsock does after a migration), so guest sockets see
+    /// their connections reset and reconnect.
+    type State = SavedState;
+    const STATE_VERSION: u16 = 2;
 
-    fn save_state(&self) -> Result<(), HostError> {
-        Ok(())
+    fn save_state(&self) -> Result<SavedState, HostError> {
+        let mut m = self.lock();
+        Ok(SavedState {
+            event_buffers: m.event_buffers.drain(..).collect(),
+        })
     }
 
-    fn load_state(&self, (): ()) -> Result<(), HostError> {
-        self.lock().reset_pending = true;
+    fn load_state(&self, state: SavedState) -> Result<(), HostError> {
+        let mut m = self.lock();
+        m.event_buffers = state.event_buffers.into();
+        m.reset_pending = true;
         Ok(())
     }
 
@@ -902,5 +969,88 @@ impl VirtioDevice for VsockDevice {
             }
         }
         self.service(&mut m, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vhost_device_common::queue::HeldHeads;
+    use vhost_device_common::testing::{TestQueue, BUFFERS};
+
+    /// A device for CID 3 with its host socket in `dir`.
+    fn device(dir: &std::path::Path) -> VsockDevice {
+        let args = Args {
+            guest_cid: 3,
+            uds_path: dir.join("v.sock"),
+            buffer_size: 64 * 1024,
+            socket: None,
+            groups: Vec::new(),
+            forward_cid: None,
+            forward_listen: Vec::new(),
+        };
+        let mut registry = Registry::default();
+        registry.add(Arc::new(Mailbox::new(3, Vec::new()).unwrap()));
+        let listener = Arc::new(UdsListener::bind(&args.uds_path).unwrap());
+        VsockDevice::new(&args, listener, Arc::new(registry), Arc::new(Vec::new())).unwrap()
+    }
+
+    /// A context in which `q` is the event queue.
+    fn event_context<'a>(
+        q: &'a TestQueue,
+        vrings: &'a [Option<&'a Vring>],
+        held: &'a HeldHeads,
+    ) -> QueueContext<'a> {
+        QueueContext {
+            vrings,
+            held,
+            ..q.context()
+        }
+    }
+
+    #[test]
+    fn event_buffers_after_the_reset_are_held_and_move_with_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.fill(BUFFERS, 16, 0xff).unwrap();
+        let first = q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let second = q.add(&[(BUFFERS + 8, 8, true)]).unwrap();
+        let vrings = [None, None, Some(&q.vring)];
+        let held = HeldHeads::new(NUM_QUEUES);
+        let source = device(dir.path());
+        source
+            .process_queue(&event_context(&q, &vrings, &held), EVENT_QUEUE, &q.vring)
+            .unwrap();
+        assert_eq!(q.used().unwrap(), vec![(u32::from(first), 4)]);
+        assert_eq!(held.count(EVENT_QUEUE), 1, "the second buffer is held");
+
+        // Through the runtime's envelope, into a second device on the same rings.
+        let blob = vhost_device_common::state::encode(
+            "vsock",
+            2,
+            &held.snapshot(),
+            &source.save_state().unwrap(),
+        )
+        .unwrap();
+        drop(source);
+        let (heads, state) =
+            vhost_device_common::state::decode::<SavedState>("vsock", 2, &blob).unwrap();
+        let held = HeldHeads::new(NUM_QUEUES);
+        held.restore(&heads).unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let destination = device(dir2.path());
+        destination.load_state(state).unwrap();
+        destination
+            .process_queue(&event_context(&q, &vrings, &held), EVENT_QUEUE, &q.vring)
+            .unwrap();
+
+        assert_eq!(
+            q.used().unwrap(),
+            vec![(u32::from(first), 4), (u32::from(second), 4)]
+        );
+        assert_eq!(
+            q.read(BUFFERS + 8, 8).unwrap(),
+            [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
     }
 }
