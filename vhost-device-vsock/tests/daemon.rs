@@ -476,6 +476,23 @@ fn reserved_guest_cid_is_a_startup_error() {
 }
 
 #[test]
+fn startup_refuses_to_replace_a_regular_file_at_the_uds_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("v.sock");
+    std::fs::write(&precious, b"not a socket").unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--socket-path", "s.sock", "--guest-cid", "3", "--uds-path"])
+        .arg(&precious);
+
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("exits");
+
+    assert!(!status.success());
+    assert!(d.stderr_text().contains("not a socket"), "{}", d.stderr_text());
+    assert_eq!(std::fs::read(&precious).unwrap(), b"not a socket");
+}
+
+#[test]
 fn sigterm_removes_both_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let (mut d, uds) = daemon(dir.path(), &[]);

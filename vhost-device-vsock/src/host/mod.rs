@@ -12,6 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -29,23 +30,46 @@ pub struct UdsListener {
 }
 
 impl UdsListener {
-    /// Bind `path`, replacing a stale socket file but not a live one.
+    /// Bind `path`, replacing a stale socket file but never a live socket
+    /// nor anything that is not a socket (as the vhost-user socket is bound).
     pub fn bind(path: &Path) -> io::Result<Self> {
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another process", path.display()),
-                ));
+        let listener = match UnixListener::bind(path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                let is_socket = std::fs::symlink_metadata(path)
+                    .map(|m| m.file_type().is_socket())
+                    .unwrap_or(false);
+                if !is_socket {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "{} exists and is not a socket; remove it or choose another --uds-path",
+                            path.display()
+                        ),
+                    ));
+                }
+                if UnixStream::connect(path).is_ok() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} is in use by another process", path.display()),
+                    ));
+                }
+                log::info!("replacing stale socket {}", path.display());
+                std::fs::remove_file(path)?;
+                UnixListener::bind(path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {}: {e}", path.display()),
+                    )
+                })?
             }
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", path.display()),
-            )
-        })?;
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {}: {e}", path.display()),
+                ))
+            }
+        };
         listener.set_nonblocking(true)?;
         Ok(Self {
             listener,
@@ -277,6 +301,32 @@ mod tests {
         ] {
             assert_eq!(parse_connect(line), None, "{line:?}");
         }
+    }
+
+    #[test]
+    fn listener_refuses_to_replace_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        std::fs::write(&path, b"keep me").unwrap();
+
+        let err = UdsListener::bind(&path).unwrap_err();
+
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn listener_replaces_a_stale_socket_but_not_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let live = UnixListener::bind(&path).unwrap();
+        assert!(UdsListener::bind(&path).is_err(), "a live socket");
+        drop(live); // the file stays: a stale socket
+
+        let replaced = UdsListener::bind(&path).unwrap();
+
+        assert!(UnixStream::connect(&path).is_ok());
+        drop(replaced);
     }
 
     #[test]
