@@ -488,7 +488,11 @@ fn startup_refuses_to_replace_a_regular_file_at_the_uds_path() {
     let status = d.wait_timeout(WAIT).unwrap().expect("exits");
 
     assert!(!status.success());
-    assert!(d.stderr_text().contains("not a socket"), "{}", d.stderr_text());
+    assert!(
+        d.stderr_text().contains("not a socket"),
+        "{}",
+        d.stderr_text()
+    );
     assert_eq!(std::fs::read(&precious).unwrap(), b"not a socket");
 }
 
