@@ -49,6 +49,15 @@ fn guest_connect(
     stream
 }
 
+/// Read `stream` until end of file (each read bounded by its read timeout).
+fn read_to_eof(stream: &mut UnixStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    stream
+        .read_to_end(&mut all)
+        .expect("end of stream, not a timeout");
+    all
+}
+
 /// Post an 8-byte event buffer filled with 0xff; returns its address.
 fn post_event_buffer(g: &mut Guest) -> u64 {
     let ev = g.s.ram().alloc(8, 8).unwrap();
@@ -276,6 +285,64 @@ fn malformed_packets_are_reset_and_the_device_keeps_serving() {
     let mut buf = [0u8; 11];
     host.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"still works");
+}
+
+#[test]
+fn refused_packet_on_a_live_connection_closes_its_host_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut over = guest_connect(&mut g, &uds, &listener, 37);
+    let mut unknown = guest_connect(&mut g, &uds, &listener, 38);
+
+    g.send(g.hdr(37, 1234, RW), &vec![0u8; 64 * 1024 + 1]);
+    g.expect(RST);
+    g.send(g.hdr(38, 1234, 42), &[]);
+    g.expect(RST);
+
+    assert!(read_to_eof(&mut over).is_empty(), "over-long packet");
+    assert!(read_to_eof(&mut unknown).is_empty(), "unknown op");
+}
+
+#[test]
+fn request_rst_loop_without_rx_buffers_keeps_memory_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let mut g = Guest::with_rx_buffers(&d, 0);
+    let req = g.s.ram().alloc(44, 8).unwrap();
+    let rst = g.s.ram().alloc(44, 8).unwrap();
+    g.s.ram()
+        .write(req, &g.hdr(39, 1234, REQUEST).bytes())
+        .unwrap();
+    g.s.ram().write(rst, &g.hdr(39, 1234, RST).bytes()).unwrap();
+    let rounds = |g: &mut Guest, n: usize| {
+        let vq = g.s.queue(TX).unwrap();
+        for _ in 0..n / 64 {
+            for _ in 0..64 {
+                vq.add(&Chain::new().readable(req, 44)).unwrap();
+                vq.add(&Chain::new().readable(rst, 44)).unwrap();
+            }
+            vq.kick().unwrap();
+            let mut done = 0;
+            while done < 128 {
+                done += vq.wait_used(WAIT).unwrap().len();
+            }
+        }
+    };
+    rounds(&mut g, 4096);
+    let before = d.rss_kib().unwrap();
+
+    rounds(&mut g, 200_000);
+
+    let grown = d.rss_kib().unwrap().saturating_sub(before);
+    assert!(grown < 1024, "RSS grew by {grown} KiB");
 }
 
 #[test]

@@ -84,8 +84,6 @@ pub struct Conn {
     pub control: VecDeque<(Op, u32)>,
     /// The host socket may have data (cleared on `WouldBlock`).
     pub readable: bool,
-    /// Queued in the device's ready list.
-    pub queued: bool,
     /// Events currently registered in epoll (`None`: not registered).
     pub interest: Option<u32>,
     /// Partial handshake line.
@@ -123,7 +121,6 @@ impl Conn {
             host_eof: false,
             control: VecDeque::new(),
             readable: false,
-            queued: false,
             interest: None,
             handshake: Vec::new(),
         }

@@ -74,7 +74,11 @@ struct Muxer {
     slots: Vec<Option<Conn>>,
     free: Vec<usize>,
     by_key: HashMap<(u32, u32), usize>,
+    /// Slots with something for the guest, each at most once: `in_ready`
+    /// (indexed by slot, kept when a connection ends so that a reused slot is
+    /// never listed twice) bounds the list by the number of slots.
     ready: VecDeque<usize>,
+    in_ready: Vec<bool>,
     rst: VecDeque<PacketHeader>,
     events: Option<HostEvents>,
     next_port: u32,
@@ -160,12 +164,24 @@ impl Muxer {
     }
 
     fn mark_ready(&mut self, slot: usize) {
-        if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
-            if !c.queued {
-                c.queued = true;
+        if self.slots.get(slot).is_some_and(Option::is_some) {
+            if self.in_ready.len() <= slot {
+                self.in_ready.resize(slot + 1, false);
+            }
+            if !self.in_ready[slot] {
+                self.in_ready[slot] = true;
                 self.ready.push_back(slot);
             }
         }
+    }
+
+    /// The next slot of the ready list.
+    fn pop_ready(&mut self) -> Option<usize> {
+        let slot = self.ready.pop_front()?;
+        if let Some(flag) = self.in_ready.get_mut(slot) {
+            *flag = false;
+        }
+        Some(slot)
     }
 
     /// Register exactly the events the connection needs now.
@@ -224,11 +240,27 @@ impl Muxer {
             Ok(p) => p,
             Err((e, hdr)) => {
                 log.warn("bad packet", &e);
-                if let Some(r) = hdr
-                    .as_ref()
-                    .and_then(|h| request::rst_for(h, self.guest_cid))
-                {
-                    self.queue_rst(r);
+                let Some(h) = hdr else {
+                    return Ok(());
+                };
+                // A refused packet of a live connection ends it, host socket and all.
+                let live = (h.src_cid.to_native() == self.guest_cid
+                    && h.dst_cid.to_native() == crate::virtio::HOST_CID)
+                    .then(|| {
+                        self.by_key
+                            .get(&(h.dst_port.to_native(), h.src_port.to_native()))
+                            .copied()
+                    })
+                    .flatten();
+                match live {
+                    // An RST is never answered, even a malformed one.
+                    Some(slot) if h.op.to_native() == u16::from(Op::Rst) => self.remove(slot),
+                    Some(slot) => self.reset(slot),
+                    None => {
+                        if let Some(r) = request::rst_for(&h, self.guest_cid) {
+                            self.queue_rst(r);
+                        }
+                    }
                 }
                 return Ok(());
             }
@@ -567,12 +599,11 @@ impl Muxer {
         if let Some(used) = self.fill_from_sibling(writer, room)? {
             return Ok(Completion::Used(used));
         }
-        while let Some(slot) = self.ready.pop_front() {
+        while let Some(slot) = self.pop_ready() {
             let guest_cid = self.guest_cid;
             let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            c.queued = false;
             if let Some((op, flags)) = c.control.pop_front() {
                 let h = c.header_to_guest(guest_cid, op, flags, 0);
                 let n = request::write(writer, h, &[])?;
@@ -770,6 +801,7 @@ impl VsockDevice {
                 free: Vec::new(),
                 by_key: HashMap::new(),
                 ready: VecDeque::new(),
+                in_ready: Vec::new(),
                 rst: VecDeque::new(),
                 events: None,
                 next_port: FIRST_HOST_PORT,
