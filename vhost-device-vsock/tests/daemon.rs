@@ -637,6 +637,71 @@ fn seqpacket_messages_keep_their_boundaries_both_ways() {
     nix::unistd::close(host).unwrap();
 }
 
+/// A seqpacket connection from the guest (port `guest_port`) to
+/// `listener`; returns the host end.
+fn seqpacket_connect(
+    g: &mut Guest,
+    listener: &std::os::fd::OwnedFd,
+    guest_port: u32,
+    host_port: u32,
+) -> (std::os::fd::OwnedFd, Hdr) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    g.send(
+        Hdr {
+            ty: 2,
+            ..g.hdr(guest_port, host_port, REQUEST)
+        },
+        &[],
+    );
+    let (resp, _) = g.expect(RESPONSE);
+    let fd = nix::sys::socket::accept(listener.as_raw_fd()).unwrap();
+    // SAFETY: accept returned a new descriptor that nothing else owns.
+    (unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }, resp)
+}
+
+#[test]
+fn empty_host_seqpacket_message_reaches_the_guest_as_an_empty_message() {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = seqpacket_listener(&uds, 4323);
+    let mut g = Guest::new(&d);
+    let (host, _) = seqpacket_connect(&mut g, &listener, 42, 4323);
+
+    send(host.as_raw_fd(), b"", MsgFlags::empty()).unwrap();
+    send(host.as_raw_fd(), b"after", MsgFlags::empty()).unwrap();
+
+    let (h, p) = g.expect(RW);
+    assert_eq!((p.len(), h.flags & 1), (0, 1), "an empty message");
+    let (h, p) = g.expect(RW);
+    assert_eq!((p.as_slice(), h.flags & 1), (&b"after"[..], 1));
+}
+
+#[test]
+fn idle_seqpacket_connections_keep_no_message_buffer() {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = seqpacket_listener(&uds, 4324);
+    let mut g = Guest::new(&d);
+    let _warm_up = seqpacket_connect(&mut g, &listener, 43, 4324);
+    let before = d.rss_kib().unwrap();
+
+    let mut hosts = Vec::new();
+    for port in 100..164 {
+        let (host, _) = seqpacket_connect(&mut g, &listener, port, 4324);
+        send(host.as_raw_fd(), b"hi", MsgFlags::empty()).unwrap();
+        let (_, p) = g.expect(RW);
+        assert_eq!(p, b"hi");
+        hosts.push(host);
+    }
+
+    let grown = d.rss_kib().unwrap().saturating_sub(before);
+    assert!(grown < 4096, "64 idle connections hold {grown} KiB");
+}
+
 #[test]
 fn seqpacket_without_the_feature_is_reset() {
     let dir = tempfile::tempdir().unwrap();

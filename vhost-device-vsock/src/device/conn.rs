@@ -59,9 +59,8 @@ pub struct Conn {
     /// The guest message being assembled until its EOM (seqpacket).
     pub tx_partial: Vec<u8>,
     /// Host message being delivered to the guest, and how much of it went (seqpacket).
-    pub rx_msg: Vec<u8>,
-    /// Bytes of `rx_msg` already sent.
-    pub rx_off: usize,
+    /// (allocated per message, freed once delivered).
+    pub rx_msg: Option<(Vec<u8>, usize)>,
     /// Our receive buffer size, advertised to the guest.
     pub buf_alloc: u32,
     /// Bytes passed on to the host (wrapping).
@@ -108,8 +107,7 @@ impl Conn {
             tx_buf: VecDeque::new(),
             tx_msgs: VecDeque::new(),
             tx_partial: Vec::new(),
-            rx_msg: Vec::new(),
-            rx_off: 0,
+            rx_msg: None,
             buf_alloc,
             fwd_cnt: 0,
             fwd_cnt_sent: 0,

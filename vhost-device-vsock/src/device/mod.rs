@@ -620,30 +620,26 @@ impl Muxer {
                 && c.stream.seqpacket
             {
                 let max = (c.peer_credit().min(MAX_PAYLOAD) as usize).min(room - HDR);
-                if c.rx_off >= c.rx_msg.len() {
-                    c.rx_msg.resize(MAX_SEQPACKET_MESSAGE, 0);
-                    c.rx_off = 0;
-                    match c.stream.recv(&mut c.rx_msg) {
-                        Ok(0) => {
-                            c.rx_msg.clear();
+                if c.rx_msg.is_none() {
+                    match c.stream.recv_message(MAX_SEQPACKET_MESSAGE) {
+                        Ok(None) => {
                             c.host_ended();
                             self.mark_ready(slot);
                             self.sync(slot)?;
                             continue;
                         }
-                        Ok(n) => {
-                            if n > MAX_SEQPACKET_MESSAGE {
+                        Ok(Some((msg, full))) => {
+                            if full > MAX_SEQPACKET_MESSAGE {
                                 log.warn(
                                     "host message truncated",
                                     &io::Error::other(format!(
-                                        "{n} bytes, limit {MAX_SEQPACKET_MESSAGE}"
+                                        "{full} bytes, limit {MAX_SEQPACKET_MESSAGE}"
                                     )),
                                 );
                             }
-                            c.rx_msg.truncate(n.min(MAX_SEQPACKET_MESSAGE));
+                            c.rx_msg = Some((msg, 0));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            c.rx_msg.clear();
                             c.readable = false;
                             self.sync(slot)?;
                             continue;
@@ -655,16 +651,17 @@ impl Muxer {
                         }
                     }
                 }
-                let left = c.rx_msg.len() - c.rx_off;
+                let Some((msg, off)) = c.rx_msg.take() else {
+                    continue;
+                };
+                let left = msg.len() - off;
                 let n = max.min(left);
                 let flags = if n == left { SEQ_EOM | SEQ_EOR } else { 0 };
                 let len = u32::try_from(n).unwrap_or(0);
                 let h = c.header_to_guest(guest_cid, Op::Rw, flags, len);
-                let used = request::write(writer, h, &c.rx_msg[c.rx_off..c.rx_off + n])?;
-                c.rx_off += n;
-                if c.rx_off >= c.rx_msg.len() {
-                    c.rx_msg.clear();
-                    c.rx_off = 0;
+                let used = request::write(writer, h, &msg[off..off + n])?;
+                if n < left {
+                    c.rx_msg = Some((msg, off + n));
                 }
                 self.mark_ready(slot);
                 return Ok(Completion::Used(used));

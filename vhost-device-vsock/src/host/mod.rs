@@ -110,6 +110,45 @@ impl HostSocket {
         }
     }
 
+    /// Receive one whole message from a seqpacket socket, in a buffer of its
+    /// own size (at most `limit` bytes: the rest of a longer message is
+    /// dropped). Returns the message and its full length, or `None` at end
+    /// of stream. An empty message is a message: the socket has
+    /// `SO_PASSCRED` set (see [`connect_port`]), so every message carries
+    /// the sender's credentials and end of stream carries none.
+    pub fn recv_message(&self, limit: usize) -> io::Result<Option<(Vec<u8>, usize)>> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        let full = loop {
+            let mut cmsg = nix::cmsg_space!(libc::ucred);
+            let mut iov = [std::io::IoSliceMut::new(&mut [])];
+            match socket::recvmsg::<()>(
+                fd,
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(m) => {
+                    let is_message = m.cmsgs().map_err(io::Error::from)?.next().is_some();
+                    if !is_message && m.bytes == 0 {
+                        return Ok(None);
+                    }
+                    break m.bytes;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut buf = vec![0u8; full.min(limit)];
+        let n = loop {
+            match socket::recv(fd, &mut buf, MsgFlags::MSG_TRUNC) {
+                Err(nix::errno::Errno::EINTR) => {}
+                other => break other.map_err(io::Error::from)?,
+            }
+        };
+        buf.truncate(n.min(limit));
+        Ok(Some((buf, n)))
+    }
+
     /// Send `buf` (one message on a seqpacket socket).
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
@@ -173,6 +212,8 @@ pub fn connect_port(uds_path: &Path, port: u32, seqpacket: bool) -> io::Result<H
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
+    // Before anything can arrive: see `HostSocket::recv_message`.
+    socket::setsockopt(&fd, socket::sockopt::PassCred, &true)?;
     let addr = UnixAddr::new(&path)?;
     socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
     let flags = nix::fcntl::fcntl(
@@ -344,7 +385,7 @@ mod seqpacket_tests {
     use super::*;
 
     #[test]
-    fn seqpacket_keeps_message_boundaries_and_reports_truncation() {
+    fn seqpacket_messages_keep_boundaries_and_an_empty_one_is_not_end_of_stream() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("v.sock");
         let listener = socket::socket(
@@ -364,15 +405,22 @@ mod seqpacket_tests {
             fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(server) },
             seqpacket: true,
         };
-        client.send(b"one").unwrap();
-        client.send(b"second message").unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(server.recv(&mut buf).unwrap(), 3);
-        let mut small = [0u8; 4];
+        server.send(b"one").unwrap();
+        server.send(b"").unwrap();
+        server.send(b"second message").unwrap();
+        drop(server);
+
+        assert_eq!(client.recv_message(64).unwrap(), Some((b"one".to_vec(), 3)));
         assert_eq!(
-            server.recv(&mut small).unwrap(),
-            14,
-            "full length of a truncated message"
+            client.recv_message(64).unwrap(),
+            Some((Vec::new(), 0)),
+            "an empty message"
         );
+        assert_eq!(
+            client.recv_message(4).unwrap(),
+            Some((b"seco".to_vec(), 14)),
+            "a message cut to the limit, with its full length"
+        );
+        assert_eq!(client.recv_message(64).unwrap(), None, "end of stream");
     }
 }
