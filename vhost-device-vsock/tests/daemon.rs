@@ -703,6 +703,40 @@ fn idle_seqpacket_connections_keep_no_message_buffer() {
 }
 
 #[test]
+fn guest_seqpacket_message_larger_than_the_socket_buffer_arrives_whole() {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = seqpacket_listener(&uds, 4325);
+    let mut g = Guest::new(&d);
+    let (host, resp) = seqpacket_connect(&mut g, &listener, 45, 4325);
+    let message = pattern(250 * 1024, 45);
+    assert!(resp.buf_alloc as usize >= message.len(), "{resp:?}");
+
+    let pieces: Vec<&[u8]> = message.chunks(60 * 1024).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let eom = if i + 1 == pieces.len() { 1 } else { 0 };
+        g.send(
+            Hdr {
+                ty: 2,
+                ..g.hdr(45, 4325, RW)
+            }
+            .with_flags(eom),
+            piece,
+        );
+    }
+
+    let timeout = nix::sys::time::TimeVal::new(10, 0);
+    nix::sys::socket::setsockopt(&host, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+        .unwrap();
+    let mut buf = vec![0u8; 512 * 1024];
+    let n = recv(host.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(n, message.len(), "one whole message");
+    assert_eq!(checksum(&buf[..n]), checksum(&message));
+}
+
+#[test]
 fn seqpacket_without_the_feature_is_reset() {
     let dir = tempfile::tempdir().unwrap();
     let (d, uds) = daemon(dir.path(), &[]);

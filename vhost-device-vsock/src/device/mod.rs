@@ -56,8 +56,10 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const MAX_PENDING_RST: usize = 1024;
 /// Queue size offered.
 pub const MAX_QUEUE_SIZE: usize = 1024;
-/// Longest host seqpacket message passed to the guest whole; longer ones are
-/// truncated (and logged).
+/// Longest seqpacket message each way: a host message passed to the guest
+/// whole (longer ones are truncated, and logged), and the most credit a
+/// seqpacket connection gives the guest, so that each of its messages fits the
+/// host socket's send buffer (also capped by `net.core.wmem_max`).
 pub const MAX_SEQPACKET_MESSAGE: usize = 256 * 1024;
 /// First port given to host-initiated connections.
 const FIRST_HOST_PORT: u32 = 1 << 30;
@@ -474,13 +476,22 @@ impl Muxer {
                 } else {
                     State::Established
                 };
-                let mut c = Conn::new(
-                    stream,
-                    state,
-                    pkt.dst_port(),
-                    pkt.src_port(),
-                    self.buf_alloc,
-                );
+                // A guest seqpacket message must go to the host socket whole:
+                // the credit offered is no larger than the longest message the
+                // socket takes (the driver never sends a message beyond it).
+                let buf_alloc = if stream.seqpacket {
+                    match stream.fit_messages(MAX_SEQPACKET_MESSAGE) {
+                        Ok(fit) => self.buf_alloc.min(u32::try_from(fit).unwrap_or(u32::MAX)),
+                        Err(e) => {
+                            log::debug!("guest connect to port {}: {e}", pkt.dst_port());
+                            reply_rst(self);
+                            return Ok(());
+                        }
+                    }
+                } else {
+                    self.buf_alloc
+                };
+                let mut c = Conn::new(stream, state, pkt.dst_port(), pkt.src_port(), buf_alloc);
                 c.update_peer(pkt.hdr.buf_alloc.to_native(), pkt.hdr.fwd_cnt.to_native());
                 if !pending {
                     c.push_control(Op::Response, 0);

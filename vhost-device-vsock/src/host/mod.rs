@@ -163,6 +163,21 @@ impl HostSocket {
         }
     }
 
+    /// Make room in a seqpacket socket's send buffer for messages of up to
+    /// `max` bytes; returns the longest message it now takes (Linux refuses
+    /// a message over `SO_SNDBUF` less 32 bytes with `EMSGSIZE`, and caps
+    /// the buffer at twice `net.core.wmem_max`).
+    pub fn fit_messages(&self, max: usize) -> io::Result<usize> {
+        const OVERHEAD: usize = 32;
+        let have = socket::getsockopt(&self.fd, socket::sockopt::SndBuf)?;
+        if have < max + OVERHEAD {
+            // The kernel doubles the value asked for (bookkeeping overhead).
+            socket::setsockopt(&self.fd, socket::sockopt::SndBuf, &(max + OVERHEAD))?;
+        }
+        let have = socket::getsockopt(&self.fd, socket::sockopt::SndBuf)?;
+        Ok(have.saturating_sub(OVERHEAD).min(max))
+    }
+
     /// The pending error of a non-blocking connect (`SO_ERROR`), if any.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         let code =
