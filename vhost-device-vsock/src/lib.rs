@@ -35,6 +35,8 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
     let created_in_setup = created.clone();
     let result = daemon::run_with_sockets(&common, &INFO, move || {
         let vms = args::vms(device, socket_option.is_some())?;
+        // Each connection holds a host socket: use every descriptor allowed.
+        let nofile = host::raise_descriptor_limit()?;
         let sockets = match (&socket_option, vms.as_slice()) {
             (Some(s), [_]) if vms[0].socket.is_none() => {
                 if common.socket_count > 1 {
@@ -71,12 +73,18 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
             vhost_device_common::lock(&created_in_setup).push(vm.uds_path.clone());
         }
         let registry = Arc::new(registry);
+        let max_connections = device::connection_limit(nofile, vms.len());
+        log::info!("up to {max_connections} connections per VM (open file limit {nofile})");
         let factory = move |index: u32| {
             let i = index as usize;
             match (vms.get(i), listeners.get(i), forwarders.get(i)) {
-                (Some(vm), Some(l), Some(f)) => {
-                    device::VsockDevice::new(vm, l.clone(), registry.clone(), f.clone())
-                }
+                (Some(vm), Some(l), Some(f)) => device::VsockDevice::new(
+                    vm,
+                    l.clone(),
+                    registry.clone(),
+                    f.clone(),
+                    max_connections,
+                ),
                 _ => Err("no VM for this socket".into()),
             }
         };

@@ -512,6 +512,67 @@ fn idle_daemon_with_open_connections_uses_no_cpu() {
     assert!(spent <= 2, "idle daemon used {spent} ticks");
 }
 
+/// A daemon whose process may open only `nofile` descriptors (soft and hard).
+fn daemon_with_fd_limit(dir: &Path, nofile: u32) -> (DaemonProcess, PathBuf) {
+    let uds = dir.join("v.sock");
+    let sock = dir.join("dev.sock");
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg(format!("--nofile={nofile}:{nofile}"))
+        .arg(BIN)
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(["--guest-cid", "3", "--uds-path"])
+        .arg(&uds);
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    d.wait_for_path(&sock, WAIT).unwrap();
+    d.socket = sock;
+    (d, uds)
+}
+
+#[test]
+fn host_connections_beyond_the_descriptor_limit_are_refused_without_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon_with_fd_limit(dir.path(), 128);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+
+    // More host programs than the process has descriptors for.
+    let mut hosts: Vec<UnixStream> = (0..120)
+        .map(|_| {
+            let s = UnixStream::connect(&uds).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s
+        })
+        .collect();
+    let mut last = hosts.pop().unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        last.read(&mut buf).unwrap(),
+        0,
+        "a connection beyond the limit is closed"
+    );
+    let before = d.cpu_ticks().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let spent = d.cpu_ticks().unwrap() - before;
+    assert!(spent <= 2, "the worker spins: {spent} ticks");
+
+    // Once the host programs leave, the guest connects again.
+    drop(hosts);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        g.send(g.hdr(34, 1234, REQUEST), &[]);
+        let (h, _) = g.recv();
+        if h.op == RESPONSE {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection after the flood"
+        );
+    }
+    listener.accept().unwrap();
+}
+
 #[test]
 fn reconnecting_front_end_gets_a_fresh_device() {
     let dir = tempfile::tempdir().unwrap();

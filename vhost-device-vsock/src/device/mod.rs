@@ -50,8 +50,28 @@ use crate::virtio::{
 use conn::{Conn, State};
 use siblings::{Mailbox, Registry};
 
-/// Most connections (established or not) per device.
+/// Most connections (established or not) per device; fewer when the
+/// process may not open that many descriptors (see [`connection_limit`]).
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Descriptors kept for the process itself (vhost-user sockets, logs, …).
+const PROCESS_DESCRIPTORS: u64 = 32;
+/// Descriptors kept for each VM besides its connections: its front end's
+/// memory regions, queue eventfds and epoll, the listeners, timers.
+const VM_DESCRIPTORS: u64 = 64;
+
+/// How many connections each of `vms` VMs may have when the process may open
+/// `nofile` descriptors: each connection holds one host socket, and what is
+/// left after the process's and each VM's own descriptors is shared evenly,
+/// up to [`MAX_CONNECTIONS`] (at least 1).
+pub fn connection_limit(nofile: u64, vms: usize) -> usize {
+    let vms = u64::try_from(vms.max(1)).unwrap_or(u64::MAX);
+    let free = nofile
+        .saturating_sub(PROCESS_DESCRIPTORS)
+        .saturating_sub(VM_DESCRIPTORS.saturating_mul(vms));
+    usize::try_from(free / vms)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS)
+}
 /// Most connection-less RSTs waiting for rx buffers.
 pub const MAX_PENDING_RST: usize = 1024;
 /// Queue size offered.
@@ -100,6 +120,16 @@ struct Muxer {
     forward_listeners: Arc<Vec<(OwnedFd, u32)>>,
     /// The first connection token (after the forwarding listeners).
     conn_base: u16,
+    /// Host programs connect here.
+    listener: Arc<UdsListener>,
+    /// Most connections at once.
+    max_connections: usize,
+    /// See [`Muxer::accept_next`].
+    reserve: Option<std::fs::File>,
+    /// Listener tokens out of the epoll until a connection ends.
+    paused: Vec<u16>,
+    /// Rate-limited warnings about host-side refusals.
+    host_log: GuestErrorLog,
 }
 
 impl Muxer {
@@ -122,7 +152,7 @@ impl Muxer {
             self.slots[slot] = Some(conn);
             return Some(slot);
         }
-        if self.slots.len() >= MAX_CONNECTIONS {
+        if self.slots.len() >= self.max_connections {
             return None;
         }
         self.slots.push(Some(conn));
@@ -142,6 +172,10 @@ impl Muxer {
             self.by_key.remove(&(conn.host_port, conn.guest_port));
         }
         self.free.push(slot);
+        drop(conn);
+        if !self.paused.is_empty() || self.reserve.is_none() {
+            self.resume_listeners();
+        }
     }
 
     /// Tell the guest the connection is gone and forget it.
@@ -460,7 +494,7 @@ impl Muxer {
                 m.queue_rst(r);
             }
         };
-        if self.count() >= MAX_CONNECTIONS {
+        if self.count() >= self.max_connections {
             reply_rst(self);
             return Ok(());
         }
@@ -519,10 +553,15 @@ impl Muxer {
         let Some((listener, port)) = listeners.get(index) else {
             return Ok(());
         };
-        while let Some(sock) = host::accept(listener)? {
-            if self.count() >= MAX_CONNECTIONS {
-                log::warn!(
-                    "connection limit ({MAX_CONNECTIONS}) reached; refusing a forwarded connection"
+        let token = u16::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_add(FIRST_FORWARD_TOKEN))
+            .ok_or("forwarding listener out of range")?;
+        while let Some(sock) = self.accept_next(listener.as_fd(), token) {
+            if self.count() >= self.max_connections {
+                self.host_log.warn(
+                    "connection limit reached; refusing a forwarded connection",
+                    &io::Error::other(format!("{} connections", self.max_connections)),
                 );
                 continue;
             }
@@ -536,6 +575,67 @@ impl Muxer {
             }
         }
         Ok(())
+    }
+
+    /// The next connection waiting on `listener` (registered under
+    /// `token`), if any; connections refused for want of descriptors are
+    /// logged and skipped ([`host::accept_or_refuse`]). When even that is
+    /// impossible the listener leaves the epoll until a connection ends, so
+    /// a full descriptor table never makes the worker spin.
+    fn accept_next(
+        &mut self,
+        listener: std::os::fd::BorrowedFd<'_>,
+        token: u16,
+    ) -> Option<host::HostSocket> {
+        loop {
+            match host::accept_or_refuse(listener, &mut self.reserve) {
+                Ok(host::Accepted::Socket(sock)) => return Some(sock),
+                Ok(host::Accepted::Nothing) => return None,
+                Ok(host::Accepted::Refused(e)) => {
+                    self.host_log
+                        .warn("out of file descriptors; refused a host connection", &e);
+                }
+                Err(e) => {
+                    self.host_log.warn("cannot accept a host connection", &e);
+                    self.pause_listener(listener, token);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Take a listener out of the epoll until a connection ends.
+    fn pause_listener(&mut self, listener: std::os::fd::BorrowedFd<'_>, token: u16) {
+        if let Some(events) = &self.events {
+            if !self.paused.contains(&token) && events.remove(0, listener).is_ok() {
+                self.paused.push(token);
+            }
+        }
+    }
+
+    /// Put paused listeners back into the epoll (a connection ended, so a
+    /// descriptor is free), and renew the reserve descriptor.
+    fn resume_listeners(&mut self) {
+        if self.reserve.is_none() {
+            self.reserve = host::reserve_descriptor().ok();
+        }
+        let Some(events) = &self.events else {
+            return;
+        };
+        for token in std::mem::take(&mut self.paused) {
+            let fd = if token == TOKEN_LISTENER {
+                Some(self.listener.listener.as_fd())
+            } else {
+                self.forward_listeners
+                    .get(usize::from(token - FIRST_FORWARD_TOKEN))
+                    .map(|(l, _)| l.as_fd())
+            };
+            if let Some(fd) = fd {
+                if let Err(e) = events.add(0, fd, EventSet::IN, token) {
+                    log::warn!("cannot watch a host listener again: {e}");
+                }
+            }
+        }
     }
 
     /// Read a host program's `CONNECT <port>\n`, one byte at a time so that
@@ -712,29 +812,24 @@ impl Muxer {
         Ok(Completion::Stop)
     }
 
-    fn accept(&mut self, listener: &UdsListener) -> Result<(), HostError> {
-        loop {
-            match listener.listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(true)?;
-                    if self.count() >= MAX_CONNECTIONS {
-                        log::warn!("connection limit ({MAX_CONNECTIONS}) reached; refusing a host connection");
-                        continue;
-                    }
-                    let mut c = Conn::new(stream.into(), State::Handshake, 0, 0, self.buf_alloc);
-                    c.readable = true;
-                    if let Some(slot) = self.insert(c) {
-                        self.mark_ready(slot);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::warn!("accept on the host socket failed: {e}");
-                    return Ok(());
-                }
+    /// Host programs connecting to `--uds-path`.
+    fn accept(&mut self) -> Result<(), HostError> {
+        let listener = self.listener.clone();
+        while let Some(sock) = self.accept_next(listener.listener.as_fd(), TOKEN_LISTENER) {
+            if self.count() >= self.max_connections {
+                self.host_log.warn(
+                    "connection limit reached; refusing a host connection",
+                    &io::Error::other(format!("{} connections", self.max_connections)),
+                );
+                continue;
+            }
+            let mut c = Conn::new(sock, State::Handshake, 0, 0, self.buf_alloc);
+            c.readable = true;
+            if let Some(slot) = self.insert(c) {
+                self.mark_ready(slot);
             }
         }
+        Ok(())
     }
 
     fn on_host_event(&mut self, slot: usize, evset: EventSet) -> Result<(), HostError> {
@@ -781,7 +876,6 @@ pub struct SavedState {
 /// One vsock device (fresh per front-end connection).
 pub struct VsockDevice {
     muxer: Mutex<Muxer>,
-    listener: Arc<UdsListener>,
 }
 
 impl VsockDevice {
@@ -792,6 +886,7 @@ impl VsockDevice {
         listener: Arc<UdsListener>,
         registry: Arc<Registry>,
         forward_listeners: Arc<Vec<(OwnedFd, u32)>>,
+        max_connections: usize,
     ) -> Result<Self, HostError> {
         let conn_base = u16::try_from(forward_listeners.len())
             .ok()
@@ -823,8 +918,12 @@ impl VsockDevice {
                 forward_cid: args.forward_cid,
                 forward_listeners,
                 conn_base,
+                listener,
+                max_connections,
+                reserve: host::reserve_descriptor().ok(),
+                paused: Vec::new(),
+                host_log: GuestErrorLog::new("vhost-device-vsock host"),
             }),
-            listener,
         })
     }
 
@@ -927,12 +1026,7 @@ impl VirtioDevice for VsockDevice {
 
     fn attach(&self, events: HostEvents) -> io::Result<()> {
         let mut m = self.lock();
-        events.add(
-            0,
-            self.listener.listener.as_fd(),
-            EventSet::IN,
-            TOKEN_LISTENER,
-        )?;
+        events.add(0, m.listener.listener.as_fd(), EventSet::IN, TOKEN_LISTENER)?;
         // Packets siblings sent before this driver's transport reset are stale.
         m.mailbox.clear();
         events.add(0, m.mailbox.wake.as_fd(), EventSet::IN, TOKEN_MAILBOX)?;
@@ -998,7 +1092,7 @@ impl VirtioDevice for VsockDevice {
     ) -> Result<(), HostError> {
         let mut m = self.lock();
         match token {
-            TOKEN_LISTENER => m.accept(&self.listener)?,
+            TOKEN_LISTENER => m.accept()?,
             TOKEN_MAILBOX => {
                 let _ = m.mailbox.wake.read();
             }
@@ -1032,7 +1126,14 @@ mod tests {
         let mut registry = Registry::default();
         registry.add(Arc::new(Mailbox::new(3, Vec::new()).unwrap()));
         let listener = Arc::new(UdsListener::bind(&args.uds_path).unwrap());
-        VsockDevice::new(&args, listener, Arc::new(registry), Arc::new(Vec::new())).unwrap()
+        VsockDevice::new(
+            &args,
+            listener,
+            Arc::new(registry),
+            Arc::new(Vec::new()),
+            16,
+        )
+        .unwrap()
     }
 
     /// A context in which `q` is the event queue.
@@ -1046,6 +1147,14 @@ mod tests {
             held,
             ..q.context()
         }
+    }
+
+    #[test]
+    fn connection_limit_shares_the_descriptors_left_among_the_vms() {
+        assert_eq!(connection_limit(1 << 20, 1), MAX_CONNECTIONS);
+        assert_eq!(connection_limit(1024, 1), 1024 - 32 - 64);
+        assert_eq!(connection_limit(1024, 4), (1024 - 32 - 4 * 64) / 4);
+        assert_eq!(connection_limit(64, 2), 1, "never none");
     }
 
     #[test]

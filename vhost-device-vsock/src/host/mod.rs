@@ -304,20 +304,93 @@ pub fn listen_vsock(port: u32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Accept one pending connection on a (non-blocking) listener of any family.
-pub fn accept(listener: &OwnedFd) -> io::Result<Option<HostSocket>> {
-    match socket::accept4(
-        std::os::fd::AsRawFd::as_raw_fd(listener),
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    ) {
-        Ok(raw) => Ok(Some(HostSocket {
-            // SAFETY: accept4 returned a new descriptor that nothing else owns.
-            fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) },
-            seqpacket: false,
-        })),
-        Err(nix::errno::Errno::EAGAIN) => Ok(None),
-        Err(e) => Err(io::Error::from(e)),
+/// Accept one pending connection on a (non-blocking) listener of any family;
+/// `None` when there is none.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<HostSocket>> {
+    loop {
+        match socket::accept4(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        ) {
+            Ok(raw) => {
+                return Ok(Some(HostSocket {
+                    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                    fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) },
+                    seqpacket: false,
+                }));
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            // The peer gave up before it was accepted: next.
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
     }
+}
+
+/// Whether `e` says the process or the system is out of file descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// A descriptor kept in reserve for [`accept_or_refuse`].
+pub fn reserve_descriptor() -> io::Result<std::fs::File> {
+    std::fs::File::open("/dev/null")
+}
+
+/// What [`accept_or_refuse`] did.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A new connection.
+    Socket(HostSocket),
+    /// A connection was waiting but the process is out of descriptors: it
+    /// was accepted and closed at once (the peer sees end of stream).
+    Refused(io::Error),
+    /// No connection is waiting.
+    Nothing,
+}
+
+/// Accept the next connection waiting on a non-blocking `listener`.
+///
+/// Out of descriptors, the `reserve` descriptor is closed for a moment to
+/// accept the connection and close it at once, so that the peer hears a
+/// refusal instead of waiting in the backlog, and the level-triggered
+/// listener does not fire again for it. `accept4` takes a descriptor before
+/// it looks for a connection, so `EMFILE` alone does not say that one is
+/// waiting: without one, [`Accepted::Nothing`]. An error (out of descriptors
+/// with no reserve, or anything else) leaves the connection waiting: the
+/// caller stops watching the listener until a descriptor is freed.
+pub fn accept_or_refuse(
+    listener: BorrowedFd<'_>,
+    reserve: &mut Option<std::fs::File>,
+) -> io::Result<Accepted> {
+    match accept(listener) {
+        Ok(Some(sock)) => Ok(Accepted::Socket(sock)),
+        Ok(None) => Ok(Accepted::Nothing),
+        Err(e) if out_of_descriptors(&e) && reserve.is_some() => {
+            *reserve = None;
+            let waiting = accept(listener);
+            let refused = matches!(waiting, Ok(Some(_)));
+            drop(waiting);
+            *reserve = reserve_descriptor().ok();
+            Ok(if refused {
+                Accepted::Refused(e)
+            } else {
+                Accepted::Nothing
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Raise the soft limit of open descriptors to the hard limit; returns the
+/// limit now in force.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
 }
 
 /// Parse a complete handshake line (`CONNECT <port>\n`).
