@@ -578,17 +578,69 @@ fn reconnecting_front_end_gets_a_fresh_device() {
     let dir = tempfile::tempdir().unwrap();
     let (d, uds) = daemon(dir.path(), &[]);
     let listener = host_listener(&uds, 1234);
-    {
+    let mut old = {
         let mut g = Guest::new(&d);
-        let _h = guest_connect(&mut g, &uds, &listener, 11);
-    }
+        guest_connect(&mut g, &uds, &listener, 11)
+    };
+
     let mut g = Guest::new(&d);
+
+    assert!(read_to_eof(&mut old).is_empty(), "the old host stream ends");
     // The same ports connect again: the old connection is gone.
     let mut host = guest_connect(&mut g, &uds, &listener, 11);
     g.send(g.hdr(11, 1234, RW), b"again");
     let mut buf = [0u8; 5];
     host.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"again");
+}
+
+#[test]
+fn guest_reboot_with_the_same_front_end_closes_every_host_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::with_reset_device(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 35);
+
+    // A reboot: the front end stops every queue and resets the device.
+    for q in [RX, TX, EVT] {
+        g.s.stop_queue(q).unwrap();
+    }
+    g.s.reset_device().unwrap();
+
+    assert!(read_to_eof(&mut host).is_empty(), "the host peer sees EOF");
+    let mut g = g.reboot();
+    let ev = g.s.ram().alloc(8, 8).unwrap();
+    g.s.ram().write(ev, &[0xff; 8]).unwrap();
+    let vq = g.s.queue(EVT).unwrap();
+    vq.add(&Chain::new().writable(ev, 8)).unwrap();
+    vq.kick().unwrap();
+    assert_eq!(vq.wait_used(WAIT).unwrap()[0].len, 4);
+    assert_eq!(
+        g.s.ram().read(ev, 4).unwrap(),
+        vec![0; 4],
+        "TRANSPORT_RESET"
+    );
+    let mut again = guest_connect(&mut g, &uds, &listener, 35);
+    g.send(g.hdr(35, 1234, RW), b"again");
+    let mut buf = [0u8; 5];
+    again.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"again");
+}
+
+#[test]
+fn stopping_the_queues_closes_every_host_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 36);
+
+    for q in [RX, TX, EVT] {
+        g.s.stop_queue(q).unwrap();
+    }
+
+    assert!(read_to_eof(&mut host).is_empty(), "the host peer sees EOF");
 }
 
 #[test]

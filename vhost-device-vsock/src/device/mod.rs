@@ -37,6 +37,7 @@ use vhost_device_common::error::{GuestErrorLog, HostError};
 use vhost_device_common::events::HostEvents;
 use vhost_device_common::queue::Writer;
 use vhost_device_common::queue::{drain, drain_chains, Completion, HeldChain, QueueContext, Vring};
+use vhost_device_common::vhost::vhost_user::VhostUserProtocolFeatures;
 use vhost_device_common::vm_memory::ByteValued;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
@@ -176,6 +177,20 @@ impl Muxer {
         if !self.paused.is_empty() || self.reserve.is_none() {
             self.resume_listeners();
         }
+    }
+
+    /// End every connection without a word to the driver (it is going away),
+    /// and send the next one a `TRANSPORT_RESET`.
+    fn close_all(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.remove(slot);
+        }
+        self.ready.clear();
+        self.in_ready.clear();
+        self.rst.clear();
+        self.sibling = None;
+        self.mailbox.clear();
+        self.reset_pending = true;
     }
 
     /// Tell the guest the connection is gone and forget it.
@@ -1011,6 +1026,29 @@ impl VirtioDevice for VsockDevice {
 
     fn features(&self) -> u64 {
         F_SEQPACKET
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    /// `GET_VRING_BASE` of `rx` or `tx`: the driver is going away (a reboot,
+    /// a paused or migrating VM). Every connection ends: its host socket is
+    /// closed, so host programs see end of stream; the next driver gets a
+    /// `TRANSPORT_RESET`. Held event buffers stay held.
+    fn stop_vring(&self, queue: usize) -> io::Result<()> {
+        if queue == RX_QUEUE || queue == TX_QUEUE {
+            self.lock().close_all();
+        }
+        Ok(())
+    }
+
+    /// `RESET_DEVICE`: as [`Self::stop_vring`], and the held event buffers
+    /// are gone with the rings.
+    fn reset(&self) {
+        let mut m = self.lock();
+        m.close_all();
+        m.event_buffers.clear();
     }
 
     fn acked_features(&self, features: u64) {
