@@ -55,21 +55,24 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
         };
         let mut registry = device::siblings::Registry::default();
         let mut listeners = Vec::new();
-        let mut forwarders = Vec::new();
         for vm in &vms {
-            let ports = vm
+            let forward = vm
                 .forward_listen
                 .iter()
-                .map(|&p| host::listen_vsock(p).map(|l| (l, p)))
+                .map(|&port| {
+                    host::listen_vsock(port).map(|fd| device::ForwardListener { fd, port })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            forwarders.push(Arc::new(ports));
             registry.add(Arc::new(device::siblings::Mailbox::new(
                 vm.guest_cid,
                 vm.groups.clone(),
             )?));
             // Bound once for the life of the process, like the vhost-user
             // socket; the file is removed when the daemon ends.
-            listeners.push(Arc::new(host::UdsListener::bind(&vm.uds_path)?));
+            listeners.push(device::Listeners {
+                uds: Arc::new(host::UdsListener::bind(&vm.uds_path)?),
+                forward: Arc::new(forward),
+            });
             vhost_device_common::lock(&created_in_setup).push(vm.uds_path.clone());
         }
         let registry = Arc::new(registry);
@@ -77,14 +80,10 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
         log::info!("up to {max_connections} connections per VM (open file limit {nofile})");
         let factory = move |index: u32| {
             let i = index as usize;
-            match (vms.get(i), listeners.get(i), forwarders.get(i)) {
-                (Some(vm), Some(l), Some(f)) => device::VsockDevice::new(
-                    vm,
-                    l.clone(),
-                    registry.clone(),
-                    f.clone(),
-                    max_connections,
-                ),
+            match (vms.get(i), listeners.get(i)) {
+                (Some(vm), Some(l)) => {
+                    device::VsockDevice::new(vm, l.clone(), registry.clone(), max_connections)
+                }
                 _ => Err("no VM for this socket".into()),
             }
         };

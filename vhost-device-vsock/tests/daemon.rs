@@ -346,6 +346,196 @@ fn request_rst_loop_without_rx_buffers_keeps_memory_flat() {
 }
 
 #[test]
+fn guest_close_delivers_every_byte_to_a_slow_host_reader_then_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--buffer-size", "1048576"]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 30);
+    // 1 MiB within the credit: far more than the host socket buffer holds
+    // while the host program does not read.
+    let data = pattern(1 << 20, 30);
+    for piece in data.chunks(64 * 1024) {
+        g.send(g.hdr(30, 1234, RW), piece);
+    }
+
+    g.send(g.hdr(30, 1234, SHUTDOWN).with_flags(3), &[]);
+    let got = read_to_eof(&mut host);
+
+    assert_eq!(got.len(), data.len(), "bytes lost on close");
+    assert_eq!(checksum(&got), checksum(&data));
+    let (r, _) = g.expect(RST);
+    assert_eq!(r.dst_port, 30, "the close completes with RST");
+}
+
+#[test]
+fn guest_rst_after_its_close_does_not_cut_the_data_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--buffer-size", "1048576"]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 50);
+    let data = pattern(1 << 20, 50);
+    for piece in data.chunks(64 * 1024) {
+        g.send(g.hdr(50, 1234, RW), piece);
+    }
+
+    // Linux sends RST itself when the answer to its close is late.
+    g.send(g.hdr(50, 1234, SHUTDOWN).with_flags(3), &[]);
+    g.send(g.hdr(50, 1234, RST), &[]);
+    // The ports are free again at once.
+    let _again = guest_connect(&mut g, &uds, &listener, 50);
+    let got = read_to_eof(&mut host);
+
+    assert_eq!(got.len(), data.len(), "bytes lost on close");
+    assert_eq!(checksum(&got), checksum(&data));
+}
+
+#[test]
+fn close_timeout_bounds_how_long_a_closed_connection_waits_for_its_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(
+        dir.path(),
+        &["--buffer-size", "1048576", "--close-timeout", "300ms"],
+    );
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 51);
+    for piece in pattern(1 << 20, 51).chunks(64 * 1024) {
+        g.send(g.hdr(51, 1234, RW), piece);
+    }
+
+    g.send(g.hdr(51, 1234, SHUTDOWN).with_flags(3), &[]);
+
+    let (r, _) = g.expect(RST);
+    assert_eq!(r.dst_port, 51);
+    let got = read_to_eof(&mut host);
+    assert!(
+        got.len() < 1 << 20,
+        "the reader never read: data was dropped"
+    );
+    assert!(
+        d.stderr_text().contains("guest data dropped"),
+        "{}",
+        d.stderr_text()
+    );
+}
+
+#[test]
+fn guest_half_close_ends_the_host_stream_after_its_data_and_host_data_still_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 52);
+    g.send(g.hdr(52, 1234, RW), b"request");
+
+    g.send(g.hdr(52, 1234, SHUTDOWN).with_flags(2), &[]);
+
+    assert_eq!(read_to_eof(&mut host), b"request");
+    host.write_all(b"reply").unwrap();
+    let (_, p) = g.expect(RW);
+    assert_eq!(p, b"reply");
+    drop(host);
+    let (h, _) = g.recv();
+    assert_eq!(h.op, RST, "both sides done: the connection closes");
+}
+
+/// A Unix stream listener at `uds`_`port` with a backlog of one, already
+/// full: a further connect to it would wait.
+fn full_listener(uds: &Path, port: u32) -> (std::os::fd::OwnedFd, UnixStream) {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let path = PathBuf::from(format!("{}_{port}", uds.display()));
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(&path).unwrap(),
+    )
+    .unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let filler = UnixStream::connect(&path).unwrap();
+    (fd, filler)
+}
+
+#[test]
+fn full_host_listener_backlog_does_not_block_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let (full, _filler) = full_listener(&uds, 1235);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+
+    g.send(g.hdr(31, 1235, REQUEST), &[]);
+    let mut other = guest_connect(&mut g, &uds, &listener, 32);
+    g.send(g.hdr(32, 1234, RW), b"served");
+    let mut buf = [0u8; 6];
+    other.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"served", "the device kept serving");
+
+    // Room in the backlog: the pending connection completes.
+    let first = nix::sys::socket::accept(std::os::fd::AsRawFd::as_raw_fd(&full)).unwrap();
+    let (resp, _) = g.expect(RESPONSE);
+    assert_eq!((resp.src_port, resp.dst_port), (1235, 31));
+    nix::unistd::close(first).unwrap();
+}
+
+#[test]
+fn host_program_that_never_sends_its_connect_line_is_closed_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--connect-timeout", "500ms"]);
+    let _g = Guest::new(&d);
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.set_read_timeout(Some(WAIT)).unwrap();
+
+    assert!(read_to_eof(&mut host).is_empty());
+}
+
+#[test]
+fn host_connection_the_guest_never_answers_is_reset_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--connect-timeout", "500ms"]);
+    let mut g = Guest::new(&d);
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.set_read_timeout(Some(WAIT)).unwrap();
+    host.write_all(b"CONNECT 7001\n").unwrap();
+    let (req, _) = g.expect(REQUEST);
+
+    assert!(
+        read_to_eof(&mut host).is_empty(),
+        "the host program sees EOF"
+    );
+    let (r, _) = g.expect(RST);
+    assert_eq!((r.src_port, r.dst_port), (req.src_port, 7001));
+}
+
+#[test]
+fn header_only_rx_buffer_does_not_end_the_host_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::with_rx_buffers(&d, 0);
+    g.send(g.hdr(44, 1234, REQUEST), &[]);
+    g.add_rx_buffer(44).unwrap();
+    g.expect(RESPONSE);
+    let (mut host, _) = listener.accept().unwrap();
+    // The 44-byte buffer (reposted) comes first on the ring, a full one next.
+    g.add_rx_buffer(64 * 1024 + 44).unwrap();
+
+    host.write_all(b"data").unwrap();
+
+    let (h, p) = g.expect(RW);
+    assert_eq!((h.op, p.as_slice()), (RW, &b"data"[..]));
+}
+
+#[test]
 fn guest_exceeding_its_credit_is_reset() {
     let dir = tempfile::tempdir().unwrap();
     let (d, uds) = daemon(dir.path(), &["--buffer-size", "65536"]);

@@ -114,7 +114,7 @@ impl HostSocket {
     /// own size (at most `limit` bytes: the rest of a longer message is
     /// dropped). Returns the message and its full length, or `None` at end
     /// of stream. An empty message is a message: the socket has
-    /// `SO_PASSCRED` set (see [`connect_port`]), so every message carries
+    /// `SO_PASSCRED` set (see [`connect_unix`]), so every message carries
     /// the sender's credentials and end of stream carries none.
     pub fn recv_message(&self, limit: usize) -> io::Result<Option<(Vec<u8>, usize)>> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
@@ -178,11 +178,37 @@ impl HostSocket {
         Ok(have.saturating_sub(OVERHEAD).min(max))
     }
 
+    /// Try a connect to the Unix socket at `path` again (after
+    /// [`Progress::Backlog`]).
+    pub fn connect_again(&self, path: &Path) -> io::Result<Progress> {
+        let addr = UnixAddr::new(path)?;
+        progress(socket::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            &addr,
+        ))
+    }
+
+    /// The CID of an `AF_VSOCK` peer.
+    pub fn peer_cid(&self) -> io::Result<u32> {
+        let addr: socket::VsockAddr =
+            socket::getpeername(std::os::fd::AsRawFd::as_raw_fd(&self.fd))?;
+        Ok(addr.cid())
+    }
+
     /// The pending error of a non-blocking connect (`SO_ERROR`), if any.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         let code =
             socket::getsockopt(&self.fd, socket::sockopt::SocketError).map_err(io::Error::from)?;
         Ok((code != 0).then(|| io::Error::from_raw_os_error(code)))
+    }
+
+    /// Half-close: no more receiving (the peer's writes fail).
+    pub fn shutdown_read(&self) -> io::Result<()> {
+        socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            socket::Shutdown::Read,
+        )
+        .map_err(io::Error::from)
     }
 
     /// Half-close: no more sending.
@@ -210,40 +236,59 @@ impl AsFd for HostSocket {
     }
 }
 
-/// Connect to the host program listening for guest port `port`, with a stream
-/// or a seqpacket socket.
-pub fn connect_port(uds_path: &Path, port: u32, seqpacket: bool) -> io::Result<HostSocket> {
+/// How far a non-blocking connect got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Connected.
+    Connected,
+    /// Under way: wait for `EPOLLOUT`, then see [`HostSocket::take_error`].
+    InProgress,
+    /// The Unix listener's backlog is full (`EAGAIN`; a Unix socket never
+    /// connects in the background): try again later with
+    /// [`HostSocket::connect_again`].
+    Backlog,
+}
+
+fn progress(result: nix::Result<()>) -> io::Result<Progress> {
+    match result {
+        Ok(()) | Err(nix::errno::Errno::EISCONN) => Ok(Progress::Connected),
+        Err(nix::errno::Errno::EINPROGRESS | nix::errno::Errno::EALREADY) => {
+            Ok(Progress::InProgress)
+        }
+        Err(nix::errno::Errno::EAGAIN) => Ok(Progress::Backlog),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The Unix socket where the host program for guest port `port` listens:
+/// `<uds_path>_<port>`.
+pub fn port_path(uds_path: &Path, port: u32) -> PathBuf {
     let mut name = uds_path.as_os_str().to_owned();
     name.push(format!("_{port}"));
-    let path = PathBuf::from(name);
-    if !seqpacket {
-        let stream = UnixStream::connect(&path)?;
-        stream.set_nonblocking(true)?;
-        return Ok(stream.into());
-    }
+    PathBuf::from(name)
+}
+
+/// Start connecting, without blocking, to the host program listening at
+/// `path`, with a stream or a seqpacket socket.
+pub fn connect_unix(path: &Path, seqpacket: bool) -> io::Result<(HostSocket, Progress)> {
+    let ty = if seqpacket {
+        SockType::SeqPacket
+    } else {
+        SockType::Stream
+    };
     let fd = socket::socket(
         AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
+        ty,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    // Before anything can arrive: see `HostSocket::recv_message`.
-    socket::setsockopt(&fd, socket::sockopt::PassCred, &true)?;
-    let addr = UnixAddr::new(&path)?;
-    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
-    let flags = nix::fcntl::fcntl(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        nix::fcntl::FcntlArg::F_GETFL,
-    )?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        nix::fcntl::FcntlArg::F_SETFL(flags),
-    )?;
-    Ok(HostSocket {
-        fd,
-        seqpacket: true,
-    })
+    if seqpacket {
+        // Before anything can arrive: see `HostSocket::recv_message`.
+        socket::setsockopt(&fd, socket::sockopt::PassCred, &true)?;
+    }
+    let sock = HostSocket { fd, seqpacket };
+    let state = sock.connect_again(path)?;
+    Ok((sock, state))
 }
 
 /// `VMADDR_CID_ANY`.
@@ -267,23 +312,22 @@ fn vsock_socket() -> nix::Result<OwnedFd> {
     )
 }
 
-/// Start a non-blocking connection to host `AF_VSOCK` `cid:port`. Returns the
-/// socket and whether the connection is still in progress (then wait for
-/// `EPOLLOUT` and check [`HostSocket::take_error`]).
-pub fn connect_vsock(cid: u32, port: u32) -> io::Result<(HostSocket, bool)> {
-    let fd = vsock_socket().map_err(|e| vsock_error(format!("AF_VSOCK {cid}:{port}"), e))?;
+/// Start a non-blocking connection to host `AF_VSOCK` `cid:port`.
+pub fn connect_vsock(cid: u32, port: u32) -> io::Result<(HostSocket, Progress)> {
+    let what = || format!("AF_VSOCK {cid}:{port}");
+    let fd = vsock_socket().map_err(|e| vsock_error(what(), e))?;
     let addr = socket::VsockAddr::new(cid, port);
-    let pending = match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
-        Ok(()) => false,
-        Err(nix::errno::Errno::EINPROGRESS) => true,
-        Err(e) => return Err(vsock_error(format!("AF_VSOCK {cid}:{port}"), e)),
+    let state = match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) => Progress::Connected,
+        Err(nix::errno::Errno::EINPROGRESS) => Progress::InProgress,
+        Err(e) => return Err(vsock_error(what(), e)),
     };
     Ok((
         HostSocket {
             fd,
             seqpacket: false,
         },
-        pending,
+        state,
     ))
 }
 
@@ -463,8 +507,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("v.sock");
         let _l = UnixListener::bind(dir.path().join("v.sock_52")).unwrap();
-        assert!(connect_port(&base, 52, false).is_ok());
-        assert!(connect_port(&base, 53, false).is_err());
+        let (_, state) = connect_unix(&port_path(&base, 52), false).unwrap();
+        assert_eq!(state, Progress::Connected);
+        assert!(connect_unix(&port_path(&base, 53), false).is_err());
+    }
+
+    #[test]
+    fn connect_to_a_full_backlog_does_not_wait_and_completes_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full");
+        let listener = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            &UnixAddr::new(&path).unwrap(),
+        )
+        .unwrap();
+        socket::listen(&listener, socket::Backlog::new(0).unwrap()).unwrap();
+        let _filler = UnixStream::connect(&path).unwrap();
+
+        let (sock, state) = connect_unix(&path, false).unwrap();
+        assert_eq!(state, Progress::Backlog);
+
+        let accepted = socket::accept(std::os::fd::AsRawFd::as_raw_fd(&listener)).unwrap();
+        assert_eq!(sock.connect_again(&path).unwrap(), Progress::Connected);
+        nix::unistd::close(accepted).unwrap();
     }
 }
 
@@ -486,7 +558,7 @@ mod seqpacket_tests {
         let addr = UnixAddr::new(&dir.path().join("v.sock_9")).unwrap();
         socket::bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &addr).unwrap();
         socket::listen(&listener, socket::Backlog::new(4).unwrap()).unwrap();
-        let client = connect_port(&base, 9, true).unwrap();
+        let (client, _) = connect_unix(&port_path(&base, 9), true).unwrap();
         let server = socket::accept(std::os::fd::AsRawFd::as_raw_fd(&listener)).unwrap();
         let server = HostSocket {
             // SAFETY: accept returned a new descriptor that nothing else owns.
