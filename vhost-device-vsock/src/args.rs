@@ -56,7 +56,7 @@ pub struct DeviceArgs {
 
     /// One VM of several served by this process (repeat):
     /// `guest-cid=CID,socket=PATH,uds-path=PATH[,groups=G1+G2][,buffer-size=BYTES]`.
-    /// VMs sharing a group can connect to each other's CID
+    /// VMs reach each other only through a group both name
     #[arg(long = "vm", value_name = "SPEC")]
     pub vms: Vec<String>,
 
@@ -172,7 +172,7 @@ fn vm_spec(spec: &str, a: &DeviceArgs) -> Result<Config, ArgsError> {
     };
     let items = vhost_device_common::cli::parse_key_values(spec).map_err(|e| bad(e.to_string()))?;
     let (mut cid, mut socket, mut uds, mut groups, mut buffer) =
-        (None, None, None, vec!["default".to_string()], a.buffer_size);
+        (None, None, None, Vec::new(), a.buffer_size);
     for (key, value) in items {
         let value = value.ok_or_else(|| bad(format!("'{key}' needs a value")))?;
         match key.as_str() {
@@ -300,7 +300,7 @@ impl TryFrom<DeviceArgs> for Config {
             uds_path,
             buffer_size: a.buffer_size,
             socket: None,
-            groups: vec!["default".into()],
+            groups: Vec::new(),
             forward_cid: a.forward_cid,
             forward_listen,
             forward_peers,
@@ -365,7 +365,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(v[0].groups, vec!["g1", "g2"]);
-        assert_eq!(v[1].groups, vec!["default"]);
+        assert!(v[1].groups.is_empty(), "no group unless named");
         assert_eq!(v[1].socket, Some(PathBuf::from("/b")));
     }
 

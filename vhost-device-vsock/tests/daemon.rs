@@ -1126,7 +1126,8 @@ fn vms_in_different_groups_are_isolated() {
     let dir = tempfile::tempdir().unwrap();
     let (_d, socks) = multi_vm(dir.path(), &[(3, "red"), (5, "blue")]);
     let mut a = Guest::at(&socks[0], 3, u64::MAX);
-    let _b = Guest::at(&socks[1], 5, u64::MAX);
+    let mut b = Guest::at(&socks[1], 5, u64::MAX);
+    let listener = host_listener(&dir.path().join("vm5.vsock"), 1234);
 
     a.send(
         Hdr {
@@ -1138,8 +1139,67 @@ fn vms_in_different_groups_are_isolated() {
 
     let (r, _) = a.expect(RST);
     assert_eq!((r.src_cid, r.dst_port), (5, 601));
+    // B's own connection is answered after anything A could have sent it
+    // (sibling packets are delivered before a connection's control packets).
+    b.send(b.hdr(604, 1234, REQUEST), &[]);
+    let (first, _) = b.recv();
+    assert_eq!(
+        (first.op, first.src_cid),
+        (RESPONSE, 2),
+        "B received {first:?}"
+    );
+    drop(listener);
 }
 
+#[test]
+fn vms_without_a_named_group_cannot_reach_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, socks) = multi_vm_plain(dir.path(), &[3, 4]);
+    let mut a = Guest::at(&socks[0], 3, u64::MAX);
+    let mut b = Guest::at(&socks[1], 4, u64::MAX);
+    let listener = host_listener(&dir.path().join("vm4.vsock"), 1234);
+
+    a.send(
+        Hdr {
+            dst_cid: 4,
+            ..a.hdr(602, 80, REQUEST)
+        },
+        &[],
+    );
+
+    let (r, _) = a.expect(RST);
+    assert_eq!((r.src_cid, r.dst_port), (4, 602));
+    // B's own connection is answered after anything A could have sent it.
+    b.send(b.hdr(603, 1234, REQUEST), &[]);
+    let (first, _) = b.recv();
+    assert_eq!(
+        (first.op, first.src_cid),
+        (RESPONSE, 2),
+        "B received {first:?}"
+    );
+    drop(listener);
+    drop(d);
+}
+
+/// A daemon serving VMs with no `groups=` key.
+fn multi_vm_plain(dir: &Path, cids: &[u64]) -> (DaemonProcess, Vec<PathBuf>) {
+    let mut cmd = std::process::Command::new(BIN);
+    let mut sockets = Vec::new();
+    for &cid in cids {
+        let sock = dir.join(format!("vm{cid}.sock"));
+        cmd.arg("--vm").arg(format!(
+            "guest-cid={cid},socket={},uds-path={}",
+            sock.display(),
+            dir.join(format!("vm{cid}.vsock")).display()
+        ));
+        sockets.push(sock);
+    }
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    for s in &sockets {
+        d.wait_for_path(s, WAIT).unwrap();
+    }
+    (d, sockets)
+}
 #[test]
 fn duplicate_guest_cids_are_a_startup_error() {
     let dir = tempfile::tempdir().unwrap();
