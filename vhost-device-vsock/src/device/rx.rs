@@ -66,26 +66,32 @@ impl Muxer {
             );
             return Ok(Completion::Used(0));
         }
-        if let Some(done) = self.write_control(&mut chain.writer, log).completion() {
-            return Ok(done);
+        loop {
+            if let Some(done) = self.write_control(&mut chain.writer, log).completion() {
+                return Ok(done);
+            }
+            if room == HDR {
+                self.header_only_rx.push_back(chain.hold());
+                return Ok(Completion::Held);
+            }
+            if let Some(done) = self
+                .write_sibling(&mut chain.writer, room, log)
+                .completion()
+            {
+                return Ok(done);
+            }
+            if let Some(done) = self
+                .write_host_data(&mut chain.writer, room, log)
+                .completion()
+            {
+                return Ok(done);
+            }
+            // Reading the host sockets may have ended connections: their
+            // control packets (SHUTDOWN, RST) take this buffer.
+            if self.rst.is_empty() && !self.table.has_control() {
+                return Ok(Completion::Stop);
+            }
         }
-        if room == HDR {
-            self.header_only_rx.push_back(chain.hold());
-            return Ok(Completion::Held);
-        }
-        if let Some(done) = self
-            .write_sibling(&mut chain.writer, room, log)
-            .completion()
-        {
-            return Ok(done);
-        }
-        if let Some(done) = self
-            .write_host_data(&mut chain.writer, room, log)
-            .completion()
-        {
-            return Ok(done);
-        }
-        Ok(Completion::Stop)
     }
 
     /// Put waiting control packets into held header-only buffers.
