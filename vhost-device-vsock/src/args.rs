@@ -71,8 +71,8 @@ pub struct DeviceArgs {
     pub forward_cid: Option<u32>,
 
     /// Listen on host AF_VSOCK ports P1+P2+… and forward each connection
-    /// into the guest at the same port
-    #[arg(long, value_name = "PORTS", conflicts_with_all = ["vms", "config"])]
+    /// into the guest at the same port (needs --forward-peers)
+    #[arg(long, value_name = "PORTS", conflicts_with_all = ["vms", "config"], requires = "forward_peers")]
     pub forward_listen: Option<String>,
 
     /// The host AF_VSOCK peers whose connections --forward-listen takes:
@@ -455,6 +455,12 @@ mod tests {
             "x"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn forward_listen_without_its_peers_is_refused() {
+        let err = parse(&["--guest-cid", "3", "--forward-listen", "7000"]).unwrap_err();
+        assert!(err.contains("--forward-peers"), "{err}");
     }
 
     #[test]
