@@ -61,8 +61,11 @@ impl Muxer {
                     self.remove(slot);
                 } else {
                     // Closing, with data still to write: the guest's side is
-                    // gone, its ports free again.
+                    // gone, its ports free again, nothing more to tell it.
                     self.table.unbind(slot);
+                    if let Some(c) = self.table.get_mut(slot) {
+                        c.control.clear();
+                    }
                     self.settle(slot);
                 }
             }
