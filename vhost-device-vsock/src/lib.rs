@@ -4,9 +4,12 @@
 //! vhost-device-vsock: virtio socket device (virtio 1.3, 5.10), hybrid style —
 //! guest `AF_VSOCK` stream sockets whose host ends are Unix sockets.
 //!
+//! - [`args`]: the command line.
 //! - [`virtio`]: wire format; [`request`]: packet checks and building.
-//! - [`device`]: queues, connections and credit ([`device::conn`]).
-//! - [`host`]: the Unix-socket conventions.
+//! - [`device`]: the queues and the connections, one concern per file (see
+//!   its documentation).
+//! - [`host`]: host sockets: the Unix-socket conventions, `AF_VSOCK`,
+//!   non-blocking connects and accepts, descriptor limits.
 
 pub mod args;
 pub mod device;

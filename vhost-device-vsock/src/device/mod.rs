@@ -19,7 +19,7 @@
 //!   sockets, the connect line of host programs, the timer;
 //! - [`siblings`]: VMs of the same process reaching each other.
 //!
-//! This file: the device the runtime drives, [`Muxer::settle`] (after any
+//! This file: the device the runtime drives, `Muxer::settle` (after any
 //! change to a connection, everything that follows from it: its host
 //! socket's writes, the end of its close, its control packets and data for
 //! the guest, its epoll events, its timer), and the event queue.

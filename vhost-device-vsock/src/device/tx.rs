@@ -5,8 +5,8 @@
 //!
 //! Each packet is checked once ([`request::parse`]) and dispatched once: to
 //! a sibling VM, to a new connection (REQUEST), or to its connection, whose
-//! state machine ([`Conn`](super::conn::Conn)) takes it; then
-//! [`Muxer::settle`](super::Muxer) does what follows (data to the host
+//! state machine ([`Conn`]) takes it; then
+//! `Muxer::settle` does what follows (data to the host
 //! socket, the end of a close, credit updates). Whatever the guest sends, the
 //! answer is at most an RST: nothing here fails the device.
 
