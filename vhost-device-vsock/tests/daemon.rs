@@ -814,7 +814,13 @@ fn guest_reboot_with_the_same_front_end_closes_every_host_connection() {
     let vq = g.s.queue(EVT).unwrap();
     vq.add(&Chain::new().writable(ev, 8)).unwrap();
     vq.kick().unwrap();
-    assert_eq!(vq.wait_used(WAIT).unwrap()[0].len, 4);
+    let used = vq.wait_used(WAIT);
+    assert!(
+        used.is_ok(),
+        "no TRANSPORT_RESET: {used:?} {}",
+        d.stderr_text()
+    );
+    assert_eq!(used.unwrap()[0].len, 4);
     assert_eq!(
         g.s.ram().read(ev, 4).unwrap(),
         vec![0; 4],
