@@ -91,12 +91,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("'{text}' is not a duration (for example 500ms, 10s, 2m)"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(format!("'{text}': the unit is ms, s or m")),
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("'{text}': the unit is ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err(format!("'{text}': a timeout must be longer than 0"));
     }
+    Ok(d)
 }
 
 /// One VM.
@@ -470,6 +474,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5h").is_err());
     }
 
