@@ -71,15 +71,8 @@ use crate::virtio::{
 use conn::{State, Timeout};
 use siblings::{Mailbox, Registry};
 use table::Table;
+pub use table::{connection_limit, MAX_CONNECTIONS};
 
-/// Most connections (established or not) per device; fewer when the
-/// process may not open that many descriptors (see [`connection_limit`]).
-pub const MAX_CONNECTIONS: usize = 4096;
-/// Descriptors kept for the process itself (vhost-user sockets, logs, …).
-const PROCESS_DESCRIPTORS: u64 = 32;
-/// Descriptors kept for each VM besides its connections: its front end's
-/// memory regions, queue eventfds and epoll, the listeners, timers.
-const VM_DESCRIPTORS: u64 = 64;
 /// Most connection-less RSTs waiting for rx buffers.
 pub const MAX_PENDING_RST: usize = 1024;
 /// Queue size offered.
@@ -96,20 +89,6 @@ const TOKEN_TIMER: u16 = 2;
 const FIRST_FORWARD_TOKEN: u16 = 3;
 /// Size of a packet header.
 const HDR: usize = std::mem::size_of::<PacketHeader>();
-
-/// How many connections each of `vms` VMs may have when the process may open
-/// `nofile` descriptors: each connection holds one host socket, and what is
-/// left after the process's and each VM's own descriptors is shared evenly,
-/// up to [`MAX_CONNECTIONS`] (at least 1).
-pub fn connection_limit(nofile: u64, vms: usize) -> usize {
-    let vms = u64::try_from(vms.max(1)).unwrap_or(u64::MAX);
-    let free = nofile
-        .saturating_sub(PROCESS_DESCRIPTORS)
-        .saturating_sub(VM_DESCRIPTORS.saturating_mul(vms));
-    usize::try_from(free / vms)
-        .unwrap_or(usize::MAX)
-        .clamp(1, MAX_CONNECTIONS)
-}
 
 /// A host `AF_VSOCK` listener forwarded into the guest.
 #[derive(Debug)]
@@ -674,14 +653,6 @@ mod tests {
             held,
             ..q.context()
         }
-    }
-
-    #[test]
-    fn connection_limit_shares_the_descriptors_left_among_the_vms() {
-        assert_eq!(connection_limit(1 << 20, 1), MAX_CONNECTIONS);
-        assert_eq!(connection_limit(1024, 1), 1024 - 32 - 64);
-        assert_eq!(connection_limit(1024, 4), (1024 - 32 - 4 * 64) / 4);
-        assert_eq!(connection_limit(64, 2), 1, "never none");
     }
 
     #[test]

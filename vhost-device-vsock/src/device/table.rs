@@ -16,11 +16,36 @@
 //!   the next connect attempt).
 //!
 //! Removing a connection frees all of it at once.
+//!
+//! The limit itself comes from the descriptors the process may open
+//! ([`connection_limit`]): each connection holds one host socket.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use super::conn::Conn;
+
+/// Most connections (established or not) per device; fewer when the
+/// process may not open that many descriptors (see [`connection_limit`]).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Descriptors kept for the process itself (vhost-user sockets, logs, …).
+const PROCESS_DESCRIPTORS: u64 = 32;
+/// Descriptors kept for each VM besides its connections: its front end's
+/// memory regions, queue eventfds and epoll, the listeners, timers.
+const VM_DESCRIPTORS: u64 = 64;
+/// How many connections each of `vms` VMs may have when the process may open
+/// `nofile` descriptors: each connection holds one host socket, and what is
+/// left after the process's and each VM's own descriptors is shared evenly,
+/// up to [`MAX_CONNECTIONS`] (at least 1).
+pub fn connection_limit(nofile: u64, vms: usize) -> usize {
+    let vms = u64::try_from(vms.max(1)).unwrap_or(u64::MAX);
+    let free = nofile
+        .saturating_sub(PROCESS_DESCRIPTORS)
+        .saturating_sub(VM_DESCRIPTORS.saturating_mul(vms));
+    usize::try_from(free / vms)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS)
+}
 
 /// First port given to host-initiated connections.
 pub const FIRST_HOST_PORT: u32 = 1 << 30;
@@ -291,6 +316,14 @@ mod tests {
             4096,
         );
         (c, b)
+    }
+
+    #[test]
+    fn connection_limit_shares_the_descriptors_left_among_the_vms() {
+        assert_eq!(connection_limit(1 << 20, 1), MAX_CONNECTIONS);
+        assert_eq!(connection_limit(1024, 1), 1024 - 32 - 64);
+        assert_eq!(connection_limit(1024, 4), (1024 - 32 - 4 * 64) / 4);
+        assert_eq!(connection_limit(64, 2), 1, "never none");
     }
 
     #[test]
