@@ -8,17 +8,20 @@
 #     the daemon (--forward-cid 1) connects to AF_VSOCK 1:1234, where
 #     `vsock-guest sink` listens;
 #   host -> guest: `vsock-guest source` connects to AF_VSOCK 1:7000, where the
-#     daemon (--forward-listen 7000) accepts and forwards into its guest,
-#     port 7000: the front end's `vsock-recv`.
+#     daemon (--forward-listen 7000 --forward-peers 1: only the loopback
+#     peer, CID 1) accepts and forwards into its guest, port 7000: the front
+#     end's `vsock-recv`.
 # Each way moves 4 MiB; the CRC-32 printed by the sender and by the receiver
-# must agree.  No vhost-user device is attached to QEMU (plain boot).
+# must agree.  Last, a second daemon listening for CID 4242 only must close
+# the loopback peer's connection and forward nothing.  No vhost-user device
+# is attached to QEMU (plain boot).
 #
 # The two workspace binaries go into this test's initramfs (e2e-guest-binary,
 # debug info stripped, with their shared libraries).  The test runs only when
 # the daemon and the front end have the options it needs (e2e-require).
 #
 # e2e-guest-binary: vhost-device-vsock vhost-device-test-frontend
-# e2e-require: @BIN@/vhost-device-vsock --help | grep -q -- --forward-cid
+# e2e-require: @BIN@/vhost-device-vsock --help | grep -q -- --forward-peers
 # e2e-require: @BIN@/vhost-device-test-frontend --help | grep -q vsock-send
 # e2e-require: @BIN@/vhost-device-test-frontend --help | grep -q vsock-recv
 # e2e-timeout: 120
@@ -90,7 +93,7 @@ vhost-device-vsock --help | grep -q -- --forward-cid || fail "the daemon in the 
 
 # ---- the daemon -----------------------------------------------------------------
 vhost-device-vsock --socket-path $SOCK --guest-cid 3 --uds-path /tmp/u.sock \
-	--forward-cid 1 --forward-listen $H2G_PORT -v >$DLOG 2>&1 &
+	--forward-cid 1 --forward-listen $H2G_PORT --forward-peers 1 -v >$DLOG 2>&1 &
 daemon=$!
 _i=0
 until [ -S $SOCK ]; do
@@ -164,3 +167,34 @@ if grep -E ' (ERROR|WARN) ' $DLOG >/tmp/daemon-errors; then
 fi
 kill $daemon
 wait_bg $daemon 5 || true
+
+# ---- a peer not in --forward-peers is refused -----------------------------------
+# A second daemon takes port 7001 from CID 4242 only; the loopback peer (CID 1)
+# must see its connection closed at once and the front end no REQUEST.
+SOCK2=/tmp/v2.sock
+DLOG2=/tmp/daemon2.log
+t0=$(ms_now)
+vhost-device-vsock --socket-path $SOCK2 --guest-cid 3 --uds-path /tmp/u2.sock \
+	--forward-listen 7001 --forward-peers 4242 -v >$DLOG2 2>&1 &
+daemon2=$!
+_i=0
+until [ -S $SOCK2 ]; do
+	_i=$((_i + 1))
+	kill -0 $daemon2 2>/dev/null || { wait $daemon2; fail "the second daemon exited (status $?): $(tr '\n' ' ' <$DLOG2)"; }
+	[ "$_i" -gt 100 ] && fail "no $SOCK2 within 10 s"
+	sleep 0.1
+done
+# The front end runs the device; it must receive nothing.
+vhost-device-test-frontend --socket-path $SOCK2 vsock-recv --guest-cid 3 --port 7001 \
+	--bytes 1 --timeout $STEP_TIMEOUT >/tmp/frecv2.out 2>/tmp/frecv2.err &
+frecv2=$!
+vsock-guest source 1 7001 1 9 >/tmp/source2.out 2>&1
+src_rc=$?
+show /tmp/source2.out
+[ $src_rc -eq 0 ] || fail "unlisted peer: vsock-guest source ended with status $src_rc (wanted its connection closed)"
+grep -q 'unlisted peer' $DLOG2 || fail "unlisted peer: the daemon did not log the refusal: $(tr '\n' ' ' <$DLOG2)"
+kill -0 $frecv2 2>/dev/null || fail "unlisted peer: the front end ended early: $(tr '\n' ' ' </tmp/frecv2.out /tmp/frecv2.err)"
+grep -q RECEIVED /tmp/frecv2.out && fail "unlisted peer: the front end received data"
+info "unlisted peer (CID 1, --forward-peers 4242): connection closed, nothing forwarded, $(($(ms_now) - t0)) ms"
+kill $frecv2 $daemon2 2>/dev/null
+wait_bg $daemon2 5 || true

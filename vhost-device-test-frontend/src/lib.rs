@@ -725,6 +725,35 @@ impl Session {
         Ok(())
     }
 
+    /// `VHOST_USER_RESET_DEVICE` (the `RESET_DEVICE` protocol feature must be
+    /// in use).
+    pub fn reset_device(&mut self) -> Result<(), Error> {
+        self.fe.reset_device().map_err(req("RESET_DEVICE"))
+    }
+
+    /// Start the device again on the same connection, as a front end does
+    /// after a guest reboot (`GET_VRING_BASE` on every queue, perhaps
+    /// `RESET_DEVICE`): acknowledge the same features again and set every
+    /// queue up afresh, with new rings, from index 0. (A paused VM or a
+    /// failed migration resumes on the same rings: [`Self::restart_queues`].)
+    pub fn reboot_queues(&mut self) -> Result<(), Error> {
+        self.fe
+            .set_features(self.features)
+            .map_err(req("SET_FEATURES"))?;
+        let event_idx =
+            self.features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0;
+        for index in 0..self.queues.len() {
+            let size = self.queues[index].size();
+            let vq = Virtqueue::new(self.ram.clone(), size, event_idx)?;
+            start_vring(&mut self.fe, &self.ram, self.features, index, &vq, 0)?;
+            self.queues[index] = vq;
+            if let Some(slot) = self.stopped.get_mut(index) {
+                *slot = None;
+            }
+        }
+        self.barrier()
+    }
+
     /// Save the device state (queues must be stopped first):
     /// `SET_DEVICE_STATE_FD(SAVE)`, read to end of file, `CHECK_DEVICE_STATE`.
     pub fn save_state(&mut self) -> Result<Vec<u8>, Error> {

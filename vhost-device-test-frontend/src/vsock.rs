@@ -101,7 +101,8 @@ pub struct VsockGuest {
     pub s: Session,
     /// This guest's CID.
     pub cid: u64,
-    rx_heads: HashMap<u16, u64>,
+    /// Posted rx buffers by head: guest address and length.
+    rx_heads: HashMap<u16, (u64, u32)>,
     /// Guest address of the transmit buffer.
     pub tx: u64,
     /// Packets received and not yet consumed.
@@ -109,8 +110,14 @@ pub struct VsockGuest {
 }
 
 impl VsockGuest {
-    /// Take over `s` as the guest with CID `cid`; posts rx buffers.
+    /// Take over `s` as the guest with CID `cid`; posts 64 rx buffers.
     pub fn new(s: Session, cid: u64) -> Result<Self, Error> {
+        Self::with_rx_buffers(s, cid, 64)
+    }
+
+    /// Like [`Self::new`], posting `count` rx buffers of 64 KiB + 44 bytes
+    /// (0: none, for a driver that never gives the device a buffer).
+    pub fn with_rx_buffers(s: Session, cid: u64, count: usize) -> Result<Self, Error> {
         let tx = s.ram().alloc(u64::from(RX_BUF), 4096)?;
         let mut g = Self {
             s,
@@ -119,18 +126,26 @@ impl VsockGuest {
             tx,
             inbox: VecDeque::new(),
         };
-        for _ in 0..64 {
+        for _ in 0..count {
             let buf = g.s.ram().alloc(u64::from(RX_BUF), 4096)?;
-            g.post_rx(buf)?;
+            g.post_rx(buf, RX_BUF)?;
         }
         g.s.queue(RX)?.kick()?;
         Ok(g)
     }
 
-    fn post_rx(&mut self, buf: u64) -> Result<(), Error> {
-        let head = self.s.queue(RX)?.add(&Chain::new().writable(buf, RX_BUF))?;
-        self.rx_heads.insert(head, buf);
+    fn post_rx(&mut self, buf: u64, len: u32) -> Result<(), Error> {
+        let head = self.s.queue(RX)?.add(&Chain::new().writable(buf, len))?;
+        self.rx_heads.insert(head, (buf, len));
         Ok(())
+    }
+
+    /// Post one more rx buffer of `len` bytes and kick (after a used entry
+    /// it is reposted with the same length).
+    pub fn add_rx_buffer(&mut self, len: u32) -> Result<(), Error> {
+        let buf = self.s.ram().alloc(u64::from(len.max(1)), 8)?;
+        self.post_rx(buf, len)?;
+        self.s.queue(RX)?.kick()
     }
 
     /// A stream header from this guest to the host (CID 2).
@@ -180,20 +195,20 @@ impl VsockGuest {
         };
         let mut done = Vec::new();
         for u in used {
-            let buf = self
+            let (buf, len) = self
                 .rx_heads
                 .remove(&u.head)
                 .ok_or(Error::BadUsedId(u32::from(u.head)))?;
-            let data = self.s.ram().read(buf, u.len as usize)?;
+            let data = self.s.ram().read(buf, u.len.min(len) as usize)?;
             if let Some(h) = Hdr::parse(&data) {
                 self.inbox.push_back((h, data[44..].to_vec()));
             }
-            done.push(buf);
+            done.push((buf, len));
         }
         // Repost only after every used head is accounted for: a reposted
         // buffer may take a descriptor index that a later used entry names.
-        for buf in done {
-            self.post_rx(buf)?;
+        for (buf, len) in done {
+            self.post_rx(buf, len)?;
         }
         self.s.queue(RX)?.kick()?;
         Ok(true)

@@ -7,7 +7,9 @@
 //!
 //! Guest to host and host to guest Gbit/s with 1 and 16 connections, the round
 //! trip of a 64-byte message, idle CPU and RSS with 1000 open connections.
-//! `VSOCK_BENCH_MIB` sets the bytes per direction and case (default 512).
+//! `VSOCK_BENCH_MIB` sets the bytes per direction and case (default 512);
+//! `VSOCK_BENCH_BIN` runs another daemon binary (an older build, to compare
+//! the two under the same load).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -136,8 +138,9 @@ fn main() {
     let total = mib << 20;
     let dir = tempfile::tempdir().unwrap();
     let uds = dir.path().join("v.sock");
+    let bin = std::env::var_os("VSOCK_BENCH_BIN").unwrap_or_else(|| BIN.into());
     let d = DaemonProcess::start(
-        Path::new(BIN),
+        Path::new(&bin),
         ["--guest-cid", "3", "--uds-path", uds.to_str().unwrap()],
     )
     .unwrap();

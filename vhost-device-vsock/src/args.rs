@@ -4,6 +4,7 @@
 //! Command line of `vhost-device-vsock` and its validation.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use thiserror::Error;
@@ -42,9 +43,20 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
     pub buffer_size: u32,
 
+    /// How long setting up a connection may take: a host program's
+    /// `CONNECT` line and the guest's answer, or the connect to a host
+    /// program's socket (`500ms`, `10s`, `1m`; a bare number is seconds)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long the guest's data may wait for a slow host reader after the
+    /// guest closed its socket, before the connection is dropped
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+
     /// One VM of several served by this process (repeat):
     /// `guest-cid=CID,socket=PATH,uds-path=PATH[,groups=G1+G2][,buffer-size=BYTES]`.
-    /// VMs sharing a group can connect to each other's CID
+    /// VMs reach each other only through a group both name
     #[arg(long = "vm", value_name = "SPEC")]
     pub vms: Vec<String>,
 
@@ -58,10 +70,37 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "CID", conflicts_with_all = ["vms", "config"])]
     pub forward_cid: Option<u32>,
 
-    /// Listen on host AF_VSOCK ports P1+P2+… (any CID) and forward each
-    /// connection into the guest at the same port
-    #[arg(long, value_name = "PORTS", conflicts_with_all = ["vms", "config"])]
+    /// Listen on host AF_VSOCK ports P1+P2+… and forward each connection
+    /// into the guest at the same port (needs --forward-peers)
+    #[arg(long, value_name = "PORTS", conflicts_with_all = ["vms", "config"], requires = "forward_peers")]
     pub forward_listen: Option<String>,
+
+    /// The host AF_VSOCK peers whose connections --forward-listen takes:
+    /// CIDs C1+C2+…, or `any` for every VM and the host
+    #[arg(long, value_name = "CIDS", requires = "forward_listen")]
+    pub forward_peers: Option<String>,
+}
+
+/// A duration: `500ms`, `10s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (for example 500ms, 10s, 2m)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("'{text}': the unit is ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err(format!("'{text}': a timeout must be longer than 0"));
+    }
+    Ok(d)
 }
 
 /// One VM.
@@ -81,6 +120,13 @@ pub struct Config {
     pub forward_cid: Option<u32>,
     /// Host `AF_VSOCK` ports forwarded into the guest.
     pub forward_listen: Vec<u32>,
+    /// The host `AF_VSOCK` CIDs whose connections are forwarded (`None`:
+    /// any).
+    pub forward_peers: Option<Vec<u32>>,
+    /// See [`DeviceArgs::connect_timeout`].
+    pub connect_timeout: Duration,
+    /// See [`DeviceArgs::close_timeout`].
+    pub close_timeout: Duration,
 }
 
 /// Invalid options.
@@ -115,24 +161,22 @@ pub enum ArgsError {
     /// Bad `--forward-listen`.
     #[error("--forward-listen {0}: give ports separated by '+', e.g. 7000+7001")]
     ForwardPorts(String),
+    /// Bad `--forward-peers`.
+    #[error("--forward-peers {0}: give CIDs separated by '+', e.g. 3+4, or 'any'")]
+    ForwardPeers(String),
     /// `--socket-path` together with `--vm`.
     #[error("with --vm/--config each VM names its vhost-user socket (socket=PATH); drop --socket-path/--socket-fd")]
     SocketWithVms,
 }
 
-fn vm_spec(spec: &str, default_buffer: u32) -> Result<Config, ArgsError> {
+fn vm_spec(spec: &str, a: &DeviceArgs) -> Result<Config, ArgsError> {
     let bad = |what: String| ArgsError::BadVm {
         spec: spec.into(),
         what,
     };
     let items = vhost_device_common::cli::parse_key_values(spec).map_err(|e| bad(e.to_string()))?;
-    let (mut cid, mut socket, mut uds, mut groups, mut buffer) = (
-        None,
-        None,
-        None,
-        vec!["default".to_string()],
-        default_buffer,
-    );
+    let (mut cid, mut socket, mut uds, mut groups, mut buffer) =
+        (None, None, None, Vec::new(), a.buffer_size);
     for (key, value) in items {
         let value = value.ok_or_else(|| bad(format!("'{key}' needs a value")))?;
         match key.as_str() {
@@ -173,6 +217,9 @@ fn vm_spec(spec: &str, default_buffer: u32) -> Result<Config, ArgsError> {
         groups,
         forward_cid: None,
         forward_listen: Vec::new(),
+        forward_peers: None,
+        connect_timeout: a.connect_timeout,
+        close_timeout: a.close_timeout,
     };
     check(&config)?;
     Ok(config)
@@ -210,7 +257,7 @@ pub fn vms(a: DeviceArgs, has_socket_option: bool) -> Result<Vec<Config>, ArgsEr
     }
     let vms = specs
         .iter()
-        .map(|s| vm_spec(s, a.buffer_size))
+        .map(|s| vm_spec(s, &a))
         .collect::<Result<Vec<_>, _>>()?;
     for (i, v) in vms.iter().enumerate() {
         for w in &vms[..i] {
@@ -243,14 +290,26 @@ impl TryFrom<DeviceArgs> for Config {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|_| ArgsError::ForwardPorts(ports.clone()))?,
         };
+        let forward_peers = match a.forward_peers.as_deref().map(str::trim) {
+            None | Some("any") => None,
+            Some(cids) => Some(
+                cids.split('+')
+                    .map(|c| c.trim().parse::<u32>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| ArgsError::ForwardPeers(cids.into()))?,
+            ),
+        };
         let c = Self {
             guest_cid,
             uds_path,
             buffer_size: a.buffer_size,
             socket: None,
-            groups: vec!["default".into()],
+            groups: Vec::new(),
             forward_cid: a.forward_cid,
             forward_listen,
+            forward_peers,
+            connect_timeout: a.connect_timeout,
+            close_timeout: a.close_timeout,
         };
         check(&c)?;
         Ok(c)
@@ -310,7 +369,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(v[0].groups, vec!["g1", "g2"]);
-        assert_eq!(v[1].groups, vec!["default"]);
+        assert!(v[1].groups.is_empty(), "no group unless named");
         assert_eq!(v[1].socket, Some(PathBuf::from("/b")));
     }
 
@@ -365,13 +424,58 @@ mod tests {
             "1",
             "--forward-listen",
             "7000+7001",
+            "--forward-peers",
+            "4+5",
         ])
         .unwrap();
         assert_eq!(
-            (c.forward_cid, c.forward_listen),
-            (Some(1), vec![7000, 7001])
+            (c.forward_cid, c.forward_listen, c.forward_peers),
+            (Some(1), vec![7000, 7001], Some(vec![4, 5]))
         );
-        assert!(parse(&["--guest-cid", "3", "--forward-listen", "7000,x"]).is_err());
+        let any = [
+            "--guest-cid",
+            "3",
+            "--forward-listen",
+            "7000",
+            "--forward-peers",
+            "any",
+        ];
+        assert_eq!(parse(&any).unwrap().forward_peers, None);
+        assert!(parse(&[
+            "--guest-cid",
+            "3",
+            "--forward-listen",
+            "7000,x",
+            "--forward-peers",
+            "any"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--guest-cid",
+            "3",
+            "--forward-listen",
+            "7000",
+            "--forward-peers",
+            "x"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn forward_listen_without_its_peers_is_refused() {
+        let err = parse(&["--guest-cid", "3", "--forward-listen", "7000"]).unwrap_err();
+        assert!(err.contains("--forward-peers"), "{err}");
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5h").is_err());
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! vhost-device-vsock: virtio socket device (virtio 1.3, 5.10), hybrid style —
 //! guest `AF_VSOCK` stream sockets whose host ends are Unix sockets.
 //!
+//! - [`args`]: the command line.
 //! - [`virtio`]: wire format; [`request`]: packet checks and building.
-//! - [`device`]: queues, connections and credit ([`device::conn`]).
-//! - [`host`]: the Unix-socket conventions.
+//! - [`device`]: the queues and the connections, one concern per file (see
+//!   its documentation).
+//! - [`host`]: host sockets: the Unix-socket conventions, `AF_VSOCK`,
+//!   non-blocking connects and accepts, descriptor limits.
 
 pub mod args;
 pub mod device;
@@ -35,6 +38,8 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
     let created_in_setup = created.clone();
     let result = daemon::run_with_sockets(&common, &INFO, move || {
         let vms = args::vms(device, socket_option.is_some())?;
+        // Each connection holds a host socket: use every descriptor allowed.
+        let nofile = host::raise_descriptor_limit()?;
         let sockets = match (&socket_option, vms.as_slice()) {
             (Some(s), [_]) if vms[0].socket.is_none() => {
                 if common.socket_count > 1 {
@@ -53,29 +58,34 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
         };
         let mut registry = device::siblings::Registry::default();
         let mut listeners = Vec::new();
-        let mut forwarders = Vec::new();
         for vm in &vms {
-            let ports = vm
+            let forward = vm
                 .forward_listen
                 .iter()
-                .map(|&p| host::listen_vsock(p).map(|l| (l, p)))
+                .map(|&port| {
+                    host::listen_vsock(port).map(|fd| device::ForwardListener { fd, port })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            forwarders.push(Arc::new(ports));
             registry.add(Arc::new(device::siblings::Mailbox::new(
                 vm.guest_cid,
                 vm.groups.clone(),
             )?));
             // Bound once for the life of the process, like the vhost-user
             // socket; the file is removed when the daemon ends.
-            listeners.push(Arc::new(host::UdsListener::bind(&vm.uds_path)?));
+            listeners.push(device::Listeners {
+                uds: Arc::new(host::UdsListener::bind(&vm.uds_path)?),
+                forward: Arc::new(forward),
+            });
             vhost_device_common::lock(&created_in_setup).push(vm.uds_path.clone());
         }
         let registry = Arc::new(registry);
+        let max_connections = device::connection_limit(nofile, vms.len());
+        log::info!("up to {max_connections} connections per VM (open file limit {nofile})");
         let factory = move |index: u32| {
             let i = index as usize;
-            match (vms.get(i), listeners.get(i), forwarders.get(i)) {
-                (Some(vm), Some(l), Some(f)) => {
-                    device::VsockDevice::new(vm, l.clone(), registry.clone(), f.clone())
+            match (vms.get(i), listeners.get(i)) {
+                (Some(vm), Some(l)) => {
+                    device::VsockDevice::new(vm, l.clone(), registry.clone(), max_connections)
                 }
                 _ => Err("no VM for this socket".into()),
             }

@@ -49,18 +49,116 @@ fn guest_connect(
     stream
 }
 
+/// Read `stream` until end of file (each read bounded by its read timeout).
+fn read_to_eof(stream: &mut UnixStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    stream
+        .read_to_end(&mut all)
+        .expect("end of stream, not a timeout");
+    all
+}
+
+/// Post an 8-byte event buffer filled with 0xff; returns its address.
+fn post_event_buffer(g: &mut Guest) -> u64 {
+    let ev = g.s.ram().alloc(8, 8).unwrap();
+    g.s.ram().write(ev, &[0xff; 8]).unwrap();
+    let vq = g.s.queue(EVT).unwrap();
+    vq.add(&Chain::new().writable(ev, 8)).unwrap();
+    vq.kick().unwrap();
+    ev
+}
+
 #[test]
 fn transport_reset_event_is_sent_to_a_new_driver() {
     let dir = tempfile::tempdir().unwrap();
     let (d, _uds) = daemon(dir.path(), &[]);
     let mut g = Guest::new(&d);
+
+    let ev = post_event_buffer(&mut g);
+
+    let used = g.s.queue(EVT).unwrap().wait_used(WAIT).unwrap();
+    assert_eq!(used[0].len, 4);
+    assert_eq!(
+        g.s.ram().read(ev, 8).unwrap(),
+        vec![0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+        "VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (0), nothing beyond it"
+    );
+}
+
+#[test]
+fn event_buffers_wait_for_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    post_event_buffer(&mut g);
+    g.s.queue(EVT).unwrap().wait_used(WAIT).unwrap();
+
+    let second = post_event_buffer(&mut g);
+    // A round trip on the other queues, after the kick of the event queue.
+    let _host = guest_connect(&mut g, &uds, &listener, 14);
+
+    assert!(g.s.queue(EVT).unwrap().take_used().unwrap().is_empty());
+    assert_eq!(g.s.ram().read(second, 8).unwrap(), vec![0xff; 8]);
+}
+
+#[test]
+fn tiny_or_read_only_event_buffers_are_refused_and_the_device_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
     let ev = g.s.ram().alloc(8, 8).unwrap();
+    g.s.ram().write(ev, &[0xff; 8]).unwrap();
+    let vq = g.s.queue(EVT).unwrap();
+
+    vq.add(&Chain::new().writable(ev, 2)).unwrap();
+    vq.add(&Chain::new().readable(ev, 8)).unwrap();
+    vq.kick().unwrap();
+    let mut used = Vec::new();
+    while used.len() < 2 {
+        used.extend(vq.wait_used(WAIT).unwrap());
+    }
+
+    assert_eq!((used[0].len, used[1].len), (0, 0), "{used:?}");
+    assert_eq!(g.s.ram().read(ev, 8).unwrap(), vec![0xff; 8]);
     let vq = g.s.queue(EVT).unwrap();
     vq.add(&Chain::new().writable(ev, 8)).unwrap();
     vq.kick().unwrap();
-    let used = vq.wait_used(WAIT).unwrap();
-    assert_eq!(used[0].len, 4);
-    assert_eq!(g.s.ram().read(ev, 4).unwrap(), vec![0, 0, 0, 0]);
+    assert_eq!(
+        vq.wait_used(WAIT).unwrap()[0].len,
+        4,
+        "the reset still comes"
+    );
+    let _host = guest_connect(&mut g, &uds, &listener, 33);
+}
+
+#[test]
+fn device_state_saved_by_one_daemon_loads_into_another() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _) = daemon(dir_a.path(), &[]);
+    let (b, uds_b) = daemon(dir_b.path(), &[]);
+    let listener = host_listener(&uds_b, 1234);
+    let mut ga = Guest::new(&a);
+    post_event_buffer(&mut ga);
+    ga.s.queue(EVT).unwrap().wait_used(WAIT).unwrap();
+    for q in [RX, TX, EVT] {
+        ga.s.stop_queue(q).unwrap();
+    }
+    let blob = ga.s.save_state().expect("state saved");
+    let mut gb = Guest::new(&b);
+
+    gb.s.load_state(&blob)
+        .expect("the destination takes the state");
+
+    let ev = post_event_buffer(&mut gb);
+    assert_eq!(gb.s.queue(EVT).unwrap().wait_used(WAIT).unwrap()[0].len, 4);
+    assert_eq!(
+        gb.s.ram().read(ev, 4).unwrap(),
+        vec![0; 4],
+        "TRANSPORT_RESET"
+    );
+    let _host = guest_connect(&mut gb, &uds_b, &listener, 15);
 }
 
 #[test]
@@ -187,6 +285,263 @@ fn malformed_packets_are_reset_and_the_device_keeps_serving() {
     let mut buf = [0u8; 11];
     host.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"still works");
+}
+
+#[test]
+fn refused_packet_on_a_live_connection_closes_its_host_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut over = guest_connect(&mut g, &uds, &listener, 37);
+    let mut unknown = guest_connect(&mut g, &uds, &listener, 38);
+
+    g.send(g.hdr(37, 1234, RW), &vec![0u8; 64 * 1024 + 1]);
+    g.expect(RST);
+    g.send(g.hdr(38, 1234, 42), &[]);
+    g.expect(RST);
+
+    assert!(read_to_eof(&mut over).is_empty(), "over-long packet");
+    assert!(read_to_eof(&mut unknown).is_empty(), "unknown op");
+}
+
+#[test]
+fn request_rst_loop_without_rx_buffers_keeps_memory_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let mut g = Guest::with_rx_buffers(&d, 0);
+    let req = g.s.ram().alloc(44, 8).unwrap();
+    let rst = g.s.ram().alloc(44, 8).unwrap();
+    g.s.ram()
+        .write(req, &g.hdr(39, 1234, REQUEST).bytes())
+        .unwrap();
+    g.s.ram().write(rst, &g.hdr(39, 1234, RST).bytes()).unwrap();
+    let rounds = |g: &mut Guest, n: usize| {
+        let vq = g.s.queue(TX).unwrap();
+        for _ in 0..n / 64 {
+            for _ in 0..64 {
+                vq.add(&Chain::new().readable(req, 44)).unwrap();
+                vq.add(&Chain::new().readable(rst, 44)).unwrap();
+            }
+            vq.kick().unwrap();
+            let mut done = 0;
+            while done < 128 {
+                done += vq.wait_used(WAIT).unwrap().len();
+            }
+        }
+    };
+    rounds(&mut g, 4096);
+    let before = d.rss_kib().unwrap();
+
+    rounds(&mut g, 200_000);
+
+    let grown = d.rss_kib().unwrap().saturating_sub(before);
+    assert!(grown < 1024, "RSS grew by {grown} KiB");
+}
+
+#[test]
+fn guest_close_delivers_every_byte_to_a_slow_host_reader_then_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--buffer-size", "1048576"]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 30);
+    // 1 MiB within the credit: far more than the host socket buffer holds
+    // while the host program does not read.
+    let data = pattern(1 << 20, 30);
+    for piece in data.chunks(64 * 1024) {
+        g.send(g.hdr(30, 1234, RW), piece);
+    }
+
+    g.send(g.hdr(30, 1234, SHUTDOWN).with_flags(3), &[]);
+    let got = read_to_eof(&mut host);
+
+    assert_eq!(got.len(), data.len(), "bytes lost on close");
+    assert_eq!(checksum(&got), checksum(&data));
+    let (r, _) = g.expect(RST);
+    assert_eq!(r.dst_port, 30, "the close completes with RST");
+}
+
+#[test]
+fn guest_rst_after_its_close_does_not_cut_the_data_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--buffer-size", "1048576"]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 50);
+    let data = pattern(1 << 20, 50);
+    for piece in data.chunks(64 * 1024) {
+        g.send(g.hdr(50, 1234, RW), piece);
+    }
+
+    // Linux sends RST itself when the answer to its close is late.
+    g.send(g.hdr(50, 1234, SHUTDOWN).with_flags(3), &[]);
+    g.send(g.hdr(50, 1234, RST), &[]);
+    // The ports are free again at once.
+    let _again = guest_connect(&mut g, &uds, &listener, 50);
+    let got = read_to_eof(&mut host);
+
+    assert_eq!(got.len(), data.len(), "bytes lost on close");
+    assert_eq!(checksum(&got), checksum(&data));
+}
+
+#[test]
+fn close_timeout_bounds_how_long_a_closed_connection_waits_for_its_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(
+        dir.path(),
+        &["--buffer-size", "1048576", "--close-timeout", "300ms"],
+    );
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 51);
+    for piece in pattern(1 << 20, 51).chunks(64 * 1024) {
+        g.send(g.hdr(51, 1234, RW), piece);
+    }
+
+    g.send(g.hdr(51, 1234, SHUTDOWN).with_flags(3), &[]);
+
+    let (r, _) = g.expect(RST);
+    assert_eq!(r.dst_port, 51);
+    let got = read_to_eof(&mut host);
+    assert!(
+        got.len() < 1 << 20,
+        "the reader never read: data was dropped"
+    );
+    assert!(
+        d.stderr_text().contains("guest data dropped"),
+        "{}",
+        d.stderr_text()
+    );
+}
+
+#[test]
+fn guest_half_close_ends_the_host_stream_after_its_data_and_host_data_still_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 52);
+    g.send(g.hdr(52, 1234, RW), b"request");
+
+    g.send(g.hdr(52, 1234, SHUTDOWN).with_flags(2), &[]);
+
+    assert_eq!(read_to_eof(&mut host), b"request");
+    host.write_all(b"reply").unwrap();
+    drop(host);
+
+    // The reply, then the RST that closes the connection, with no further
+    // kick from the driver (it has buffers enough).
+    let vq = g.s.queue(RX).unwrap();
+    let mut used = Vec::new();
+    while used.len() < 2 {
+        used.extend(vq.wait_used(WAIT).expect("the reply and the RST"));
+    }
+    assert_eq!(
+        (used[0].len, used[1].len),
+        (44 + 5, 44),
+        "RW 'reply', then RST"
+    );
+}
+
+/// A Unix stream listener at `uds`_`port` with a backlog of one, already
+/// full: a further connect to it would wait.
+fn full_listener(uds: &Path, port: u32) -> (std::os::fd::OwnedFd, UnixStream) {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let path = PathBuf::from(format!("{}_{port}", uds.display()));
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(&path).unwrap(),
+    )
+    .unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let filler = UnixStream::connect(&path).unwrap();
+    (fd, filler)
+}
+
+#[test]
+fn full_host_listener_backlog_does_not_block_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let (full, _filler) = full_listener(&uds, 1235);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+
+    g.send(g.hdr(31, 1235, REQUEST), &[]);
+    let mut other = guest_connect(&mut g, &uds, &listener, 32);
+    g.send(g.hdr(32, 1234, RW), b"served");
+    let mut buf = [0u8; 6];
+    other.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"served", "the device kept serving");
+
+    // Room in the backlog: the pending connection completes.
+    let first = nix::sys::socket::accept(std::os::fd::AsRawFd::as_raw_fd(&full)).unwrap();
+    let (resp, _) = g.expect(RESPONSE);
+    assert_eq!((resp.src_port, resp.dst_port), (1235, 31));
+    nix::unistd::close(first).unwrap();
+}
+
+#[test]
+fn host_program_that_never_sends_its_connect_line_is_closed_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--connect-timeout", "500ms"]);
+    let _g = Guest::new(&d);
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.set_read_timeout(Some(WAIT)).unwrap();
+
+    assert!(read_to_eof(&mut host).is_empty());
+}
+
+#[test]
+fn host_connection_the_guest_never_answers_is_reset_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &["--connect-timeout", "500ms"]);
+    let mut g = Guest::new(&d);
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.set_read_timeout(Some(WAIT)).unwrap();
+    host.write_all(b"CONNECT 7001\n").unwrap();
+    let (req, _) = g.expect(REQUEST);
+
+    assert!(
+        read_to_eof(&mut host).is_empty(),
+        "the host program sees EOF"
+    );
+    let (r, _) = g.expect(RST);
+    assert_eq!((r.src_port, r.dst_port), (req.src_port, 7001));
+}
+
+#[test]
+fn header_only_rx_buffer_does_not_end_the_host_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::with_rx_buffers(&d, 0);
+    g.send(g.hdr(44, 1234, REQUEST), &[]);
+    g.add_rx_buffer(44).unwrap();
+    g.expect(RESPONSE);
+    let (mut host, _) = listener.accept().unwrap();
+    // The 44-byte buffer (reposted) comes first on the ring, a full one next.
+    g.add_rx_buffer(64 * 1024 + 44).unwrap();
+
+    host.write_all(b"data").unwrap();
+
+    let (h, p) = g.expect(RW);
+    assert_eq!((h.op, p.as_slice()), (RW, &b"data"[..]));
 }
 
 #[test]
@@ -367,22 +722,141 @@ fn idle_daemon_with_open_connections_uses_no_cpu() {
     );
 }
 
+/// A daemon whose process may open only `nofile` descriptors (soft and hard).
+fn daemon_with_fd_limit(dir: &Path, nofile: u32) -> (DaemonProcess, PathBuf) {
+    let uds = dir.join("v.sock");
+    let sock = dir.join("dev.sock");
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg(format!("--nofile={nofile}:{nofile}"))
+        .arg(BIN)
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(["--guest-cid", "3", "--uds-path"])
+        .arg(&uds);
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    d.wait_for_path(&sock, WAIT).unwrap();
+    d.socket = sock;
+    (d, uds)
+}
+
+#[test]
+fn host_connections_beyond_the_descriptor_limit_are_refused_without_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon_with_fd_limit(dir.path(), 128);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+
+    // More host programs than the process has descriptors for.
+    let mut hosts: Vec<UnixStream> = (0..120)
+        .map(|_| {
+            let s = UnixStream::connect(&uds).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s
+        })
+        .collect();
+    let mut last = hosts.pop().unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        last.read(&mut buf).unwrap(),
+        0,
+        "a connection beyond the limit is closed"
+    );
+    let before = d.cpu_ticks().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let spent = d.cpu_ticks().unwrap() - before;
+    assert!(spent <= 2, "the worker spins: {spent} ticks");
+
+    // Once the host programs leave, the guest connects again.
+    drop(hosts);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        g.send(g.hdr(34, 1234, REQUEST), &[]);
+        let (h, _) = g.recv();
+        if h.op == RESPONSE {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection after the flood"
+        );
+    }
+    listener.accept().unwrap();
+}
+
 #[test]
 fn reconnecting_front_end_gets_a_fresh_device() {
     let dir = tempfile::tempdir().unwrap();
     let (d, uds) = daemon(dir.path(), &[]);
     let listener = host_listener(&uds, 1234);
-    {
+    let mut old = {
         let mut g = Guest::new(&d);
-        let _h = guest_connect(&mut g, &uds, &listener, 11);
-    }
+        guest_connect(&mut g, &uds, &listener, 11)
+    };
+
     let mut g = Guest::new(&d);
+
+    assert!(read_to_eof(&mut old).is_empty(), "the old host stream ends");
     // The same ports connect again: the old connection is gone.
     let mut host = guest_connect(&mut g, &uds, &listener, 11);
     g.send(g.hdr(11, 1234, RW), b"again");
     let mut buf = [0u8; 5];
     host.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"again");
+}
+
+#[test]
+fn guest_reboot_with_the_same_front_end_closes_every_host_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::with_reset_device(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 35);
+
+    // A reboot: the front end stops every queue and resets the device.
+    for q in [RX, TX, EVT] {
+        g.s.stop_queue(q).unwrap();
+    }
+    g.s.reset_device().unwrap();
+
+    assert!(read_to_eof(&mut host).is_empty(), "the host peer sees EOF");
+    let mut g = g.reboot();
+    let ev = g.s.ram().alloc(8, 8).unwrap();
+    g.s.ram().write(ev, &[0xff; 8]).unwrap();
+    let vq = g.s.queue(EVT).unwrap();
+    vq.add(&Chain::new().writable(ev, 8)).unwrap();
+    vq.kick().unwrap();
+    let used = vq.wait_used(WAIT);
+    assert!(
+        used.is_ok(),
+        "no TRANSPORT_RESET: {used:?} {}",
+        d.stderr_text()
+    );
+    assert_eq!(used.unwrap()[0].len, 4);
+    assert_eq!(
+        g.s.ram().read(ev, 4).unwrap(),
+        vec![0; 4],
+        "TRANSPORT_RESET"
+    );
+    let mut again = guest_connect(&mut g, &uds, &listener, 35);
+    g.send(g.hdr(35, 1234, RW), b"again");
+    let mut buf = [0u8; 5];
+    again.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"again");
+}
+
+#[test]
+fn stopping_the_queues_closes_every_host_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = host_listener(&uds, 1234);
+    let mut g = Guest::new(&d);
+    let mut host = guest_connect(&mut g, &uds, &listener, 36);
+
+    for q in [RX, TX, EVT] {
+        g.s.stop_queue(q).unwrap();
+    }
+
+    assert!(read_to_eof(&mut host).is_empty(), "the host peer sees EOF");
 }
 
 #[test]
@@ -395,6 +869,27 @@ fn reserved_guest_cid_is_a_startup_error() {
     let status = d.wait_timeout(WAIT).unwrap().expect("exits");
     assert!(!status.success());
     assert!(d.stderr_text().contains("reserved"), "{}", d.stderr_text());
+}
+
+#[test]
+fn startup_refuses_to_replace_a_regular_file_at_the_uds_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("v.sock");
+    std::fs::write(&precious, b"not a socket").unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--socket-path", "s.sock", "--guest-cid", "3", "--uds-path"])
+        .arg(&precious);
+
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("exits");
+
+    assert!(!status.success());
+    assert!(
+        d.stderr_text().contains("not a socket"),
+        "{}",
+        d.stderr_text()
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), b"not a socket");
 }
 
 #[test]
@@ -469,6 +964,105 @@ fn seqpacket_messages_keep_their_boundaries_both_ways() {
     }
     assert_eq!(checksum(&got), checksum(&big));
     nix::unistd::close(host).unwrap();
+}
+
+/// A seqpacket connection from the guest (port `guest_port`) to
+/// `listener`; returns the host end.
+fn seqpacket_connect(
+    g: &mut Guest,
+    listener: &std::os::fd::OwnedFd,
+    guest_port: u32,
+    host_port: u32,
+) -> (std::os::fd::OwnedFd, Hdr) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    g.send(
+        Hdr {
+            ty: 2,
+            ..g.hdr(guest_port, host_port, REQUEST)
+        },
+        &[],
+    );
+    let (resp, _) = g.expect(RESPONSE);
+    let fd = nix::sys::socket::accept(listener.as_raw_fd()).unwrap();
+    // SAFETY: accept returned a new descriptor that nothing else owns.
+    (unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }, resp)
+}
+
+#[test]
+fn empty_host_seqpacket_message_reaches_the_guest_as_an_empty_message() {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = seqpacket_listener(&uds, 4323);
+    let mut g = Guest::new(&d);
+    let (host, _) = seqpacket_connect(&mut g, &listener, 42, 4323);
+
+    send(host.as_raw_fd(), b"", MsgFlags::empty()).unwrap();
+    send(host.as_raw_fd(), b"after", MsgFlags::empty()).unwrap();
+
+    let (h, p) = g.expect(RW);
+    assert_eq!((p.len(), h.flags & 1), (0, 1), "an empty message");
+    let (h, p) = g.expect(RW);
+    assert_eq!((p.as_slice(), h.flags & 1), (&b"after"[..], 1));
+}
+
+#[test]
+fn idle_seqpacket_connections_keep_no_message_buffer() {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = seqpacket_listener(&uds, 4324);
+    let mut g = Guest::new(&d);
+    let _warm_up = seqpacket_connect(&mut g, &listener, 43, 4324);
+    let before = d.rss_kib().unwrap();
+
+    let mut hosts = Vec::new();
+    for port in 100..164 {
+        let (host, _) = seqpacket_connect(&mut g, &listener, port, 4324);
+        send(host.as_raw_fd(), b"hi", MsgFlags::empty()).unwrap();
+        let (_, p) = g.expect(RW);
+        assert_eq!(p, b"hi");
+        hosts.push(host);
+    }
+
+    let grown = d.rss_kib().unwrap().saturating_sub(before);
+    assert!(grown < 4096, "64 idle connections hold {grown} KiB");
+}
+
+#[test]
+fn guest_seqpacket_message_larger_than_the_socket_buffer_arrives_whole() {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, uds) = daemon(dir.path(), &[]);
+    let listener = seqpacket_listener(&uds, 4325);
+    let mut g = Guest::new(&d);
+    let (host, resp) = seqpacket_connect(&mut g, &listener, 45, 4325);
+    let message = pattern(250 * 1024, 45);
+    assert!(resp.buf_alloc as usize >= message.len(), "{resp:?}");
+
+    let pieces: Vec<&[u8]> = message.chunks(60 * 1024).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let eom = if i + 1 == pieces.len() { 1 } else { 0 };
+        g.send(
+            Hdr {
+                ty: 2,
+                ..g.hdr(45, 4325, RW)
+            }
+            .with_flags(eom),
+            piece,
+        );
+    }
+
+    let timeout = nix::sys::time::TimeVal::new(10, 0);
+    nix::sys::socket::setsockopt(&host, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+        .unwrap();
+    let mut buf = vec![0u8; 512 * 1024];
+    let n = recv(host.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(n, message.len(), "one whole message");
+    assert_eq!(checksum(&buf[..n]), checksum(&message));
 }
 
 #[test]
@@ -558,7 +1152,8 @@ fn vms_in_different_groups_are_isolated() {
     let dir = tempfile::tempdir().unwrap();
     let (_d, socks) = multi_vm(dir.path(), &[(3, "red"), (5, "blue")]);
     let mut a = Guest::at(&socks[0], 3, u64::MAX);
-    let _b = Guest::at(&socks[1], 5, u64::MAX);
+    let mut b = Guest::at(&socks[1], 5, u64::MAX);
+    let listener = host_listener(&dir.path().join("vm5.vsock"), 1234);
 
     a.send(
         Hdr {
@@ -570,8 +1165,67 @@ fn vms_in_different_groups_are_isolated() {
 
     let (r, _) = a.expect(RST);
     assert_eq!((r.src_cid, r.dst_port), (5, 601));
+    // B's own connection is answered after anything A could have sent it
+    // (sibling packets are delivered before a connection's control packets).
+    b.send(b.hdr(604, 1234, REQUEST), &[]);
+    let (first, _) = b.recv();
+    assert_eq!(
+        (first.op, first.src_cid),
+        (RESPONSE, 2),
+        "B received {first:?}"
+    );
+    drop(listener);
 }
 
+#[test]
+fn vms_without_a_named_group_cannot_reach_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, socks) = multi_vm_plain(dir.path(), &[3, 4]);
+    let mut a = Guest::at(&socks[0], 3, u64::MAX);
+    let mut b = Guest::at(&socks[1], 4, u64::MAX);
+    let listener = host_listener(&dir.path().join("vm4.vsock"), 1234);
+
+    a.send(
+        Hdr {
+            dst_cid: 4,
+            ..a.hdr(602, 80, REQUEST)
+        },
+        &[],
+    );
+
+    let (r, _) = a.expect(RST);
+    assert_eq!((r.src_cid, r.dst_port), (4, 602));
+    // B's own connection is answered after anything A could have sent it.
+    b.send(b.hdr(603, 1234, REQUEST), &[]);
+    let (first, _) = b.recv();
+    assert_eq!(
+        (first.op, first.src_cid),
+        (RESPONSE, 2),
+        "B received {first:?}"
+    );
+    drop(listener);
+    drop(d);
+}
+
+/// A daemon serving VMs with no `groups=` key.
+fn multi_vm_plain(dir: &Path, cids: &[u64]) -> (DaemonProcess, Vec<PathBuf>) {
+    let mut cmd = std::process::Command::new(BIN);
+    let mut sockets = Vec::new();
+    for &cid in cids {
+        let sock = dir.join(format!("vm{cid}.sock"));
+        cmd.arg("--vm").arg(format!(
+            "guest-cid={cid},socket={},uds-path={}",
+            sock.display(),
+            dir.join(format!("vm{cid}.vsock")).display()
+        ));
+        sockets.push(sock);
+    }
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+    for s in &sockets {
+        d.wait_for_path(s, WAIT).unwrap();
+    }
+    (d, sockets)
+}
 #[test]
 fn duplicate_guest_cids_are_a_startup_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -667,6 +1321,8 @@ fn forward_listen_without_af_vsock_is_a_clear_startup_error() {
         "3",
         "--forward-listen",
         "7000",
+        "--forward-peers",
+        "any",
         "--uds-path",
     ])
     .arg(dir.path().join("v"));

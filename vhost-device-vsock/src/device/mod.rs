@@ -1,95 +1,161 @@
 // Copyright 2026 vhost-device developers
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The vsock device: the three queues, the host listener and every
-//! connection's host socket, all served by one worker thread without blocking.
+//! The vsock device: the three queues, the host listeners and every
+//! connection's host socket, all served by one worker thread that never
+//! blocks.
 //!
-//! - `tx` (driver to device): each packet is checked ([`request::parse`]) and
-//!   applied to its connection ([`conn`]); data goes to the host socket, or
-//!   into the connection's buffer (bounded by the credit given) when the host
-//!   reader is slow.
-//! - `rx` (device to driver): connection-less RSTs first, then each ready
-//!   connection's control packets, then data read from its host socket within
-//!   the guest's credit. When the guest has no rx buffers, connections wait in
-//!   the ready list and the next rx kick resumes them.
-//! - host sockets are in the worker's epoll, with `EPOLLIN` only while their
-//!   data is wanted and `EPOLLOUT` only while guest data waits for them, so an
-//!   idle or throttled connection costs nothing.
-//! - `event`: `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` is sent at the start of
-//!   every front-end connection, so a guest that outlived a daemon restart
-//!   drops its stale connections — when the front end hands the event queue
-//!   to the daemon at all (QEMU's `vhost-user-vsock` keeps it and sets up
-//!   only `rx` and `tx`; a queue that is not set up is never touched).
+//! One concern per file:
+//!
+//! - [`conn`]: one connection, its state machine (virtio 1.3, 5.10.6.5) and
+//!   credit, and its host socket's writes;
+//! - [`table`]: the connection table and its limits (slots, ports, work
+//!   lists, timers), every list bounded by the slots;
+//! - [`tx`]: guest packets from the `tx` queue, each dispatched once to its
+//!   connection (or a sibling VM, or answered with RST);
+//! - [`rx`]: filling the driver's `rx` buffers: RSTs and control packets
+//!   first, then sibling packets, then host data (stream and seqpacket);
+//! - [`host_events`]: the host side in the worker's epoll: listeners, host
+//!   sockets, the connect line of host programs, the timer;
+//! - [`siblings`]: VMs of the same process reaching each other.
+//!
+//! This file: the device the runtime drives, `Muxer::settle` (after any
+//! change to a connection, everything that follows from it: its host
+//! socket's writes, the end of its close, its control packets and data for
+//! the guest, its epoll events, its timer), and the event queue.
+//!
+//! A guest packet goes `tx` → [`conn::Conn`] → host socket; host data goes
+//! host socket → [`host_events`] (readable) → [`rx`] → guest buffer.
+//!
+//! The `event` queue carries `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` (5.10.6.7)
+//! to a new driver, so a guest that outlived a daemon or QEMU restart drops
+//! its stale connections; the driver's other event buffers are held until
+//! there is something to report (QEMU's `vhost-user-vsock` keeps the event
+//! queue and sets up only `rx` and `tx`; a queue that is not set up is never
+//! touched).
 
 pub mod conn;
+pub mod host_events;
+pub mod rx;
 pub mod siblings;
+pub mod table;
+pub mod tx;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use serde::{Deserialize, Serialize};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::{GuestErrorLog, HostError};
 use vhost_device_common::events::HostEvents;
-use vhost_device_common::queue::Writer;
-use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::queue::{
+    drain_chains, Completion, HeldChain, QueueContext, Vring, Writer,
+};
+use vhost_device_common::vhost::vhost_user::VhostUserProtocolFeatures;
 use vhost_device_common::vm_memory::ByteValued;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
 use crate::args::Config as Args;
-use crate::host::{self, UdsListener, MAX_HANDSHAKE};
-use crate::request::{self, MAX_PAYLOAD};
+use crate::host::{self, UdsListener};
+use crate::request;
 use crate::virtio::{
     Config, Event, Op, PacketHeader, EVENT_QUEUE, EVENT_TRANSPORT_RESET, F_SEQPACKET, NUM_QUEUES,
-    RX_QUEUE, SEQ_EOM, SEQ_EOR, SHUTDOWN_RCV, SHUTDOWN_SEND, TX_QUEUE,
+    RX_QUEUE, TX_QUEUE,
 };
-use conn::{Conn, State};
+use conn::{State, Timeout};
 use siblings::{Mailbox, Registry};
+use table::Table;
+pub use table::{connection_limit, MAX_CONNECTIONS};
 
-/// Most connections (established or not) per device.
-pub const MAX_CONNECTIONS: usize = 4096;
 /// Most connection-less RSTs waiting for rx buffers.
 pub const MAX_PENDING_RST: usize = 1024;
 /// Queue size offered.
 pub const MAX_QUEUE_SIZE: usize = 1024;
-/// Longest host seqpacket message passed to the guest whole; longer ones are
-/// truncated (and logged).
+/// Longest seqpacket message each way: a host message passed to the guest
+/// whole (longer ones are truncated, and logged), and the most credit a
+/// seqpacket connection gives the guest, so that each of its messages fits the
+/// host socket's send buffer (also capped by `net.core.wmem_max`).
 pub const MAX_SEQPACKET_MESSAGE: usize = 256 * 1024;
-/// First port given to host-initiated connections.
-const FIRST_HOST_PORT: u32 = 1 << 30;
 const TOKEN_LISTENER: u16 = 0;
 const TOKEN_MAILBOX: u16 = 1;
+const TOKEN_TIMER: u16 = 2;
 /// Forwarding listeners take tokens from here, connections after them.
-const FIRST_FORWARD_TOKEN: u16 = 2;
+const FIRST_FORWARD_TOKEN: u16 = 3;
+/// Size of a packet header.
 const HDR: usize = std::mem::size_of::<PacketHeader>();
 
-struct Muxer {
+/// A host `AF_VSOCK` listener forwarded into the guest.
+#[derive(Debug)]
+pub struct ForwardListener {
+    /// The listening socket (non-blocking).
+    pub fd: OwnedFd,
+    /// Its port, also the guest port connections go to.
+    pub port: u32,
+}
+
+/// The host listeners of one VM, bound once at start and shared by every
+/// device (front-end connection) of that VM.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    /// Host programs connect here (`--uds-path`).
+    pub uds: Arc<UdsListener>,
+    /// `--forward-listen` ports.
+    pub forward: Arc<Vec<ForwardListener>>,
+}
+
+/// The device's options, for one VM.
+#[derive(Debug)]
+struct Settings {
     guest_cid: u64,
     uds: PathBuf,
     buf_alloc: u32,
-    slots: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    by_key: HashMap<(u32, u32), usize>,
-    ready: VecDeque<usize>,
+    forward_cid: Option<u32>,
+    forward_peers: Option<Vec<u32>>,
+    connect_timeout: Duration,
+    close_timeout: Duration,
+}
+
+/// Everything of one device, behind one lock.
+struct Muxer {
+    cfg: Settings,
+    table: Table,
+    /// Connection-less RSTs for the guest (bounded by [`MAX_PENDING_RST`]).
     rst: VecDeque<PacketHeader>,
     events: Option<HostEvents>,
-    next_port: u32,
+    /// The wake-ups of the connections' timed states.
+    timer: TimerFd,
+    /// What the timer is armed for.
+    armed: Option<Instant>,
+    /// A `TRANSPORT_RESET` is due.
     reset_pending: bool,
+    /// Event buffers the driver posted, held until there is an event.
+    event_buffers: VecDeque<HeldChain>,
+    /// Header-only rx buffers: good for control packets only, held until
+    /// there is one.
+    header_only_rx: VecDeque<HeldChain>,
     seqpacket: bool,
+    /// Payload in transit between guest memory and a host socket.
     scratch: Vec<u8>,
     mailbox: Arc<Mailbox>,
     registry: Arc<Registry>,
     /// A sibling's packet being delivered in rx-buffer-sized pieces: header,
     /// payload, bytes already delivered.
     sibling: Option<(PacketHeader, Vec<u8>, usize)>,
-    /// Guest connections to the host go to host `AF_VSOCK` at this CID.
-    forward_cid: Option<u32>,
-    /// Host `AF_VSOCK` listeners forwarded into the guest: (listener, port).
-    forward_listeners: Arc<Vec<(OwnedFd, u32)>>,
+    listeners: Listeners,
     /// The first connection token (after the forwarding listeners).
     conn_base: u16,
+    /// See [`host::accept_or_refuse`].
+    reserve: Option<std::fs::File>,
+    /// Listener tokens out of the epoll until a connection ends.
+    paused: Vec<u16>,
+    /// Rate-limited warnings about host-side refusals.
+    host_log: GuestErrorLog,
 }
 
 impl Muxer {
@@ -103,96 +169,149 @@ impl Muxer {
         }
     }
 
-    fn count(&self) -> usize {
-        self.slots.len() - self.free.len()
+    /// The RST that tells the guest the connection in `slot` is gone.
+    fn rst_of(&self, slot: usize) -> Option<PacketHeader> {
+        let c = self.table.get(slot)?;
+        c.state.guest_side_open().then(|| {
+            request::header(
+                self.cfg.guest_cid,
+                c.wire_type(),
+                c.host_port,
+                c.guest_port,
+                Op::Rst,
+                0,
+                0,
+                0,
+                0,
+            )
+        })
     }
 
-    fn insert(&mut self, conn: Conn) -> Option<usize> {
-        if let Some(slot) = self.free.pop() {
-            self.slots[slot] = Some(conn);
-            return Some(slot);
-        }
-        if self.slots.len() >= MAX_CONNECTIONS {
-            return None;
-        }
-        self.slots.push(Some(conn));
-        Some(self.slots.len() - 1)
-    }
-
+    /// Forget the connection in `slot`: its host socket is closed (the host
+    /// program sees end of stream) and everything referring to it goes.
     fn remove(&mut self, slot: usize) {
-        let Some(conn) = self.slots.get_mut(slot).and_then(Option::take) else {
+        let Some(conn) = self.table.remove(slot) else {
             return;
         };
         if conn.interest.is_some() {
             if let Some(ev) = &self.events {
-                let _ = ev.remove(0, conn.stream.as_fd());
+                let _ = ev.remove(0, conn.sock.as_fd());
             }
         }
-        if self.by_key.get(&(conn.host_port, conn.guest_port)) == Some(&slot) {
-            self.by_key.remove(&(conn.host_port, conn.guest_port));
+        drop(conn);
+        if !self.paused.is_empty() || self.reserve.is_none() {
+            self.resume_listeners();
         }
-        self.free.push(slot);
     }
 
-    /// Tell the guest the connection is gone and forget it.
+    /// End the connection in `slot`, telling the guest (RST) if it knows of
+    /// it.
     fn reset(&mut self, slot: usize) {
-        if let Some(c) = self.slots.get(slot).and_then(Option::as_ref) {
-            if c.state != State::Handshake {
-                let h = request::header(
-                    self.guest_cid,
-                    c.wire_type(),
-                    c.host_port,
-                    c.guest_port,
-                    Op::Rst,
-                    0,
-                    0,
-                    0,
-                    0,
-                );
-                self.queue_rst(h);
-            }
+        if let Some(h) = self.rst_of(slot) {
+            self.queue_rst(h);
         }
         self.remove(slot);
     }
 
-    fn mark_ready(&mut self, slot: usize) {
-        if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
-            if !c.queued {
-                c.queued = true;
-                self.ready.push_back(slot);
+    /// End every connection without a word to the driver (it is going away),
+    /// and send the next one a `TRANSPORT_RESET`.
+    fn close_all(&mut self) {
+        for slot in self.table.occupied() {
+            self.remove(slot);
+        }
+        drop(self.table.drain());
+        self.rst.clear();
+        self.sibling = None;
+        self.mailbox.clear();
+        self.reset_pending = true;
+    }
+
+    /// After anything changed the connection in `slot`: write what waits for
+    /// its host socket, finish its close, plan its packets for the guest, and
+    /// set its epoll events and its timer to what its state needs now.
+    fn settle(&mut self, slot: usize) {
+        let (connect_timeout, close_timeout) = (self.cfg.connect_timeout, self.cfg.close_timeout);
+        let Some(c) = self.table.get_mut(slot) else {
+            return;
+        };
+        if c.has_pending_tx() {
+            if let Err(e) = c.flush() {
+                log::debug!("host socket of port {} failed: {e}", c.host_port);
+                self.reset(slot);
+                return;
             }
+        }
+        c.tell_host_guest_done();
+        if c.close_done() {
+            // Every byte the guest sent is with the host program: close the
+            // host socket (end of stream) and answer the guest's close.
+            self.reset(slot);
+            return;
+        }
+        if c.state.guest_side_open() && c.credit.update_due() {
+            c.push_control(Op::CreditUpdate, 0);
+        }
+        let control = !c.control.is_empty();
+        let data = c.has_host_data() && c.wants_host_data();
+        // The timer: the end of a timed state (from when it was entered),
+        // or the next connect attempt.
+        let timeout = c.state.timeout();
+        if c.deadline.map(|(t, _)| t) != timeout {
+            c.deadline = timeout.map(|t| {
+                let after = match t {
+                    Timeout::Connect => connect_timeout,
+                    Timeout::Close => close_timeout,
+                };
+                (t, Instant::now() + after)
+            });
+        }
+        let wake = match (c.deadline, c.retry_at) {
+            (Some((_, d)), Some(r)) => Some(d.min(r)),
+            (d, r) => d.map(|(_, d)| d).or(r),
+        };
+        self.table.set_wake(slot, wake);
+        if control {
+            self.table.mark_control(slot);
+        }
+        if data {
+            self.table.mark_ready(slot);
+        }
+        if let Err(e) = self.watch(slot) {
+            log::warn!("cannot watch a host socket: {e}");
+            self.reset(slot);
         }
     }
 
-    /// Register exactly the events the connection needs now.
-    fn sync(&mut self, slot: usize) -> Result<(), HostError> {
-        let (Some(events), Some(c)) = (
-            &self.events,
-            self.slots.get_mut(slot).and_then(Option::as_mut),
-        ) else {
+    /// Register exactly the epoll events the connection in `slot` needs now.
+    fn watch(&mut self, slot: usize) -> io::Result<()> {
+        let tok = u16::try_from(slot + usize::from(self.conn_base))
+            .map_err(|_| io::Error::other("connection slot out of range"))?;
+        let (Some(events), Some(c)) = (&self.events, self.table.get_mut(slot)) else {
             return Ok(());
         };
         let mut want = EventSet::empty();
-        if c.wants_host_data() && !c.readable {
+        let reading = match c.state {
+            State::Handshake { .. } => true,
+            _ => !c.readable && c.wants_host_data(),
+        };
+        if reading {
             want |= EventSet::IN;
         }
-        if c.has_pending_tx() || c.state == State::HostConnecting {
+        if c.has_pending_tx() || c.state == (State::HostConnecting { retry: None }) {
             want |= EventSet::OUT;
         }
-        let tok = u16::try_from(slot + usize::from(self.conn_base))
-            .map_err(|_| "connection slot out of range")?;
         match (c.interest, want.is_empty()) {
             (None, true) => {}
             (Some(_), true) => {
-                events.remove(0, c.stream.as_fd())?;
+                events.remove(0, c.sock.as_fd())?;
                 c.interest = None;
             }
             (None, false) => {
-                events.add(0, c.stream.as_fd(), want, tok)?;
+                events.add(0, c.sock.as_fd(), want, tok)?;
                 c.interest = Some(want.bits());
             }
             (Some(bits), false) if bits != want.bits() => {
-                events.modify(0, c.stream.as_fd(), want, tok)?;
+                events.modify(0, c.sock.as_fd(), want, tok)?;
                 c.interest = Some(want.bits());
             }
             (Some(_), false) => {}
@@ -200,603 +319,168 @@ impl Muxer {
         Ok(())
     }
 
-    fn alloc_port(&mut self, guest_port: u32) -> u32 {
-        loop {
-            let p = self.next_port;
-            self.next_port = self.next_port.wrapping_add(1).max(FIRST_HOST_PORT);
-            if !self.by_key.contains_key(&(p, guest_port)) {
-                return p;
-            }
+    /// Arm the timer for the earliest connection wake-up (or disarm it).
+    fn arm_timer(&mut self) -> Result<(), HostError> {
+        let next = self.table.next_wake();
+        if next == self.armed {
+            return Ok(());
         }
+        match next {
+            Some(at) => {
+                // Never zero: that would disarm the timer.
+                let after = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                self.timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(after)),
+                    TimerSetTimeFlags::empty(),
+                )?;
+            }
+            None => self.timer.unset()?,
+        }
+        self.armed = next;
+        Ok(())
     }
 
-    /// A packet on the tx queue.
-    fn on_tx(
-        &mut self,
-        reader: &mut vhost_device_common::queue::Reader<'_>,
-        log: &GuestErrorLog,
-    ) -> Result<(), HostError> {
-        let pkt = match request::parse(reader, self.guest_cid, self.seqpacket) {
-            Ok(p) => p,
-            Err((e, hdr)) => {
-                log.warn("bad packet", &e);
-                if let Some(r) = hdr
-                    .as_ref()
-                    .and_then(|h| request::rst_for(h, self.guest_cid))
-                {
-                    self.queue_rst(r);
+    /// Everything that may have become possible: host data and packets into
+    /// rx buffers, a `TRANSPORT_RESET` into an event buffer, the timer.
+    fn service(&mut self, ctx: &QueueContext<'_>) -> Result<(), HostError> {
+        if let Some(rx) = ctx.vrings.get(RX_QUEUE).copied().flatten() {
+            self.complete_header_only_rx(ctx)?;
+            drain_chains(ctx, RX_QUEUE, rx, |chain| self.fill_rx(chain, ctx.log))?;
+        }
+        if let Some(ev) = ctx.vrings.get(EVENT_QUEUE).copied().flatten() {
+            self.send_transport_reset(ctx)?;
+            drain_chains(ctx, EVENT_QUEUE, ev, |chain| {
+                if !self.reset_pending {
+                    // Kept until there is an event to report.
+                    self.event_buffers.push_back(chain.hold());
+                    return Ok(Completion::Held);
                 }
+                let used = write_transport_reset(&mut chain.writer, ctx.log);
+                self.reset_pending = used == 0;
+                Ok(Completion::Used(used))
+            })?;
+        }
+        self.arm_timer()
+    }
+
+    /// Complete held event buffers with a pending `TRANSPORT_RESET` until one
+    /// takes it.
+    fn send_transport_reset(&mut self, ctx: &QueueContext<'_>) -> Result<(), HostError> {
+        while self.reset_pending {
+            let Some(held) = self.event_buffers.pop_front() else {
+                return Ok(());
+            };
+            let mut used = 0;
+            let back = ctx.complete(held, |_, writer| {
+                used = write_transport_reset(writer, ctx.log);
+                Ok(used)
+            })?;
+            if let Some(held) = back {
+                // The event queue is stopped or served elsewhere: later.
+                self.event_buffers.push_front(held);
                 return Ok(());
             }
-        };
-        if pkt.hdr.dst_cid.to_native() != crate::virtio::HOST_CID {
-            return self.forward(&pkt, reader, log);
-        }
-        let key = (pkt.dst_port(), pkt.src_port());
-        let slot = self.by_key.get(&key).copied();
-        let refuse = |m: &mut Self| {
-            if let Some(r) = request::rst_for(&pkt.hdr, m.guest_cid) {
-                m.queue_rst(r);
-            }
-        };
-        let Some(slot) = slot else {
-            match pkt.op {
-                Op::Request => self.guest_connect(&pkt)?,
-                Op::Rst => {}
-                _ => refuse(self),
-            }
-            return Ok(());
-        };
-        if pkt.op == Op::Rst {
-            self.remove(slot);
-            return Ok(());
-        }
-        if pkt.op == Op::Request {
-            refuse(self);
-            return Ok(());
-        }
-        let Some(c) = self.slots[slot].as_mut() else {
-            return Ok(());
-        };
-        if c.wire_type() != pkt.hdr.type_.to_native() {
-            self.reset(slot);
-            return Ok(());
-        }
-        c.update_peer(pkt.hdr.buf_alloc.to_native(), pkt.hdr.fwd_cnt.to_native());
-        match pkt.op {
-            Op::Response => {
-                if c.state != State::Connecting {
-                    self.reset(slot);
-                    return Ok(());
-                }
-                c.state = State::Established;
-                // Only a Unix-socket host program that sent `CONNECT <port>`
-                // expects the `OK` line; a forwarded AF_VSOCK peer does not.
-                if !c.handshake.is_empty() {
-                    c.reply.extend(format!("OK {}\n", c.host_port).bytes());
-                }
-                c.readable = true;
-                self.after_write(slot);
-                self.mark_ready(slot);
-            }
-            Op::Rw => {
-                let len = pkt.len() as usize;
-                if c.state != State::Established || c.guest_shut_send {
-                    self.reset(slot);
-                    return Ok(());
-                }
-                if c.would_overflow(len) {
-                    log.warn(
-                        "guest exceeded its credit",
-                        &io::Error::other(format!("{} bytes buffered, {len} more", c.tx_buf.len())),
-                    );
-                    self.reset(slot);
-                    return Ok(());
-                }
-                if c.stream.seqpacket {
-                    request::read_payload(reader, pkt.len(), &mut c.tx_partial)?;
-                    if pkt.hdr.flags.to_native() & SEQ_EOM != 0 {
-                        let msg = std::mem::take(&mut c.tx_partial);
-                        c.tx_msgs.push_back(msg);
-                    }
-                } else {
-                    self.scratch.clear();
-                    request::read_payload(reader, pkt.len(), &mut self.scratch)?;
-                    if let Some(c) = self.slots[slot].as_mut() {
-                        c.tx_buf.extend(self.scratch.iter());
-                    }
-                }
-                self.after_write(slot);
-            }
-            Op::CreditUpdate => {
-                self.mark_ready(slot);
-            }
-            Op::CreditRequest => {
-                c.push_control(Op::CreditUpdate, 0);
-                self.mark_ready(slot);
-            }
-            Op::Shutdown => {
-                let flags = pkt.hdr.flags.to_native();
-                c.guest_shut_rcv |= flags & SHUTDOWN_RCV != 0;
-                c.guest_shut_send |= flags & SHUTDOWN_SEND != 0;
-                if c.guest_shut_rcv && c.guest_shut_send {
-                    // Both directions closed: pass on what is buffered, then
-                    // close with RST, which the driver waits for.
-                    let _ = c.flush();
-                    self.reset(slot);
-                    return Ok(());
-                }
-                self.after_write(slot);
-            }
-            Op::Request | Op::Rst => {}
-        }
-        self.sync(slot)
-    }
-
-    /// A packet for another VM: into its mailbox if they share a group,
-    /// otherwise RST.
-    fn forward(
-        &mut self,
-        pkt: &request::Packet,
-        reader: &mut vhost_device_common::queue::Reader<'_>,
-        log: &GuestErrorLog,
-    ) -> Result<(), HostError> {
-        let mut payload = Vec::new();
-        if pkt.op == Op::Rw {
-            request::read_payload(reader, pkt.len(), &mut payload)?;
-        }
-        let dst = pkt.hdr.dst_cid.to_native();
-        let delivered = match self.registry.route(&self.mailbox, dst) {
-            Some(to) => to.post(pkt.hdr, payload),
-            None => {
-                log.warn(
-                    "packet for an unreachable CID",
-                    &io::Error::other(format!("CID {dst}")),
-                );
-                false
-            }
-        };
-        if !delivered {
-            if let Some(mut r) = request::rst_for(&pkt.hdr, self.guest_cid) {
-                r.src_cid = pkt.hdr.dst_cid;
-                self.queue_rst(r);
-            }
+            self.reset_pending = used == 0;
         }
         Ok(())
     }
+}
 
-    /// Deliver (a piece of) a sibling's packet into an rx buffer of `room` bytes.
-    fn fill_from_sibling(
-        &mut self,
-        writer: &mut Writer<'_>,
-        room: usize,
-    ) -> Result<Option<u32>, HostError> {
-        if self.sibling.is_none() {
-            self.sibling = self.mailbox.take().map(|(h, p)| (h, p, 0));
-        }
-        let Some((orig, payload, off)) = self.sibling.take() else {
-            return Ok(None);
-        };
-        let mut h = orig;
-        let left = payload.len() - off;
-        let n = left.min(room - HDR);
-        let last = n == left;
-        h.len = u32::try_from(n).unwrap_or(0).into();
-        if !last {
-            // Only the last piece of a message keeps EOM/EOR.
-            h.flags = (h.flags.to_native() & !(SEQ_EOM | SEQ_EOR)).into();
-        }
-        let used = request::write(writer, h, &payload[off..off + n])?;
-        if !last {
-            self.sibling = Some((orig, payload, off + n));
-        }
-        Ok(Some(used))
+/// Write `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` into an event buffer; the used
+/// length, 0 when the buffer cannot take it (too small or device-readable: a
+/// guest error).
+fn write_transport_reset(writer: &mut Writer<'_>, log: &GuestErrorLog) -> u32 {
+    let e = Event {
+        id: EVENT_TRANSPORT_RESET.into(),
+    };
+    let room = writer.available_bytes();
+    if room < e.as_slice().len() {
+        log.warn(
+            "event buffer too small",
+            &io::Error::other(format!("{room} writable bytes")),
+        );
+        return 0;
     }
-
-    /// After guest data was buffered (or the guest shut down sending): write
-    /// to the host, half-close when done, and plan a credit update.
-    fn after_write(&mut self, slot: usize) {
-        let Some(c) = self.slots[slot].as_mut() else {
-            return;
-        };
-        match c.flush() {
-            Ok(_) => {}
-            Err(e) => {
-                log::debug!("host socket of port {} failed: {e}", c.host_port);
-                self.reset(slot);
-                return;
-            }
-        }
-        if !c.has_pending_tx() && c.guest_shut_send {
-            let _ = c.stream.shutdown_write();
-        }
-        if c.credit_update_due() {
-            c.push_control(Op::CreditUpdate, 0);
-            self.mark_ready(slot);
+    match std::io::Write::write_all(writer, e.as_slice()) {
+        Ok(()) => u32::try_from(writer.bytes_written()).unwrap_or(0),
+        Err(err) => {
+            log.warn("cannot write the event buffer", &err);
+            0
         }
     }
+}
 
-    fn guest_connect(&mut self, pkt: &request::Packet) -> Result<(), HostError> {
-        let reply_rst = |m: &mut Self| {
-            if let Some(r) = request::rst_for(&pkt.hdr, m.guest_cid) {
-                m.queue_rst(r);
-            }
-        };
-        if self.count() >= MAX_CONNECTIONS {
-            reply_rst(self);
-            return Ok(());
-        }
-        let connected = match self.forward_cid {
-            Some(cid) if !pkt.is_seqpacket() => host::connect_vsock(cid, pkt.dst_port()),
-            _ => host::connect_port(&self.uds, pkt.dst_port(), pkt.is_seqpacket())
-                .map(|s| (s, false)),
-        };
-        match connected {
-            Ok((stream, pending)) => {
-                let state = if pending {
-                    State::HostConnecting
-                } else {
-                    State::Established
-                };
-                let mut c = Conn::new(
-                    stream,
-                    state,
-                    pkt.dst_port(),
-                    pkt.src_port(),
-                    self.buf_alloc,
-                );
-                c.update_peer(pkt.hdr.buf_alloc.to_native(), pkt.hdr.fwd_cnt.to_native());
-                if !pending {
-                    c.push_control(Op::Response, 0);
-                    c.readable = true;
-                }
-                let Some(slot) = self.insert(c) else {
-                    reply_rst(self);
-                    return Ok(());
-                };
-                self.by_key.insert((pkt.dst_port(), pkt.src_port()), slot);
-                self.mark_ready(slot);
-                self.sync(slot)?;
-            }
-            Err(e) => {
-                log::debug!("guest connect to port {}: {e}", pkt.dst_port());
-                reply_rst(self);
-            }
-        }
-        Ok(())
-    }
-
-    /// A host connection for the guest arrived on a forwarding listener.
-    fn accept_forwarded(&mut self, index: usize) -> Result<(), HostError> {
-        let listeners = self.forward_listeners.clone();
-        let Some((listener, port)) = listeners.get(index) else {
-            return Ok(());
-        };
-        while let Some(sock) = host::accept(listener)? {
-            if self.count() >= MAX_CONNECTIONS {
-                log::warn!(
-                    "connection limit ({MAX_CONNECTIONS}) reached; refusing a forwarded connection"
-                );
-                continue;
-            }
-            let host_port = self.alloc_port(*port);
-            let mut c = Conn::new(sock, State::Connecting, host_port, *port, self.buf_alloc);
-            c.push_control(Op::Request, 0);
-            if let Some(slot) = self.insert(c) {
-                self.by_key.insert((host_port, *port), slot);
-                self.mark_ready(slot);
-                self.sync(slot)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Read a host program's `CONNECT <port>\n`, one byte at a time so that
-    /// nothing after the line is consumed.
-    fn read_handshake(&mut self, slot: usize) -> Result<(), HostError> {
-        let Some(c) = self.slots[slot].as_mut() else {
-            return Ok(());
-        };
-        let mut byte = [0u8; 1];
-        loop {
-            match c.stream.recv(&mut byte) {
-                Ok(0) => {
-                    self.remove(slot);
-                    return Ok(());
-                }
-                Ok(_) => {
-                    c.handshake.push(byte[0]);
-                    if byte[0] == b'\n' {
-                        break;
-                    }
-                    if c.handshake.len() >= MAX_HANDSHAKE {
-                        self.remove(slot);
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.readable = false;
-                    return self.sync(slot);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.remove(slot);
-                    return Ok(());
-                }
-            }
-        }
-        let Some(port) = host::parse_connect(&c.handshake) else {
-            self.remove(slot);
-            return Ok(());
-        };
-        let host_port = self.alloc_port(port);
-        let Some(c) = self.slots[slot].as_mut() else {
-            return Ok(());
-        };
-        c.state = State::Connecting;
-        c.guest_port = port;
-        c.host_port = host_port;
-        c.readable = false;
-        c.push_control(Op::Request, 0);
-        self.by_key.insert((host_port, port), slot);
-        self.mark_ready(slot);
-        self.sync(slot)
-    }
-
-    /// Fill one rx buffer, or ask to stop when there is nothing to send.
-    fn fill_rx(
-        &mut self,
-        writer: &mut Writer<'_>,
-        log: &GuestErrorLog,
-    ) -> Result<Completion, HostError> {
-        let room = writer.available_bytes();
-        if room < HDR {
-            log.warn(
-                "rx buffer too small",
-                &io::Error::other(format!("{room} bytes")),
-            );
-            return Ok(Completion::Used(0));
-        }
-        if let Some(h) = self.rst.pop_front() {
-            return Ok(Completion::Used(request::write(writer, h, &[])?));
-        }
-        if let Some(used) = self.fill_from_sibling(writer, room)? {
-            return Ok(Completion::Used(used));
-        }
-        while let Some(slot) = self.ready.pop_front() {
-            let guest_cid = self.guest_cid;
-            let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
-                continue;
-            };
-            c.queued = false;
-            if let Some((op, flags)) = c.control.pop_front() {
-                let h = c.header_to_guest(guest_cid, op, flags, 0);
-                let n = request::write(writer, h, &[])?;
-                self.mark_ready(slot);
-                return Ok(Completion::Used(n));
-            }
-            if c.state == State::Handshake && c.readable {
-                self.read_handshake(slot)?;
-                continue;
-            }
-            if c.state == State::Established
-                && c.readable
-                && c.wants_host_data()
-                && c.stream.seqpacket
-            {
-                let max = (c.peer_credit().min(MAX_PAYLOAD) as usize).min(room - HDR);
-                if c.rx_off >= c.rx_msg.len() {
-                    c.rx_msg.resize(MAX_SEQPACKET_MESSAGE, 0);
-                    c.rx_off = 0;
-                    match c.stream.recv(&mut c.rx_msg) {
-                        Ok(0) => {
-                            c.rx_msg.clear();
-                            c.host_ended();
-                            self.mark_ready(slot);
-                            self.sync(slot)?;
-                            continue;
-                        }
-                        Ok(n) => {
-                            if n > MAX_SEQPACKET_MESSAGE {
-                                log.warn(
-                                    "host message truncated",
-                                    &io::Error::other(format!(
-                                        "{n} bytes, limit {MAX_SEQPACKET_MESSAGE}"
-                                    )),
-                                );
-                            }
-                            c.rx_msg.truncate(n.min(MAX_SEQPACKET_MESSAGE));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            c.rx_msg.clear();
-                            c.readable = false;
-                            self.sync(slot)?;
-                            continue;
-                        }
-                        Err(e) => {
-                            log::debug!("host socket of port {} failed: {e}", c.host_port);
-                            self.reset(slot);
-                            continue;
-                        }
-                    }
-                }
-                let left = c.rx_msg.len() - c.rx_off;
-                let n = max.min(left);
-                let flags = if n == left { SEQ_EOM | SEQ_EOR } else { 0 };
-                let len = u32::try_from(n).unwrap_or(0);
-                let h = c.header_to_guest(guest_cid, Op::Rw, flags, len);
-                let used = request::write(writer, h, &c.rx_msg[c.rx_off..c.rx_off + n])?;
-                c.rx_off += n;
-                if c.rx_off >= c.rx_msg.len() {
-                    c.rx_msg.clear();
-                    c.rx_off = 0;
-                }
-                self.mark_ready(slot);
-                return Ok(Completion::Used(used));
-            }
-            if c.state == State::Established && c.readable && c.wants_host_data() {
-                let max = (c.peer_credit().min(MAX_PAYLOAD) as usize).min(room - HDR);
-                if self.scratch.len() < max {
-                    self.scratch.resize(max, 0);
-                }
-                match c.stream.recv(&mut self.scratch[..max]) {
-                    Ok(0) => {
-                        c.host_ended();
-                        self.mark_ready(slot);
-                        self.sync(slot)?;
-                    }
-                    Ok(n) => {
-                        let len = u32::try_from(n).unwrap_or(0);
-                        let h = c.header_to_guest(guest_cid, Op::Rw, 0, len);
-                        let used = request::write(writer, h, &self.scratch[..n])?;
-                        self.mark_ready(slot);
-                        return Ok(Completion::Used(used));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        c.readable = false;
-                        self.sync(slot)?;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => self.mark_ready(slot),
-                    Err(e) => {
-                        log::debug!("host socket of port {} failed: {e}", c.host_port);
-                        self.reset(slot);
-                    }
-                }
-                continue;
-            }
-            self.sync(slot)?;
-        }
-        Ok(Completion::Stop)
-    }
-
-    fn accept(&mut self, listener: &UdsListener) -> Result<(), HostError> {
-        loop {
-            match listener.listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(true)?;
-                    if self.count() >= MAX_CONNECTIONS {
-                        log::warn!("connection limit ({MAX_CONNECTIONS}) reached; refusing a host connection");
-                        continue;
-                    }
-                    let mut c = Conn::new(stream.into(), State::Handshake, 0, 0, self.buf_alloc);
-                    c.readable = true;
-                    if let Some(slot) = self.insert(c) {
-                        self.mark_ready(slot);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::warn!("accept on the host socket failed: {e}");
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    fn on_host_event(&mut self, slot: usize, evset: EventSet) -> Result<(), HostError> {
-        let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
-            return Ok(());
-        };
-        if c.state == State::HostConnecting {
-            // The forwarded connect finished, one way or the other.
-            match c.stream.take_error()? {
-                None if evset.contains(EventSet::OUT) => {
-                    c.state = State::Established;
-                    c.push_control(Op::Response, 0);
-                    c.readable = true;
-                    self.mark_ready(slot);
-                }
-                None => {}
-                Some(e) => {
-                    log::debug!("forwarded connect to port {} failed: {e}", c.host_port);
-                    self.reset(slot);
-                    return Ok(());
-                }
-            }
-            return self.sync(slot);
-        }
-        if evset.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR) {
-            c.readable = true;
-            self.mark_ready(slot);
-        }
-        if evset.contains(EventSet::OUT) {
-            self.after_write(slot);
-        }
-        self.sync(slot)
-    }
+/// What moves with a migration: the event buffers the driver gave the device
+/// (held until there is an event to report).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedState {
+    /// Held event-queue chains.
+    pub event_buffers: Vec<HeldChain>,
 }
 
 /// One vsock device (fresh per front-end connection).
 pub struct VsockDevice {
     muxer: Mutex<Muxer>,
-    listener: Arc<UdsListener>,
 }
 
 impl VsockDevice {
-    /// A device for `args`, taking host connections from `listener` and the
-    /// `forward_listeners`, and sibling packets from its mailbox in `registry`.
+    /// A device for `args`, taking host connections from `listeners`, and
+    /// sibling packets from its mailbox in `registry`; at most
+    /// `max_connections` at once.
     pub fn new(
         args: &Args,
-        listener: Arc<UdsListener>,
+        listeners: Listeners,
         registry: Arc<Registry>,
-        forward_listeners: Arc<Vec<(OwnedFd, u32)>>,
+        max_connections: usize,
     ) -> Result<Self, HostError> {
-        let conn_base = u16::try_from(forward_listeners.len())
+        let conn_base = u16::try_from(listeners.forward.len())
             .ok()
             .and_then(|n| n.checked_add(FIRST_FORWARD_TOKEN))
             .ok_or("too many forwarding listeners")?;
         let mailbox = registry
             .get(args.guest_cid)
             .ok_or("the VM has no mailbox in the registry")?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
         Ok(Self {
             muxer: Mutex::new(Muxer {
-                guest_cid: args.guest_cid,
-                uds: args.uds_path.clone(),
-                buf_alloc: args.buffer_size,
-                slots: Vec::new(),
-                free: Vec::new(),
-                by_key: HashMap::new(),
-                ready: VecDeque::new(),
+                cfg: Settings {
+                    guest_cid: args.guest_cid,
+                    uds: args.uds_path.clone(),
+                    buf_alloc: args.buffer_size,
+                    forward_cid: args.forward_cid,
+                    forward_peers: args.forward_peers.clone(),
+                    connect_timeout: args.connect_timeout,
+                    close_timeout: args.close_timeout,
+                },
+                table: Table::new(max_connections),
                 rst: VecDeque::new(),
                 events: None,
-                next_port: FIRST_HOST_PORT,
+                timer,
+                armed: None,
                 reset_pending: true,
+                event_buffers: VecDeque::new(),
+                header_only_rx: VecDeque::new(),
                 seqpacket: false,
                 scratch: Vec::new(),
                 mailbox,
                 registry,
                 sibling: None,
-                forward_cid: args.forward_cid,
-                forward_listeners,
+                listeners,
                 conn_base,
+                reserve: host::reserve_descriptor().ok(),
+                paused: Vec::new(),
+                host_log: GuestErrorLog::new("vhost-device-vsock host"),
             }),
-            listener,
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Muxer> {
         vhost_device_common::lock(&self.muxer)
-    }
-
-    fn service(&self, m: &mut Muxer, ctx: &QueueContext<'_>) -> Result<(), HostError> {
-        if let Some(rx) = ctx.vrings.get(RX_QUEUE).copied().flatten() {
-            drain(ctx, rx, |_, writer| m.fill_rx(writer, ctx.log))?;
-        }
-        if let Some(ev) = ctx.vrings.get(EVENT_QUEUE).copied().flatten() {
-            drain(ctx, ev, |_, writer| {
-                if !m.reset_pending {
-                    return Ok(Completion::Stop);
-                }
-                m.reset_pending = false;
-                let e = Event {
-                    id: EVENT_TRANSPORT_RESET.into(),
-                };
-                std::io::Write::write_all(writer, e.as_slice())?;
-                Ok(Completion::Used(u32::try_from(writer.bytes_written())?))
-            })?;
-        }
-        Ok(())
     }
 }
 
@@ -813,13 +497,17 @@ impl VirtioDevice for VsockDevice {
         F_SEQPACKET
     }
 
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
     fn acked_features(&self, features: u64) {
         self.lock().seqpacket = features & F_SEQPACKET != 0;
     }
 
     fn config(&self) -> Vec<u8> {
         let cfg = Config {
-            guest_cid: self.lock().guest_cid.into(),
+            guest_cid: self.lock().cfg.guest_cid.into(),
         };
         cfg.as_slice().to_vec()
     }
@@ -828,20 +516,21 @@ impl VirtioDevice for VsockDevice {
         let mut m = self.lock();
         events.add(
             0,
-            self.listener.listener.as_fd(),
+            m.listeners.uds.listener.as_fd(),
             EventSet::IN,
             TOKEN_LISTENER,
         )?;
         // Packets siblings sent before this driver's transport reset are stale.
         m.mailbox.clear();
         events.add(0, m.mailbox.wake.as_fd(), EventSet::IN, TOKEN_MAILBOX)?;
-        for (i, (l, _)) in m.forward_listeners.iter().enumerate() {
+        events.add(0, m.timer.as_fd(), EventSet::IN, TOKEN_TIMER)?;
+        for (i, l) in m.listeners.forward.iter().enumerate() {
             let tok = u16::try_from(i)
                 .ok()
                 .and_then(|i| i.checked_add(FIRST_FORWARD_TOKEN));
             events.add(
                 0,
-                l.as_fd(),
+                l.fd.as_fd(),
                 EventSet::IN,
                 tok.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?,
             )?;
@@ -850,19 +539,48 @@ impl VirtioDevice for VsockDevice {
         Ok(())
     }
 
-    /// Connections are bound to host sockets and cannot move to another
-    /// daemon: nothing is saved. The destination's driver gets a
-    /// `TRANSPORT_RESET` on its first event buffer (as kernel vhost-vsock
-    /// sends after migration), so guest sockets see their connections reset
-    /// and reconnect.
-    type State = ();
-
-    fn save_state(&self) -> Result<(), HostError> {
+    /// `GET_VRING_BASE` of `rx` or `tx`: the driver is going away (a reboot,
+    /// a paused or migrating VM). Every connection ends: its host socket is
+    /// closed, so host programs see end of stream; the next driver gets a
+    /// `TRANSPORT_RESET`. Held event buffers stay held.
+    fn stop_vring(&self, queue: usize) -> io::Result<()> {
+        if queue == RX_QUEUE || queue == TX_QUEUE {
+            let mut m = self.lock();
+            m.close_all();
+            // Header-only rx buffers belong to the stopped ring.
+            m.header_only_rx.clear();
+        }
         Ok(())
     }
 
-    fn load_state(&self, (): ()) -> Result<(), HostError> {
-        self.lock().reset_pending = true;
+    /// `RESET_DEVICE`: as [`Self::stop_vring`], and the held buffers are
+    /// gone with the rings.
+    fn reset(&self) {
+        let mut m = self.lock();
+        m.close_all();
+        m.event_buffers.clear();
+        m.header_only_rx.clear();
+    }
+
+    /// Connections are bound to host sockets and cannot move to another
+    /// daemon: only the driver's event buffers the device holds are saved.
+    /// The destination completes the first of them with `TRANSPORT_RESET`
+    /// (as kernel vhost-vsock does after a migration), so guest sockets see
+    /// their connections reset and reconnect.
+    type State = SavedState;
+    const STATE_VERSION: u16 = 2;
+
+    fn save_state(&self) -> Result<SavedState, HostError> {
+        let mut m = self.lock();
+        Ok(SavedState {
+            event_buffers: m.event_buffers.drain(..).collect(),
+        })
+    }
+
+    fn load_state(&self, state: SavedState) -> Result<(), HostError> {
+        let mut m = self.lock();
+        m.event_buffers = state.event_buffers.into();
+        m.reset_pending = true;
         Ok(())
     }
 
@@ -874,12 +592,12 @@ impl VirtioDevice for VsockDevice {
     ) -> Result<(), HostError> {
         let mut m = self.lock();
         if queue == TX_QUEUE {
-            drain(ctx, vring, |reader, _| {
-                m.on_tx(reader, ctx.log)?;
+            drain_chains(ctx, TX_QUEUE, vring, |chain| {
+                m.on_tx(&mut chain.reader, ctx.log);
                 Ok(Completion::Used(0))
             })?;
         }
-        self.service(&mut m, ctx)
+        m.service(ctx)
     }
 
     fn host_event(
@@ -890,17 +608,96 @@ impl VirtioDevice for VsockDevice {
         _vrings: &[Option<&Vring>],
     ) -> Result<(), HostError> {
         let mut m = self.lock();
-        match token {
-            TOKEN_LISTENER => m.accept(&self.listener)?,
-            TOKEN_MAILBOX => {
-                let _ = m.mailbox.wake.read();
-            }
-            t if t < m.conn_base => m.accept_forwarded(usize::from(t - FIRST_FORWARD_TOKEN))?,
-            t => {
-                let slot = usize::from(t - m.conn_base);
-                m.on_host_event(slot, evset)?;
-            }
+        m.on_host_event(token, evset)?;
+        m.service(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vhost_device_common::queue::HeldHeads;
+    use vhost_device_common::testing::{TestQueue, BUFFERS};
+
+    /// A device for CID 3 with its host socket in `dir`.
+    fn device(dir: &std::path::Path) -> VsockDevice {
+        let args = Args {
+            guest_cid: 3,
+            uds_path: dir.join("v.sock"),
+            buffer_size: 64 * 1024,
+            socket: None,
+            groups: Vec::new(),
+            forward_cid: None,
+            forward_listen: Vec::new(),
+            forward_peers: None,
+            connect_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(60),
+        };
+        let mut registry = Registry::default();
+        registry.add(Arc::new(Mailbox::new(3, Vec::new()).unwrap()));
+        let listeners = Listeners {
+            uds: Arc::new(UdsListener::bind(&args.uds_path).unwrap()),
+            forward: Arc::new(Vec::new()),
+        };
+        VsockDevice::new(&args, listeners, Arc::new(registry), 16).unwrap()
+    }
+
+    /// A context in which `q` is the event queue.
+    fn event_context<'a>(
+        q: &'a TestQueue,
+        vrings: &'a [Option<&'a Vring>],
+        held: &'a HeldHeads,
+    ) -> QueueContext<'a> {
+        QueueContext {
+            vrings,
+            held,
+            ..q.context()
         }
-        self.service(&mut m, ctx)
+    }
+
+    #[test]
+    fn event_buffers_after_the_reset_are_held_and_move_with_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.fill(BUFFERS, 16, 0xff).unwrap();
+        let first = q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let second = q.add(&[(BUFFERS + 8, 8, true)]).unwrap();
+        let vrings = [None, None, Some(&q.vring)];
+        let held = HeldHeads::new(NUM_QUEUES);
+        let source = device(dir.path());
+        source
+            .process_queue(&event_context(&q, &vrings, &held), EVENT_QUEUE, &q.vring)
+            .unwrap();
+        assert_eq!(q.used().unwrap(), vec![(u32::from(first), 4)]);
+        assert_eq!(held.count(EVENT_QUEUE), 1, "the second buffer is held");
+
+        // Through the runtime's envelope, into a second device on the same rings.
+        let blob = vhost_device_common::state::encode(
+            "vsock",
+            2,
+            &held.snapshot(),
+            &source.save_state().unwrap(),
+        )
+        .unwrap();
+        drop(source);
+        let (heads, state) =
+            vhost_device_common::state::decode::<SavedState>("vsock", 2, &blob).unwrap();
+        let held = HeldHeads::new(NUM_QUEUES);
+        held.restore(&heads).unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let destination = device(dir2.path());
+        destination.load_state(state).unwrap();
+        destination
+            .process_queue(&event_context(&q, &vrings, &held), EVENT_QUEUE, &q.vring)
+            .unwrap();
+
+        assert_eq!(
+            q.used().unwrap(),
+            vec![(u32::from(first), 4), (u32::from(second), 4)]
+        );
+        assert_eq!(
+            q.read(BUFFERS + 8, 8).unwrap(),
+            [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
     }
 }

@@ -11,7 +11,6 @@
 //! does not fit is answered with RST.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -21,6 +20,14 @@ use crate::virtio::PacketHeader;
 /// Most bytes waiting in one VM's mailbox.
 pub const MAX_MAILBOX_BYTES: usize = 8 << 20;
 
+/// Packets on their way to one VM, and their size in bytes (kept together
+/// under one lock, so clearing never races a post).
+#[derive(Debug, Default)]
+struct Queue {
+    packets: VecDeque<(PacketHeader, Vec<u8>)>,
+    bytes: usize,
+}
+
 /// Packets on their way to one VM.
 #[derive(Debug)]
 pub struct Mailbox {
@@ -28,10 +35,13 @@ pub struct Mailbox {
     pub cid: u64,
     /// Its groups.
     pub groups: Vec<String>,
-    queue: Mutex<VecDeque<(PacketHeader, Vec<u8>)>>,
-    bytes: AtomicUsize,
+    queue: Mutex<Queue>,
     /// Signalled when a packet arrives.
     pub wake: EventFd,
+}
+
+fn size_of_packet(payload: &[u8]) -> usize {
+    payload.len() + std::mem::size_of::<PacketHeader>()
 }
 
 impl Mailbox {
@@ -40,40 +50,39 @@ impl Mailbox {
         Ok(Self {
             cid,
             groups,
-            queue: Mutex::new(VecDeque::new()),
-            bytes: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
         })
     }
 
     /// Queue a packet; `false` when the mailbox is full.
     pub fn post(&self, hdr: PacketHeader, payload: Vec<u8>) -> bool {
-        let size = payload.len() + std::mem::size_of::<PacketHeader>();
-        if self.bytes.load(Ordering::Acquire) + size > MAX_MAILBOX_BYTES {
-            return false;
+        let size = size_of_packet(&payload);
+        {
+            let mut q = vhost_device_common::lock(&self.queue);
+            if q.bytes + size > MAX_MAILBOX_BYTES {
+                return false;
+            }
+            q.bytes += size;
+            q.packets.push_back((hdr, payload));
         }
-        self.bytes.fetch_add(size, Ordering::AcqRel);
-        vhost_device_common::lock(&self.queue).push_back((hdr, payload));
         let _ = self.wake.write(1);
         true
     }
 
     /// Take the oldest packet.
     pub fn take(&self) -> Option<(PacketHeader, Vec<u8>)> {
-        let item = vhost_device_common::lock(&self.queue).pop_front();
+        let mut q = vhost_device_common::lock(&self.queue);
+        let item = q.packets.pop_front();
         if let Some((_, p)) = &item {
-            self.bytes.fetch_sub(
-                p.len() + std::mem::size_of::<PacketHeader>(),
-                Ordering::AcqRel,
-            );
+            q.bytes -= size_of_packet(p);
         }
         item
     }
 
     /// Drop everything (the VM's driver was reset).
     pub fn clear(&self) {
-        vhost_device_common::lock(&self.queue).clear();
-        self.bytes.store(0, Ordering::Release);
+        *vhost_device_common::lock(&self.queue) = Queue::default();
         let _ = self.wake.read();
     }
 }
@@ -138,6 +147,27 @@ mod tests {
             "a VM does not route to itself"
         );
         assert!(r.route(&three, 99).is_none());
+    }
+
+    #[test]
+    fn clearing_while_a_sibling_posts_keeps_the_byte_count_exact() {
+        let m = Arc::new(Mailbox::new(3, vec![]).unwrap());
+        let poster = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200_000 {
+                    m.post(PacketHeader::default(), vec![0; 100]);
+                    m.take();
+                }
+            })
+        };
+        for _ in 0..200_000 {
+            m.clear();
+        }
+        poster.join().expect("no overflow in the byte count");
+        m.clear();
+
+        assert!(m.post(PacketHeader::default(), vec![0; MAX_MAILBOX_BYTES - 44]));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use vhost_device_test_frontend::process::DaemonProcess;
 use vhost_device_test_frontend::vsock::VsockGuest;
-use vhost_device_test_frontend::{Options, Session};
+use vhost_device_test_frontend::{Options, Session, VhostUserProtocolFeatures};
 
 pub const CID: u64 = 3;
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -29,6 +29,15 @@ pub const RW: u16 = 5;
 pub const CREDIT_UPDATE: u16 = 6;
 
 pub use vhost_device_test_frontend::vsock::Hdr;
+
+/// The front-end options every test guest uses.
+pub fn options() -> Options {
+    Options {
+        ram_size: 64 << 20,
+        queue_size: 256,
+        ..Options::default()
+    }
+}
 
 /// The guest: the test front end's vsock driver, with panicking helpers for tests.
 pub struct Guest(VsockGuest);
@@ -70,13 +79,33 @@ impl Guest {
         queues: Option<usize>,
     ) -> Self {
         let opts = Options {
-            ram_size: 64 << 20,
-            queue_size: 256,
             accept_features: features,
             num_queues: queues,
-            ..Options::default()
+            ..options()
         };
         let s = Session::start(socket, &opts).unwrap();
+        Guest(VsockGuest::new(s, cid).unwrap())
+    }
+
+    /// A guest that posts only `count` rx buffers (0: none).
+    pub fn with_rx_buffers(d: &DaemonProcess, count: usize) -> Self {
+        let s = Session::start(&d.socket, &options()).unwrap();
+        Guest(VsockGuest::with_rx_buffers(s, CID, count).unwrap())
+    }
+
+    /// A guest whose front end also negotiates `RESET_DEVICE`.
+    pub fn with_reset_device(d: &DaemonProcess) -> Self {
+        let mut opts = options();
+        opts.accept_protocol |= VhostUserProtocolFeatures::RESET_DEVICE;
+        let s = Session::start(&d.socket, &opts).unwrap();
+        Guest(VsockGuest::new(s, CID).unwrap())
+    }
+
+    /// The same front end restarting the device after its driver went away
+    /// (a guest reboot): a fresh driver on new rings.
+    pub fn reboot(self) -> Self {
+        let Guest(VsockGuest { mut s, cid, .. }) = self;
+        s.reboot_queues().unwrap();
         Guest(VsockGuest::new(s, cid).unwrap())
     }
 
