@@ -157,8 +157,11 @@ impl HeldHeads {
 ///
 /// It serializes as its queue and head index, so a device can put it into its
 /// migration state; a deserialized one is resolved from the descriptor table
-/// again when it is completed on the destination.
-#[derive(Serialize, Deserialize)]
+/// again when it is completed on the destination. `save_state` must leave the
+/// source able to go on (the migration may fail), so it saves clones; the
+/// runtime completes a head only while it is held, so a clone can never
+/// complete a chain twice.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HeldChain {
     queue: u16,
     head: u16,
@@ -291,7 +294,7 @@ fn notify(ctx: &QueueContext<'_>, state: &mut State<'_>) -> Result<(), HostError
 }
 
 /// Put `head` on the used ring and signal as needed. False when the ring
-/// cannot be written (a guest error, logged).
+/// refuses it (a head out of range: a guest error, logged).
 fn publish(
     ctx: &QueueContext<'_>,
     state: &mut State<'_>,
@@ -403,10 +406,11 @@ where
             };
             match completion {
                 Completion::Used(len) => {
-                    if !publish(ctx, &mut state, head, len)? {
-                        break 'outer;
+                    // A head the used ring refuses (out of range: a bogus
+                    // avail entry) is logged; the chains after it are served.
+                    if publish(ctx, &mut state, head, len)? {
+                        stats.completed += 1;
                     }
-                    stats.completed += 1;
                 }
                 Completion::Held => stats.held += 1,
                 Completion::Stop => {
