@@ -63,10 +63,12 @@ use serde::{Deserialize, Serialize};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::HostError;
 use vhost_device_common::events::HostEvents;
+use vhost_device_common::queue::GuestMemory;
 use vhost_device_common::queue::{drain_chains, Chain, Completion, HeldChain, QueueContext, Vring};
-use vhost_device_common::vhost_user_backend::VringT;
+use vhost_device_common::vhost_user_backend::{VringState, VringT};
 use vhost_device_common::virtio_queue::QueueT;
 use vhost_device_common::vm_memory::ByteValued;
+use vhost_device_common::vm_memory::GuestMemoryAtomic;
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
 use self::alarm::{Alarm, Notify, Outcome};
@@ -151,13 +153,31 @@ pub struct RingPosition {
 }
 
 impl RingPosition {
+    /// Where a running ring is (`None` while it is stopped).
     fn of(vring: &Vring) -> Option<Self> {
         let state = vring.get_ref();
+        state.get_queue().ready().then(|| Self::read(&state))
+    }
+
+    fn read(state: &VringState<GuestMemoryAtomic<GuestMemory>>) -> Self {
         let q = state.get_queue();
-        q.ready().then(|| Self {
+        Self {
             desc_table: q.desc_table(),
             next_avail: q.next_avail(),
-        })
+        }
+    }
+
+    /// Remember where `vring` is after a drain. The front end may stop it
+    /// (`GET_VRING_BASE`) at any moment after the drain released it; a stop
+    /// changes neither the table nor the index, and the front end restarts
+    /// a paused ring at exactly that index, so a stopped ring is read too —
+    /// but only to update a position already known: a ring never started
+    /// has no position yet.
+    fn record(slot: &mut Option<Self>, vring: &Vring) {
+        let state = vring.get_ref();
+        if state.get_queue().ready() || slot.is_some() {
+            *slot = Some(Self::read(&state));
+        }
     }
 }
 
@@ -530,7 +550,7 @@ impl State {
         drain_chains(ctx, REQUEST_QUEUE, vring, |chain| {
             Ok(Completion::Used(self.answer(ctx, chain)))
         })?;
-        self.req_ring = RingPosition::of(vring);
+        RingPosition::record(&mut self.req_ring, vring);
         self.deliver(ctx)
     }
 
@@ -594,7 +614,7 @@ impl State {
             self.alarmq.push_back(chain.hold());
             Ok(Completion::Held)
         })?;
-        self.ring = RingPosition::of(vring);
+        RingPosition::record(&mut self.ring, vring);
         self.deliver(ctx)
     }
 }

@@ -1084,13 +1084,8 @@ fn pause_and_resume_keeps_the_held_buffers_and_the_alarm() {
     c.set_alarm(BOOTTIME, at, true);
 
     // QEMU's stop and cont: stop both rings, start them again where they were.
-    for i in 0..2 {
-        let base = u16::try_from(c.s.stop_queue(i).unwrap()).unwrap();
-        let placeholder = Virtqueue::new(c.s.ram().clone(), 1, false).unwrap();
-        let vq = std::mem::replace(c.s.queue(i).unwrap(), placeholder);
-        start_ring(&mut c.s, i, &vq, base);
-        *c.s.queue(i).unwrap() = vq;
-    }
+    c.s.stop_queues().unwrap();
+    c.s.restart_queues().unwrap();
 
     assert_eq!(c.notifications(WAIT), vec![BOOTTIME]);
     assert!(host_now(Source::Boottime) >= at);
@@ -1098,135 +1093,59 @@ fn pause_and_resume_keeps_the_held_buffers_and_the_alarm() {
 
 // --------------------------------------------------------------- migration
 
-/// Stop both queues of `c` and save the device state.
-/// Stop both queues of `c` (the alarmq first) and save the device state;
-/// returns it with the rings' positions.
-fn stop_and_save(c: &mut Client) -> (Vec<u8>, [u16; 2]) {
-    let alarmq = c.s.stop_queue(1).unwrap();
-    let requestq = c.s.stop_queue(0).unwrap();
-    let positions = [requestq, alarmq].map(|p| u16::try_from(p).unwrap());
-    (c.s.save_state().expect("state saved"), positions)
-}
-
-/// Give the destination the rings as the source left them: its requestq at
-/// the same position (the same number of requests made on it), and the
-/// alarmq with the held buffer's descriptor (same head, a buffer of the
-/// destination's memory), the avail ring that made it available, and the
-/// ring's base at the source's position.
-///
-/// A real migration copies guest memory, rings included, and the front end
-/// starts the destination's rings where the source stopped
-/// (`SET_VRING_BASE`); the two sessions here have memories of their own (laid
-/// out alike: the same allocations in the same order), so the test makes
-/// what the copy would have brought. Returns the buffer's address.
-fn carry_rings(dst: &mut Client, positions: [u16; 2], head: u16) -> u64 {
-    for _ in 0..positions[0] {
-        dst.ok(&m_cfg(), 16);
-    }
-    let buf = dst.s.ram().alloc(16, 8).unwrap();
-    dst.s.ram().write(buf, &[0xAA; 16]).unwrap();
-    let (desc, avail, _) = dst.s.queue(1).unwrap().addresses();
-    let mut entry = buf.to_le_bytes().to_vec();
-    entry.extend_from_slice(&16u32.to_le_bytes());
-    entry.extend_from_slice(&VRING_DESC_F_WRITE.to_le_bytes());
-    entry.extend_from_slice(&0u16.to_le_bytes());
-    let ram = dst.s.ram().clone();
-    ram.write(desc + 16 * u64::from(head), &entry).unwrap();
-    ram.write(avail + 4, &head.to_le_bytes()).unwrap();
-    ram.write(avail + 2, &positions[1].to_le_bytes()).unwrap();
-    dst.s.frontend().set_vring_base(1, positions[1]).unwrap();
-    buf
-}
-
-/// Wait for the destination to use `head` on its alarmq (read from the used
-/// ring directly: the destination's front end never posted that head).
-fn wait_raw_used(c: &mut Client, timeout: Duration) -> (u16, u32) {
-    let (_, _, used) = c.s.queue(1).unwrap().addresses();
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let idx = u16::from_le_bytes(c.s.ram().read(used + 2, 2).unwrap().try_into().unwrap());
-        if idx > 0 {
-            let e = c.s.ram().read(used + 4, 8).unwrap();
-            let id = u32::from_le_bytes(e[..4].try_into().unwrap());
-            let len = u32::from_le_bytes(e[4..].try_into().unwrap());
-            return (u16::try_from(id).unwrap(), len);
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        assert!(
-            !left.is_zero(),
-            "the destination never used the held buffer"
-        );
-        c.s.queue(1).unwrap().wait_call(left).unwrap();
-    }
-}
-
 #[test]
 fn armed_alarm_and_held_buffer_move_to_another_daemon_and_fire_there() {
     let a = daemon(&[]);
-    let mut ca = Client::new(&a);
-    ca.post_alarm_buffers(1);
-    let head = *ca.alarm_bufs.keys().next().unwrap();
-    ca.wait_taken(1);
-    let at = ca.read(MONOTONIC) + 500 * MS;
-    ca.set_alarm(MONOTONIC, at, true);
-    let (blob, positions) = stop_and_save(&mut ca);
     let b = daemon(&[]);
-    let mut cb = Client::new(&b);
-    let buf = carry_rings(&mut cb, positions, head);
+    let mut c = Client::new(&a);
+    c.post_alarm_buffers(1);
+    c.wait_taken(1);
+    let at = c.read(MONOTONIC) + 500 * MS;
+    c.set_alarm(MONOTONIC, at, true);
 
-    cb.load_state(&blob);
-    let (used_head, len) = wait_raw_used(&mut cb, WAIT);
+    c.s.migrate(&b.socket, &Options::default())
+        .expect("migrates");
+    let clocks = c.notifications(WAIT);
 
+    assert_eq!(clocks, vec![MONOTONIC]);
     assert!(host_now(Source::Monotonic) >= at, "fired early");
-    assert_eq!((used_head, len), (head, 16));
-    let n = cb.s.ram().read(buf, 16).unwrap();
-    assert_eq!(&n[..2], &0x2000u16.to_le_bytes());
-    assert_eq!(u16::from_le_bytes([n[8], n[9]]), MONOTONIC);
-    assert_eq!(le64(&cb.ok(&m_read_alarm(MONOTONIC), 24)), at);
-    // The source never fired it (its queue is stopped and it was saved).
-    assert!(ca.s.queue(1).unwrap().take_used().unwrap().is_empty());
+    assert_eq!(le64(&c.ok(&m_read_alarm(MONOTONIC), 24)), at);
+    assert!(b.stderr_text().contains("1 alarms"), "{}", b.stderr_text());
 }
 
 #[test]
 fn notification_pending_on_the_source_is_delivered_by_the_destination() {
     let a = daemon(&[]);
-    let mut ca = Client::new(&a);
-    ca.post_alarm_buffers(1);
-    let head = *ca.alarm_bufs.keys().next().unwrap();
-    ca.wait_taken(1);
-    let alarmq = u16::try_from(ca.s.stop_queue(1).unwrap()).unwrap();
-    // The alarm expires while the alarmq is stopped: the notification waits.
-    ca.set_alarm(TAI, 1, true);
-    let requestq = u16::try_from(ca.s.stop_queue(0).unwrap()).unwrap();
-    let blob = ca.s.save_state().expect("state saved");
     let b = daemon(&[]);
-    let mut cb = Client::new(&b);
-    carry_rings(&mut cb, [requestq, alarmq], head);
+    let mut c = Client::new(&a);
+    c.post_alarm_buffers(1);
+    c.wait_taken(1);
+    c.s.stop_queue(1).unwrap();
+    // The alarm expires while the alarmq is stopped: the notification waits.
+    c.set_alarm(TAI, 1, true);
 
-    cb.load_state(&blob);
+    c.s.migrate(&b.socket, &Options::default())
+        .expect("migrates");
 
-    assert_eq!(wait_raw_used(&mut cb, WAIT), (head, 16));
+    assert_eq!(c.notifications(WAIT), vec![TAI]);
 }
 
 #[test]
-fn state_of_a_daemon_with_other_clocks_is_refused_naming_the_option() {
+fn state_of_a_daemon_with_other_clocks_is_refused_and_the_source_carries_on() {
     let a = daemon(&[]);
-    let mut ca = Client::new(&a);
-    let (blob, _) = stop_and_save(&mut ca);
     let b = daemon(&["--clock", "utc"]);
-    let mut cb = Client::new(&b);
+    let mut c = Client::new(&a);
+    c.post_alarm_buffers(1);
+    c.wait_taken(1);
+    let at = c.read(MONOTONIC) + 300 * MS;
+    c.set_alarm(MONOTONIC, at, true);
 
-    let refused = cb.s.load_state(&blob);
+    let refused = c.s.migrate(&b.socket, &Options::default());
+    c.s.restart_queues().unwrap();
 
     assert!(refused.is_err(), "a state of other clocks was accepted");
     assert!(b.stderr_text().contains("--clock"), "{}", b.stderr_text());
-    assert_eq!(cb.ok(&m_cfg(), 16)[0], 1, "the destination stopped serving");
-}
-
-impl Client {
-    fn load_state(&mut self, blob: &[u8]) {
-        self.s
-            .load_state(blob)
-            .expect("destination takes the state");
-    }
+    // The source kept its held buffer and its alarm (it saved copies).
+    assert_eq!(c.notifications(WAIT), vec![MONOTONIC]);
+    assert!(host_now(Source::Monotonic) >= at);
 }

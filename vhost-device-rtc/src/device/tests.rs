@@ -668,3 +668,40 @@ fn request_without_a_readable_part_is_einval() {
 
     assert_eq!((len, out[0]), (8, Status::EInval as u8));
 }
+
+// ----------------------------------------------------------- ring positions
+
+#[test]
+fn ring_never_started_has_no_position() {
+    let q = TestQueue::new(16, true).unwrap();
+    q.vring.set_queue_ready(false);
+    let mut slot = None;
+
+    RingPosition::record(&mut slot, &q.vring);
+
+    assert_eq!(slot, None);
+}
+
+#[test]
+fn ring_stopped_right_after_a_drain_keeps_its_new_position_for_the_resume() {
+    let mut q = TestQueue::new(16, true).unwrap();
+    let mut slot = None;
+    RingPosition::record(&mut slot, &q.vring);
+    q.add(&[(BUFFERS, 8, true)]).unwrap();
+    drain_chains(&q.context(), 0, &q.vring, |_| Ok(Completion::Used(0))).unwrap();
+
+    // GET_VRING_BASE lands between the drain and the record after it.
+    q.vring.set_queue_ready(false);
+    RingPosition::record(&mut slot, &q.vring);
+
+    assert_eq!(
+        slot.map(|p| p.next_avail),
+        Some(1),
+        "the resume would look like a reset"
+    );
+    assert_eq!(
+        RingPosition::of(&q.vring),
+        None,
+        "a stopped ring is compared"
+    );
+}
