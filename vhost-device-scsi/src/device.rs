@@ -70,6 +70,12 @@ fn fnv(data: &[u8]) -> u64 {
     })
 }
 
+/// An 8-byte NAA 3 ("locally assigned", SPC-4 7.8.6.6.3) designator from
+/// `hash`: NAA 3 needs no IEEE company identifier, unlike NAA 5 or 6.
+pub fn naa_locally_assigned(hash: u64) -> u64 {
+    (0x3u64 << 60) | (hash & 0x0fff_ffff_ffff_ffff)
+}
+
 /// Open every LUN of `config`, checking sizes.
 pub fn open_target(config: &Args) -> Result<Target, OpenError> {
     let mut luns = Vec::new();
@@ -107,19 +113,24 @@ pub fn open_target(config: &Args) -> Result<Target, OpenError> {
                 block_size: lc.block_size,
             });
         }
-        let hash = fnv(format!("{name}#{index}").as_bytes());
+        let path_hash = fnv(format!("{name}#{index}").as_bytes());
         let serial = lc
             .serial
             .clone()
-            .unwrap_or_else(|| format!("VHD{:012X}", hash & 0xffff_ffff_ffff));
+            .unwrap_or_else(|| format!("VHD{:012X}", path_hash & 0xffff_ffff_ffff));
+        // The WWN follows the serial, so a disk given `serial=` keeps its
+        // identity when its image moves.
+        let id_hash = match &lc.serial {
+            Some(s) => fnv(s.as_bytes()),
+            None => path_hash,
+        };
         luns.push(Lun {
             host,
             block_size: lc.block_size,
             read_only: lc.read_only,
             rotational: lc.rotational,
             serial,
-            // NAA 6 (IEEE registered extended) with a locally derived value.
-            naa: (0x6u64 << 60) | (hash & 0x0fff_ffff_ffff_ffff),
+            naa: naa_locally_assigned(id_hash),
             max_transfer_blocks: u32::try_from(
                 u64::from(config.max_sectors) * 512 / u64::from(lc.block_size),
             )
@@ -301,5 +312,45 @@ impl VirtioDevice for ScsiDevice {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::LunConfig;
+
+    fn config_for(path: &std::path::Path, serial: Option<&str>) -> Args {
+        Args {
+            luns: vec![LunConfig {
+                image: Image::File(path.into()),
+                read_only: false,
+                rotational: false,
+                block_size: 512,
+                direct: false,
+                serial: serial.map(Into::into),
+            }],
+            num_queues: 1,
+            max_sectors: 0xffff,
+            cmd_per_lun: 128,
+        }
+    }
+
+    fn naa_of(path: &std::path::Path, serial: Option<&str>) -> u64 {
+        open_target(&config_for(path, serial)).unwrap().luns[0].naa
+    }
+
+    #[test]
+    fn wwn_follows_the_serial_when_the_image_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+        std::fs::write(&a, vec![0u8; 4096]).unwrap();
+        let before = naa_of(&a, Some("DISK1"));
+        std::fs::rename(&a, &b).unwrap();
+
+        let after = naa_of(&b, Some("DISK1"));
+
+        assert_eq!(before, after);
+        assert_eq!(after >> 60, 3, "NAA 3");
     }
 }

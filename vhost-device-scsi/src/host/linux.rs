@@ -29,7 +29,8 @@ pub struct FileBlock {
 /// slightly larger vector (no unsafe allocation needed).
 fn aligned(len: usize) -> (Vec<u8>, usize) {
     let v = vec![0u8; len + DIRECT_ALIGN];
-    let off = v.as_ptr().align_offset(DIRECT_ALIGN);
+    // Plain address arithmetic: `align_offset` may return `usize::MAX`.
+    let off = (DIRECT_ALIGN - v.as_ptr().addr() % DIRECT_ALIGN) % DIRECT_ALIGN;
     (v, off)
 }
 
@@ -79,7 +80,7 @@ impl BlockHost for FileBlock {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.direct && buf.as_ptr().align_offset(DIRECT_ALIGN) != 0 {
+        if self.direct && buf.as_ptr().addr() % DIRECT_ALIGN != 0 {
             let (mut v, off) = aligned(buf.len());
             let bounce = &mut v[off..off + buf.len()];
             self.file.read_exact_at(bounce, offset)?;
@@ -90,7 +91,7 @@ impl BlockHost for FileBlock {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.direct && buf.as_ptr().align_offset(DIRECT_ALIGN) != 0 {
+        if self.direct && buf.as_ptr().addr() % DIRECT_ALIGN != 0 {
             let (mut v, off) = aligned(buf.len());
             let bounce = &mut v[off..off + buf.len()];
             bounce.copy_from_slice(buf);

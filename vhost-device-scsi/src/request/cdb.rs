@@ -54,40 +54,85 @@ pub mod op {
     pub const SA_REPORT_SUPPORTED_OPCODES: u8 = 0x0c;
 }
 
-/// Every supported (opcode, service action, CDB length), for REPORT SUPPORTED
-/// OPERATION CODES.
-pub const SUPPORTED: &[(u8, Option<u8>, u16)] = &[
-    (op::TEST_UNIT_READY, None, 6),
-    (op::REQUEST_SENSE, None, 6),
-    (op::READ_6, None, 6),
-    (op::WRITE_6, None, 6),
-    (op::INQUIRY, None, 6),
-    (op::MODE_SENSE_6, None, 6),
-    (op::START_STOP_UNIT, None, 6),
-    (op::PREVENT_ALLOW_MEDIUM_REMOVAL, None, 6),
-    (op::READ_CAPACITY_10, None, 10),
-    (op::READ_10, None, 10),
-    (op::WRITE_10, None, 10),
-    (op::VERIFY_10, None, 10),
-    (op::SYNCHRONIZE_CACHE_10, None, 10),
-    (op::WRITE_SAME_10, None, 10),
-    (op::UNMAP, None, 10),
-    (op::MODE_SENSE_10, None, 10),
-    (op::READ_16, None, 16),
-    (op::WRITE_16, None, 16),
-    (op::VERIFY_16, None, 16),
-    (op::SYNCHRONIZE_CACHE_16, None, 16),
-    (op::WRITE_SAME_16, None, 16),
-    (op::SERVICE_ACTION_IN_16, Some(op::SA_READ_CAPACITY_16), 16),
-    (op::REPORT_LUNS, None, 12),
-    (
+/// One supported command: its operation code, service action (for commands
+/// that have them) and CDB usage map (SPC-4, 6.35.3: byte 0 is the operation
+/// code, every other bit is set when this target evaluates it), for REPORT
+/// SUPPORTED OPERATION CODES.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command {
+    /// Operation code.
+    pub opcode: u8,
+    /// Service action, for operation codes that have them.
+    pub service_action: Option<u8>,
+    /// CDB usage data; its length is the CDB length.
+    pub usage: &'static [u8],
+}
+
+const fn cmd(opcode: u8, service_action: Option<u8>, usage: &'static [u8]) -> Command {
+    Command {
+        opcode,
+        service_action,
+        usage,
+    }
+}
+
+/// Every supported command with the CDB bits it evaluates (the control byte's
+/// NACA and LINK are not supported, so never evaluated).
+pub const SUPPORTED: &[Command] = &[
+    cmd(op::TEST_UNIT_READY, None, &[0x00, 0, 0, 0, 0, 0]),
+    cmd(op::REQUEST_SENSE, None, &[0x03, 0, 0, 0, 0xff, 0]),
+    cmd(op::READ_6, None, &[0x08, 0x1f, 0xff, 0xff, 0xff, 0]),
+    cmd(op::WRITE_6, None, &[0x0a, 0x1f, 0xff, 0xff, 0xff, 0]),
+    cmd(op::INQUIRY, None, &[0x12, 0x01, 0xff, 0xff, 0xff, 0]),
+    cmd(op::MODE_SENSE_6, None, &[0x1a, 0, 0xff, 0xff, 0xff, 0]),
+    cmd(op::START_STOP_UNIT, None, &[0x1b, 0, 0, 0, 0, 0]),
+    cmd(op::PREVENT_ALLOW_MEDIUM_REMOVAL, None, &[0x1e, 0, 0, 0, 0, 0]),
+    cmd(op::READ_CAPACITY_10, None, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    cmd(op::READ_10, None, &[0x28, 0, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]),
+    cmd(op::WRITE_10, None, &[0x2a, 0x08, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]),
+    cmd(op::VERIFY_10, None, &[0x2f, 0x06, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]),
+    cmd(op::SYNCHRONIZE_CACHE_10, None, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    cmd(op::WRITE_SAME_10, None, &[0x41, 0x08, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]),
+    cmd(op::UNMAP, None, &[0x42, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    cmd(op::MODE_SENSE_10, None, &[0x5a, 0, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0]),
+    cmd(
+        op::READ_16,
+        None,
+        &[0x88, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+    cmd(
+        op::WRITE_16,
+        None,
+        &[0x8a, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+    cmd(
+        op::VERIFY_16,
+        None,
+        &[0x8f, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+    cmd(op::SYNCHRONIZE_CACHE_16, None, &[0x91, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    cmd(
+        op::WRITE_SAME_16,
+        None,
+        &[0x93, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+    cmd(
+        op::SERVICE_ACTION_IN_16,
+        Some(op::SA_READ_CAPACITY_16),
+        &[0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+    cmd(op::REPORT_LUNS, None, &[0xa0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0]),
+    cmd(
         op::MAINTENANCE_IN,
         Some(op::SA_REPORT_SUPPORTED_OPCODES),
-        12,
+        &[0xa3, 0x1f, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
     ),
-    (op::READ_12, None, 12),
-    (op::WRITE_12, None, 12),
+    cmd(op::READ_12, None, &[0xa8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]),
+    cmd(op::WRITE_12, None, &[0xaa, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]),
 ];
+
+/// Recommended timeout reported with RCTD (seconds).
+pub const RECOMMENDED_TIMEOUT_S: u32 = 30;
 
 /// Largest UNMAP block-descriptor count accepted per command.
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
@@ -106,7 +151,7 @@ pub struct Lun {
     pub rotational: bool,
     /// Unit serial number (VPD 0x80).
     pub serial: String,
-    /// NAA identifier (VPD 0x83).
+    /// NAA 3 (locally assigned) identifier, 8 bytes (VPD 0x83).
     pub naa: u64,
     /// Largest transfer in blocks (from `max_sectors`).
     pub max_transfer_blocks: u32,
@@ -157,7 +202,8 @@ impl Outcome {
         }
     }
 
-    fn overrun() -> Self {
+    /// The data buffers are too small (virtio-scsi `OVERRUN`).
+    pub fn overrun() -> Self {
         Outcome {
             overrun: true,
             ..Outcome::GOOD
@@ -188,12 +234,15 @@ pub fn cdb_len(opcode: u8) -> usize {
     }
 }
 
-/// Copy `data` (truncated to `alloc`) to the data-in buffer.
-fn reply(data_in: &mut Writer<'_>, data: &[u8], alloc: usize) -> Outcome {
-    let n = data.len().min(alloc).min(data_in.available_bytes());
+/// Copy `data`, truncated to the allocation length `alloc`, to the data-in
+/// buffer. A buffer smaller than that is the virtio `OVERRUN` response (what
+/// fits is still transferred, and `resid` says how much that was).
+pub fn reply(data_in: &mut Writer<'_>, data: &[u8], alloc: usize) -> Outcome {
+    let wanted = data.len().min(alloc);
+    let n = wanted.min(data_in.available_bytes());
     match data_in.write_all(&data[..n]) {
-        Ok(()) => Outcome::GOOD,
-        Err(_) => Outcome::overrun(),
+        Ok(()) if n == wanted => Outcome::GOOD,
+        _ => Outcome::overrun(),
     }
 }
 
@@ -313,7 +362,8 @@ fn inquiry(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
         0x00 => d.extend_from_slice(&[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]),
         0x80 => d.extend_from_slice(lun.serial.as_bytes()),
         0x83 => {
-            // NAA designator, binary.
+            // NAA designator (binary, logical unit, type 3 NAA), 8 bytes:
+            // NAA 3, locally assigned (SPC-4, 7.8.6.6.3).
             d.extend_from_slice(&[0x01, 0x03, 0x00, 0x08]);
             d.extend_from_slice(&lun.naa.to_be_bytes());
             // T10 vendor ID designator, ASCII.
@@ -519,8 +569,13 @@ fn verify(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8
                     lun.host
                         .read_at(ours, off)
                         .map_err(|e| io_error(lun, "read", &e, sense::READ_ERROR))?;
-                    if ours != theirs {
-                        return Err(Outcome::check(sense::MISCOMPARE));
+                    if let Some(i) = ours.iter().zip(theirs.iter()).position(|(a, b)| a != b) {
+                        // INFORMATION: offset in the data-out buffer of the
+                        // first byte that differs (SBC-3, 5.29).
+                        let at = off - lba * u64::from(lun.block_size) + i as u64;
+                        return Err(Outcome::check(
+                            sense::MISCOMPARE.with_information(u32::try_from(at).unwrap_or(u32::MAX)),
+                        ));
                     }
                     Ok(())
                 },
@@ -593,18 +648,21 @@ fn unmap(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>) -> Outcome {
     if param_len == 0 {
         return Outcome::GOOD;
     }
-    if param_len < 8 || data_out.available_bytes() < param_len {
+    if param_len < 8 {
         return Outcome::check(sense::PARAMETER_LIST_LENGTH);
+    }
+    if data_out.available_bytes() < param_len {
+        // The driver's data-out buffer is shorter than the CDB says.
+        return Outcome::overrun();
     }
     let max = 8 + 16 * MAX_UNMAP_DESCRIPTORS as usize;
     let mut params = vec![0u8; param_len.min(max)];
     if data_out.read_exact(&mut params).is_err() {
-        return Outcome::check(sense::PARAMETER_LIST_LENGTH);
+        return Outcome::overrun();
     }
-    let desc_len = usize::from(be16(&params[2..4]));
-    if desc_len % 16 != 0 || 8 + desc_len > params.len() {
-        return Outcome::check(sense::INVALID_PARAMETER);
-    }
+    // An incomplete last descriptor, in the descriptor data length or cut off
+    // by the parameter list length, is ignored (SBC-3, 5.28.2).
+    let desc_len = usize::from(be16(&params[2..4])).min(params.len() - 8) / 16 * 16;
     // Validate every descriptor before touching the medium.
     let descs: Vec<(u64, u32)> = params[8..8 + desc_len]
         .chunks_exact(16)
@@ -627,49 +685,78 @@ fn unmap(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>) -> Outcome {
     Outcome::GOOD
 }
 
+/// The command timeouts descriptor (SPC-4, 6.35.4): no nominal time, the
+/// recommended timeout.
+fn timeouts_descriptor() -> [u8; 12] {
+    let mut t = [0u8; 12];
+    t[0..2].copy_from_slice(&10u16.to_be_bytes());
+    t[8..12].copy_from_slice(&RECOMMENDED_TIMEOUT_S.to_be_bytes());
+    t
+}
+
+/// REPORT SUPPORTED OPERATION CODES (SPC-4, 6.35).
 fn report_opcodes(cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
     let alloc = be32(&cdb[6..10]) as usize;
+    let rctd = cdb[2] & 0x80 != 0;
     let (requested_op, requested_sa) = (cdb[3], be16(&cdb[4..6]));
-    match cdb[2] & 0x07 {
-        0 => {
-            let mut d = vec![0u8; 4];
-            for &(opcode, sa, len) in SUPPORTED {
-                let mut e = [0u8; 8];
-                e[0] = opcode;
-                if let Some(sa) = sa {
-                    e[3] = sa;
-                    e[5] = 0x01; // SERVACTV
-                }
-                e[6..8].copy_from_slice(&len.to_be_bytes());
-                d.extend_from_slice(&e);
+    let option = cdb[2] & 0x07;
+    if option == 0 {
+        let mut d = vec![0u8; 4];
+        for c in SUPPORTED {
+            let mut e = [0u8; 8];
+            e[0] = c.opcode;
+            if let Some(sa) = c.service_action {
+                e[3] = sa;
+                e[5] |= 0x01; // SERVACTV
             }
-            let len = u32::try_from(d.len() - 4).unwrap_or(u32::MAX);
-            d[0..4].copy_from_slice(&len.to_be_bytes());
-            reply(data_in, &d, alloc)
-        }
-        1 | 2 => {
-            let with_sa = cdb[2] & 0x07 == 2;
-            let found = SUPPORTED.iter().find(|&&(o, sa, _)| {
-                o == requested_op
-                    && (if with_sa {
-                        sa.map(u16::from) == Some(requested_sa)
-                    } else {
-                        sa.is_none()
-                    })
-            });
-            let mut d = vec![0u8; 4];
-            match found {
-                Some(&(opcode, _, len)) => {
-                    d[1] = 0x03; // supported, conforming to the standard
-                    d[2..4].copy_from_slice(&len.to_be_bytes());
-                    let mut usage = vec![0xffu8; usize::from(len)];
-                    usage[0] = opcode;
-                    d.extend_from_slice(&usage);
-                }
-                None => d[1] = 0x01, // not supported
+            if rctd {
+                e[5] |= 0x02; // CTDP
             }
-            reply(data_in, &d, alloc)
+            e[6..8].copy_from_slice(&u16::try_from(c.usage.len()).unwrap_or(0).to_be_bytes());
+            d.extend_from_slice(&e);
+            if rctd {
+                d.extend_from_slice(&timeouts_descriptor());
+            }
         }
-        _ => Outcome::check(sense::INVALID_FIELD),
+        let len = u32::try_from(d.len() - 4).unwrap_or(u32::MAX);
+        d[0..4].copy_from_slice(&len.to_be_bytes());
+        return reply(data_in, &d, alloc);
     }
+    if option > 3 {
+        return Outcome::check(sense::INVALID_FIELD);
+    }
+    // Whether the requested operation code has service actions here.
+    let has_sa = SUPPORTED
+        .iter()
+        .any(|c| c.opcode == requested_op && c.service_action.is_some());
+    let known = SUPPORTED.iter().any(|c| c.opcode == requested_op);
+    let found = match option {
+        // One operation code that must not have service actions.
+        1 if has_sa => return Outcome::check(sense::INVALID_FIELD),
+        1 => SUPPORTED.iter().find(|c| c.opcode == requested_op),
+        // Operation code and service action: a code this target knows must
+        // have them (an unknown one is reported as not supported).
+        2 if known && !has_sa => return Outcome::check(sense::INVALID_FIELD),
+        // Option 3: the service action counts only for codes that have them.
+        _ => SUPPORTED.iter().find(|c| {
+            c.opcode == requested_op
+                && (!has_sa || c.service_action.map(u16::from) == Some(requested_sa))
+        }),
+    };
+    let mut d = vec![0u8; 4];
+    match found {
+        Some(c) => {
+            d[1] = 0x03; // supported, conforming to the standard
+            if rctd {
+                d[1] |= 0x80; // CTDP
+            }
+            d[2..4].copy_from_slice(&u16::try_from(c.usage.len()).unwrap_or(0).to_be_bytes());
+            d.extend_from_slice(c.usage);
+            if rctd {
+                d.extend_from_slice(&timeouts_descriptor());
+            }
+        }
+        None => d[1] = 0x01, // not supported
+    }
+    reply(data_in, &d, alloc)
 }

@@ -244,7 +244,7 @@ mod tests {
                 read_only: false,
                 rotational: false,
                 serial: "SERIAL1".into(),
-                naa: 0x6000_0000_0000_0001,
+                naa: crate::device::naa_locally_assigned(1),
                 max_transfer_blocks: 300,
             }],
         }
@@ -430,6 +430,129 @@ mod tests {
         );
         let len = u32::from_be_bytes(d.data[0..4].try_into().unwrap()) as usize;
         assert_eq!(len, 8 * cdb::SUPPORTED.len());
+    }
+
+    fn rsoc(option: u8, opcode: u8, sa: u16) -> Done {
+        let [sa_hi, sa_lo] = sa.to_be_bytes();
+        run(
+            &target(),
+            &[0xa3, 0x0c, option, opcode, sa_hi, sa_lo, 0, 0, 4, 0, 0, 0],
+            &[],
+            1024,
+        )
+    }
+
+    #[test]
+    fn rsoc_option_1_for_a_command_with_service_actions_is_an_invalid_field() {
+        let d = rsoc(1, 0x9e, 0);
+        assert_eq!(key_asc(&d), (0x05, 0x24));
+    }
+
+    #[test]
+    fn rsoc_option_2_for_a_command_without_service_actions_is_an_invalid_field() {
+        let d = rsoc(2, 0x28, 0);
+        assert_eq!(key_asc(&d), (0x05, 0x24));
+    }
+
+    #[test]
+    fn rsoc_option_3_ignores_the_service_action_of_a_plain_command() {
+        let read10 = rsoc(3, 0x28, 0x1234);
+        let capacity16 = rsoc(3, 0x9e, 0x10);
+        let other_sa = rsoc(3, 0x9e, 0x11);
+        assert_eq!(read10.status, 0);
+        assert_eq!(read10.data[1] & 0x07, 0x03);
+        assert_eq!(capacity16.data[1] & 0x07, 0x03);
+        assert_eq!(other_sa.data[1] & 0x07, 0x01, "READ CAPACITY SA 0x11");
+    }
+
+    #[test]
+    fn rsoc_usage_map_shows_only_the_bits_the_target_evaluates() {
+        let d = rsoc(1, 0x2a, 0);
+        assert_eq!(
+            &d.data[4..14],
+            &[0x2a, 0x08, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0],
+            "WRITE(10): FUA, LBA and length only"
+        );
+    }
+
+    #[test]
+    fn rsoc_rctd_appends_timeout_descriptors() {
+        let one = rsoc(0x80 | 1, 0x28, 0);
+        let all = rsoc(0x80, 0, 0);
+        assert_eq!(one.data[1], 0x80 | 0x03, "CTDP");
+        assert_eq!(&one.data[14..16], &[0, 10], "timeouts descriptor length");
+        let len = u32::from_be_bytes(all.data[0..4].try_into().unwrap()) as usize;
+        assert_eq!(len, 20 * cdb::SUPPORTED.len());
+        assert_eq!(all.data[4 + 5] & 0x02, 0x02, "CTDP of the first descriptor");
+    }
+
+    #[test]
+    fn rsoc_reserved_reporting_option_is_an_invalid_field() {
+        assert_eq!(key_asc(&rsoc(5, 0x28, 0)), (0x05, 0x24));
+    }
+
+    #[test]
+    fn device_identification_is_an_8_byte_naa_3_designator() {
+        let d = run(&target(), &[0x12, 1, 0x83, 0, 64, 0], &[], 64);
+        assert_eq!(&d.data[4..8], &[0x01, 0x03, 0x00, 0x08]);
+        assert_eq!(d.data[8] >> 4, 3, "NAA 3 (locally assigned)");
+    }
+
+    #[test]
+    fn data_in_buffer_smaller_than_the_allocation_length_is_an_overrun() {
+        let d = run(&target(), &[0x12, 0, 0, 0, 96, 0], &[], 20);
+        assert_eq!(d.response, response::OVERRUN);
+        assert_eq!(d.resid, 0, "the 20 bytes that fit are transferred");
+    }
+
+    #[test]
+    fn verify_miscompare_reports_the_offset_of_the_first_difference() {
+        let t = target();
+        run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[3u8; 1024], 0);
+        let mut theirs = vec![3u8; 1024];
+        theirs[700] = 4;
+        let d = run(&t, &[0x2f, 0x02, 0, 0, 0, 0, 0, 0, 2, 0], &theirs, 0);
+        assert_eq!(key_asc(&d), (0x0e, 0x1d));
+        assert_eq!(d.sense[0] & 0x80, 0x80, "VALID");
+        assert_eq!(u32::from_be_bytes(d.sense[3..7].try_into().unwrap()), 700);
+    }
+
+    fn unmap_params(descs: &[(u64, u32)], extra: &[u8]) -> Vec<u8> {
+        let desc_len = 16 * descs.len() + extra.len();
+        let mut p = Vec::new();
+        p.extend_from_slice(&u16::try_from(desc_len + 6).unwrap().to_be_bytes());
+        p.extend_from_slice(&u16::try_from(desc_len).unwrap().to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+        for &(lba, n) in descs {
+            p.extend_from_slice(&lba.to_be_bytes());
+            p.extend_from_slice(&n.to_be_bytes());
+            p.extend_from_slice(&[0; 4]);
+        }
+        p.extend_from_slice(extra);
+        p
+    }
+
+    fn unmap_cdb(param_len: usize) -> [u8; 10] {
+        let [hi, lo] = u16::try_from(param_len).unwrap().to_be_bytes();
+        [0x42, 0, 0, 0, 0, 0, 0, hi, lo, 0]
+    }
+
+    #[test]
+    fn unmap_ignores_an_incomplete_last_descriptor() {
+        let t = target();
+        run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[6u8; 512], 0);
+        let params = unmap_params(&[(0, 1)], &[0; 8]);
+        let d = run(&t, &unmap_cdb(params.len()), &params, 0);
+        assert_eq!((d.response, d.status), (response::OK, 0));
+        let back = run(&t, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 512);
+        assert_eq!(back.data, vec![0u8; 512]);
+    }
+
+    #[test]
+    fn unmap_data_out_shorter_than_the_parameter_list_is_an_overrun() {
+        let params = unmap_params(&[(0, 1)], &[]);
+        let d = run(&target(), &unmap_cdb(params.len() + 16), &params, 0);
+        assert_eq!(d.response, response::OVERRUN);
     }
 
     #[test]
