@@ -136,6 +136,7 @@ pub fn open_target(config: &Args) -> Result<Target, OpenError> {
             )
             .unwrap_or(u32::MAX)
             .max(1),
+            write_back_failed: Default::default(),
         });
     }
     Ok(Target { luns })

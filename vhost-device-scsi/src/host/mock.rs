@@ -5,6 +5,7 @@
 //! daemon without a file system. Contents are lost when the daemon exits.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use super::BlockHost;
@@ -14,6 +15,8 @@ use super::BlockHost;
 pub struct MemBlock {
     data: Mutex<Vec<u8>>,
     fail_io: bool,
+    fail_next_flush: AtomicBool,
+    write_errno: AtomicI32,
 }
 
 impl MemBlock {
@@ -22,14 +25,29 @@ impl MemBlock {
         Self {
             data: Mutex::new(vec![0; size]),
             fail_io: false,
+            fail_next_flush: AtomicBool::new(false),
+            write_errno: AtomicI32::new(0),
         }
+    }
+
+    /// The next flush fails with EIO (later ones succeed, as `fdatasync`
+    /// does after the kernel dropped the pages it could not write).
+    pub fn fail_next_flush(self) -> Self {
+        self.fail_next_flush.store(true, Ordering::Release);
+        self
+    }
+
+    /// Every write fails with `errno`.
+    pub fn fail_writes_with(self, errno: i32) -> Self {
+        self.write_errno.store(errno, Ordering::Release);
+        self
     }
 
     /// A LUN whose reads, writes and flushes fail with EIO.
     pub fn failing(size: usize) -> Self {
         Self {
-            data: Mutex::new(vec![0; size]),
             fail_io: true,
+            ..Self::new(size)
         }
     }
 
@@ -64,6 +82,10 @@ impl BlockHost for MemBlock {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check()?;
+        match self.write_errno.load(Ordering::Acquire) {
+            0 => {}
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
         let mut data = vhost_device_common::lock(&self.data);
         let len = data.len();
         let r = self.range(offset, buf.len(), len)?;
@@ -72,7 +94,11 @@ impl BlockHost for MemBlock {
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.check()
+        self.check()?;
+        if self.fail_next_flush.swap(false, Ordering::AcqRel) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -10,6 +10,7 @@
 //! never needs a large host allocation.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vhost_device_common::queue::{Reader, Writer};
 
@@ -155,6 +156,11 @@ pub struct Lun {
     pub naa: u64,
     /// Largest transfer in blocks (from `max_sectors`).
     pub max_transfer_blocks: u32,
+    /// A flush failed: the kernel may have dropped dirty pages it could not
+    /// write back (and marked them clean), so no later flush may report
+    /// success until the LUN is opened again (a daemon restart), as QEMU's
+    /// file driver does.
+    pub write_back_failed: AtomicBool,
 }
 
 impl std::fmt::Debug for Lun {
@@ -276,7 +282,26 @@ fn in_range(lun: &Lun, lba: u64, blocks: u32) -> Result<(), Outcome> {
 
 fn io_error(lun: &Lun, what: &str, e: &io::Error, sense: Sense) -> Outcome {
     log::error!("{}: {what} failed: {e}", lun.host.name());
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return Outcome::check(sense::SPACE_ALLOCATION_FAILED);
+    }
     Outcome::check(sense)
+}
+
+/// Make every completed write durable; once a flush failed, every later one
+/// fails too (see [`Lun::write_back_failed`]).
+pub fn flush(lun: &Lun) -> Result<(), Outcome> {
+    if lun.write_back_failed.load(Ordering::Acquire) {
+        return Err(Outcome::check(sense::WRITE_ERROR));
+    }
+    lun.host.flush().map_err(|e| {
+        lun.write_back_failed.store(true, Ordering::Release);
+        log::error!(
+            "{}: written data may be lost; every later flush of this LUN fails until the daemon restarts",
+            lun.host.name()
+        );
+        io_error(lun, "flush", &e, sense::WRITE_ERROR)
+    })
 }
 
 /// Execute `cdb` on `lun`.
@@ -318,9 +343,9 @@ pub fn execute(
             write(lun, cdb, data_out, scratch)
         }
         op::VERIFY_10 | op::VERIFY_16 => verify(lun, cdb, data_out, scratch),
-        op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => match lun.host.flush() {
+        op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => match flush(lun) {
             Ok(()) => Outcome::GOOD,
-            Err(e) => io_error(lun, "flush", &e, sense::WRITE_ERROR),
+            Err(o) => o,
         },
         op::WRITE_SAME_10 | op::WRITE_SAME_16 => write_same(lun, cdb, data_out, scratch),
         op::UNMAP => unmap(lun, cdb, data_out),
@@ -537,8 +562,8 @@ fn write(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8>
         return written;
     }
     if fua {
-        if let Err(e) = lun.host.flush() {
-            return io_error(lun, "flush", &e, sense::WRITE_ERROR);
+        if let Err(o) = flush(lun) {
+            return o;
         }
     }
     Outcome::GOOD

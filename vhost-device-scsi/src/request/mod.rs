@@ -246,6 +246,7 @@ mod tests {
                 serial: "SERIAL1".into(),
                 naa: crate::device::naa_locally_assigned(1),
                 max_transfer_blocks: 300,
+                write_back_failed: Default::default(),
             }],
         }
     }
@@ -560,6 +561,38 @@ mod tests {
         let t = target_with(MemBlock::failing(1 << 20), 512);
         let d = run(&t, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 512);
         assert_eq!(key_asc(&d), (0x03, 0x11));
+    }
+
+    const SYNC_CACHE: [u8; 10] = [0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    #[test]
+    fn flush_failure_is_sticky_until_the_lun_is_reopened() {
+        let t = target_with(MemBlock::new(1 << 20).fail_next_flush(), 512);
+        let first = run(&t, &SYNC_CACHE, &[], 0);
+
+        let second = run(&t, &SYNC_CACHE, &[], 0);
+
+        assert_eq!(key_asc(&first), (0x03, 0x0c));
+        assert_eq!(key_asc(&second), (0x03, 0x0c), "second flush reported success");
+    }
+
+    #[test]
+    fn fua_write_after_a_failed_flush_fails() {
+        let t = target_with(MemBlock::new(1 << 20).fail_next_flush(), 512);
+        run(&t, &SYNC_CACHE, &[], 0);
+
+        let d = run(&t, &[0x2a, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], &[1u8; 512], 0);
+
+        assert_eq!(key_asc(&d), (0x03, 0x0c));
+    }
+
+    #[test]
+    fn full_host_file_system_is_space_allocation_failed() {
+        let t = target_with(MemBlock::new(1 << 20).fail_writes_with(libc::ENOSPC), 512);
+
+        let d = run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[1u8; 512], 0);
+
+        assert_eq!((d.sense[2], d.sense[12], d.sense[13]), (0x07, 0x27, 0x07));
     }
 
     #[test]
