@@ -265,10 +265,10 @@ impl VirtioDevice for ScsiDevice {
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
-        // Worker 0: control, event, first request queue; then one worker per
-        // further request queue.
-        let mut masks = vec![0b111u64];
-        masks.extend((1..self.request_queues).map(|k| 1u64 << (FIRST_REQUEST_QUEUE + k)));
+        // Worker 0: control and event queues, so that task management is
+        // never stuck behind a command; then one worker per request queue.
+        let mut masks = vec![(1u64 << CONTROL_QUEUE) | (1u64 << EVENT_QUEUE)];
+        masks.extend((0..self.request_queues).map(|k| 1u64 << (FIRST_REQUEST_QUEUE + k)));
         masks
     }
 
@@ -339,6 +339,22 @@ mod tests {
 
     fn naa_of(path: &std::path::Path, serial: Option<&str>) -> u64 {
         open_target(&config_for(path, serial)).unwrap().luns[0].naa
+    }
+
+    #[test]
+    fn control_queue_has_a_worker_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.img");
+        std::fs::write(&img, vec![0u8; 4096]).unwrap();
+        let mut args = config_for(&img, None);
+        args.num_queues = 2;
+        let dev = ScsiDevice::new(Arc::new(open_target(&args).unwrap()), &args);
+
+        let masks = dev.queues_per_thread();
+
+        let control = masks.iter().find(|&&m| m & 1 != 0).unwrap();
+        assert_eq!(control & !0b11, 0, "control worker also serves requests");
+        assert_eq!(masks.len(), 3);
     }
 
     #[test]

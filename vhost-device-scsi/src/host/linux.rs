@@ -34,6 +34,27 @@ fn aligned(len: usize) -> (Vec<u8>, usize) {
     (v, off)
 }
 
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: deallocate, reading back as zeros.
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (off, l) = (
+        i64::try_from(offset).map_err(io::Error::other)?,
+        i64::try_from(len).map_err(io::Error::other)?,
+    );
+    // SAFETY: fallocate on a descriptor we own, with plain integer arguments.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            l,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl FileBlock {
     /// Open `path`, read-only or read-write, optionally with `O_DIRECT`.
     pub fn open(path: &Path, read_only: bool, direct: bool) -> io::Result<Self> {
@@ -64,11 +85,21 @@ impl FileBlock {
             use std::io::Seek;
             (&file).seek(io::SeekFrom::End(0))?
         };
+        // Thin (UNMAP supported) only where holes can be punched: a regular
+        // file on a file system that implements it. Probed past the end of
+        // the file, where a hole changes nothing.
+        let thin = meta.is_file() && !read_only && punch_hole(&file, size, 4096).is_ok();
+        if meta.is_file() && !read_only && !thin {
+            log::info!(
+                "{}: the file system cannot punch holes; UNMAP is not offered",
+                path.display()
+            );
+        }
         Ok(Self {
             file,
             path: path.into(),
             size,
-            thin: meta.is_file() && !read_only,
+            thin,
             direct,
         })
     }
@@ -105,36 +136,10 @@ impl BlockHost for FileBlock {
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        let (off, l) = (
-            i64::try_from(offset).map_err(io::Error::other)?,
-            i64::try_from(len).map_err(io::Error::other)?,
-        );
-        if self.thin {
-            // SAFETY: fallocate on a descriptor we own, with plain integer arguments.
-            let rc = unsafe {
-                libc::fallocate(
-                    self.file.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    off,
-                    l,
-                )
-            };
-            if rc == 0 {
-                return Ok(());
-            }
+        if !self.thin {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
         }
-        // No hole punching here: write zeros so the range reads back as zeros.
-        let (v, off) = aligned(64 * 1024);
-        let zeros = &v[off..off + 64 * 1024];
-        let mut done = 0u64;
-        while done < len {
-            let n = usize::try_from(len - done)
-                .unwrap_or(zeros.len())
-                .min(zeros.len());
-            self.file.write_all_at(&zeros[..n], offset + done)?;
-            done += n as u64;
-        }
-        Ok(())
+        punch_hole(&self.file, offset, len)
     }
 
     fn thin(&self) -> bool {

@@ -17,6 +17,8 @@ pub struct MemBlock {
     fail_io: bool,
     fail_next_flush: AtomicBool,
     write_errno: AtomicI32,
+    thick: bool,
+    fail_discard: bool,
 }
 
 impl MemBlock {
@@ -27,6 +29,24 @@ impl MemBlock {
             fail_io: false,
             fail_next_flush: AtomicBool::new(false),
             write_errno: AtomicI32::new(0),
+            thick: false,
+            fail_discard: false,
+        }
+    }
+
+    /// A LUN without hole punching (a block device, say): not thin.
+    pub fn thick(self) -> Self {
+        Self {
+            thick: true,
+            ..self
+        }
+    }
+
+    /// Every discard fails with EOPNOTSUPP.
+    pub fn failing_discard(self) -> Self {
+        Self {
+            fail_discard: true,
+            ..self
         }
     }
 
@@ -102,6 +122,9 @@ impl BlockHost for MemBlock {
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.thick || self.fail_discard {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
         let mut data = vhost_device_common::lock(&self.data);
         let size = data.len();
         let r = self.range(
@@ -114,7 +137,7 @@ impl BlockHost for MemBlock {
     }
 
     fn thin(&self) -> bool {
-        true
+        !self.thick
     }
 
     fn name(&self) -> String {

@@ -135,10 +135,16 @@ pub const SUPPORTED: &[Command] = &[
 /// Recommended timeout reported with RCTD (seconds).
 pub const RECOMMENDED_TIMEOUT_S: u32 = 30;
 
-/// Largest UNMAP block-descriptor count accepted per command.
+/// Largest UNMAP block-descriptor count accepted per command (VPD 0xB0).
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
-/// Largest UNMAP / WRITE SAME length in blocks.
+/// Largest number of blocks one UNMAP may deallocate, all descriptors
+/// together (VPD 0xB0 MAXIMUM UNMAP LBA COUNT). Only thin LUNs unmap, and
+/// only by punching holes, so this bounds the work of one command.
 pub const MAX_UNMAP_BLOCKS: u32 = 1 << 22;
+/// Largest WRITE SAME, in bytes (VPD 0xB0 MAXIMUM WRITE SAME LENGTH, in
+/// blocks of the LUN): the data may have to be written out block by block,
+/// so this bounds how long one command holds its worker.
+pub const MAX_WRITE_SAME_BYTES: u64 = 16 << 20;
 
 /// One logical unit.
 pub struct Lun {
@@ -177,6 +183,17 @@ impl Lun {
     /// Number of logical blocks.
     pub fn blocks(&self) -> u64 {
         self.host.size() / u64::from(self.block_size)
+    }
+
+    /// Whether UNMAP is supported (and reported in VPD 0xB2 and READ
+    /// CAPACITY(16)): a writable LUN whose host punches holes.
+    pub fn thin(&self) -> bool {
+        self.host.thin() && !self.read_only
+    }
+
+    /// MAXIMUM WRITE SAME LENGTH in blocks.
+    pub fn max_write_same_blocks(&self) -> u32 {
+        u32::try_from(MAX_WRITE_SAME_BYTES / u64::from(self.block_size)).unwrap_or(u32::MAX)
     }
 }
 
@@ -333,7 +350,7 @@ pub fn execute(
             let mut d = [0u8; 32];
             d[0..8].copy_from_slice(&lun.blocks().saturating_sub(1).to_be_bytes());
             d[8..12].copy_from_slice(&lun.block_size.to_be_bytes());
-            if lun.host.thin() && !lun.read_only {
+            if lun.thin() {
                 d[14] = 0x80 | 0x40; // LBPME, LBPRZ
             }
             reply(data_in, &d, be32(&cdb[10..14]) as usize)
@@ -401,11 +418,12 @@ fn inquiry(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
             let mut p = [0u8; 0x3c];
             p[4..8].copy_from_slice(&lun.max_transfer_blocks.to_be_bytes()); // MAXIMUM TRANSFER LENGTH
             p[8..12].copy_from_slice(&lun.max_transfer_blocks.to_be_bytes()); // OPTIMAL TRANSFER LENGTH
-            if lun.host.thin() && !lun.read_only {
+            if lun.thin() {
                 p[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes());
                 p[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
             }
-            p[32..40].copy_from_slice(&u64::from(MAX_UNMAP_BLOCKS).to_be_bytes()); // MAX WRITE SAME
+            // MAXIMUM WRITE SAME LENGTH
+            p[32..40].copy_from_slice(&u64::from(lun.max_write_same_blocks()).to_be_bytes());
             d.extend_from_slice(&p);
         }
         0xb1 => {
@@ -415,7 +433,7 @@ fn inquiry(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
             d.extend_from_slice(&p);
         }
         0xb2 => {
-            let thin = lun.host.thin() && !lun.read_only;
+            let thin = lun.thin();
             let mut p = [0u8; 4];
             if thin {
                 p[1] = 0x80 | 0x40 | 0x20 | 0x04; // LBPU, LBPWS, LBPWS10, LBPRZ
@@ -623,7 +641,7 @@ fn write_same(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Ve
     } else {
         blocks
     };
-    if blocks > MAX_UNMAP_BLOCKS {
+    if blocks > lun.max_write_same_blocks() {
         return Outcome::check(sense::INVALID_FIELD);
     }
     if let Err(o) = in_range(lun, lba, blocks) {
@@ -636,11 +654,16 @@ fn write_same(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Ve
     }
     let offset = lba * u64::from(lun.block_size);
     let len = u64::from(blocks) * u64::from(lun.block_size);
-    if unmap && block.iter().all(|&b| b == 0) {
-        return match lun.host.discard(offset, len) {
-            Ok(()) => Outcome::GOOD,
-            Err(e) => io_error(lun, "discard", &e, sense::WRITE_ERROR),
-        };
+    if unmap && lun.thin() && block.iter().all(|&b| b == 0) {
+        match lun.host.discard(offset, len) {
+            Ok(()) => return Outcome::GOOD,
+            // The data must read back as zeros all the same: write them
+            // (bounded by MAXIMUM WRITE SAME LENGTH).
+            Err(e) => log::warn!(
+                "{}: cannot punch a hole ({e}); writing zeros instead",
+                lun.host.name()
+            ),
+        }
     }
     let per = (CHUNK / bs).max(1);
     if scratch.len() < per * bs {
@@ -665,9 +688,14 @@ fn write_same(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Ve
     Outcome::GOOD
 }
 
+/// UNMAP (SBC-3, 5.28): only on thin LUNs (VPD 0xB2 LBPU), within the
+/// limits of VPD 0xB0; every descriptor is checked before any is applied.
 fn unmap(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>) -> Outcome {
     if lun.read_only {
         return Outcome::check(sense::WRITE_PROTECTED);
+    }
+    if !lun.thin() {
+        return Outcome::check(sense::INVALID_OPCODE);
     }
     let param_len = usize::from(be16(&cdb[7..9]));
     if param_len == 0 {
@@ -680,29 +708,34 @@ fn unmap(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>) -> Outcome {
         // The driver's data-out buffer is shorter than the CDB says.
         return Outcome::overrun();
     }
-    let max = 8 + 16 * MAX_UNMAP_DESCRIPTORS as usize;
-    let mut params = vec![0u8; param_len.min(max)];
+    // At most 64 KiB (a 16-bit length).
+    let mut params = vec![0u8; param_len];
     if data_out.read_exact(&mut params).is_err() {
         return Outcome::overrun();
     }
     // An incomplete last descriptor, in the descriptor data length or cut off
     // by the parameter list length, is ignored (SBC-3, 5.28.2).
     let desc_len = usize::from(be16(&params[2..4])).min(params.len() - 8) / 16 * 16;
+    if desc_len / 16 > MAX_UNMAP_DESCRIPTORS as usize {
+        return Outcome::check(sense::INVALID_PARAMETER);
+    }
+    let descs = || {
+        params[8..8 + desc_len]
+            .chunks_exact(16)
+            .map(|d| (be64(&d[0..8]), be32(&d[8..12])))
+    };
+    let total: u64 = descs().map(|(_, blocks)| u64::from(blocks)).sum();
+    if total > u64::from(MAX_UNMAP_BLOCKS) {
+        return Outcome::check(sense::INVALID_PARAMETER);
+    }
     // Validate every descriptor before touching the medium.
-    let descs: Vec<(u64, u32)> = params[8..8 + desc_len]
-        .chunks_exact(16)
-        .map(|d| (be64(&d[0..8]), be32(&d[8..12])))
-        .collect();
-    for &(lba, blocks) in &descs {
-        if blocks > MAX_UNMAP_BLOCKS {
-            return Outcome::check(sense::INVALID_PARAMETER);
-        }
+    for (lba, blocks) in descs() {
         if let Err(o) = in_range(lun, lba, blocks) {
             return o;
         }
     }
-    for (lba, blocks) in descs {
-        let bs = u64::from(lun.block_size);
+    let bs = u64::from(lun.block_size);
+    for (lba, blocks) in descs().filter(|&(_, blocks)| blocks > 0) {
         if let Err(e) = lun.host.discard(lba * bs, u64::from(blocks) * bs) {
             return io_error(lun, "discard", &e, sense::WRITE_ERROR);
         }

@@ -550,6 +550,92 @@ mod tests {
     }
 
     #[test]
+    fn unmap_beyond_the_maximum_unmap_lba_count_is_refused() {
+        let params = unmap_params(&[(0, cdb::MAX_UNMAP_BLOCKS), (0, 1)], &[]);
+        let d = run(&target(), &unmap_cdb(params.len()), &params, 0);
+        assert_eq!(key_asc(&d), (0x05, 0x26));
+    }
+
+    #[test]
+    fn unmap_with_more_descriptors_than_advertised_is_refused() {
+        let descs = vec![(0u64, 1u32); cdb::MAX_UNMAP_DESCRIPTORS as usize + 1];
+        let params = unmap_params(&descs, &[]);
+        let d = run(&target(), &unmap_cdb(params.len()), &params, 0);
+        assert_eq!(key_asc(&d), (0x05, 0x26));
+    }
+
+    #[test]
+    fn unmap_on_a_lun_that_is_not_thin_is_an_invalid_opcode() {
+        let t = target_with(MemBlock::new(1 << 20).thick(), 512);
+        run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[6u8; 512], 0);
+        let params = unmap_params(&[(0, 1)], &[]);
+
+        let d = run(&t, &unmap_cdb(params.len()), &params, 0);
+
+        assert_eq!(key_asc(&d), (0x05, 0x20));
+        let back = run(&t, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 512);
+        assert_eq!(back.data, vec![6u8; 512]);
+    }
+
+    #[test]
+    fn lun_that_is_not_thin_reports_no_provisioning() {
+        let t = target_with(MemBlock::new(1 << 20).thick(), 512);
+        let vpd = run(&t, &[0x12, 1, 0xb2, 0, 64, 0], &[], 64);
+        let cap = run(
+            &t,
+            &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+            &[],
+            32,
+        );
+        assert_eq!(vpd.data[5], 0, "LBPU, LBPWS, LBPWS10, LBPRZ");
+        assert_eq!(vpd.data[6] & 0x07, 0, "provisioning type: full");
+        assert_eq!(cap.data[14] & 0xc0, 0, "LBPME, LBPRZ");
+    }
+
+    #[test]
+    fn thin_lun_reports_provisioning_bits() {
+        let vpd = run(&target(), &[0x12, 1, 0xb2, 0, 64, 0], &[], 64);
+        let cap = run(
+            &target(),
+            &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+            &[],
+            32,
+        );
+        assert_eq!(vpd.data[5], 0x80 | 0x40 | 0x20 | 0x04);
+        assert_eq!(vpd.data[6] & 0x07, 0x02, "thin provisioned");
+        assert_eq!(cap.data[14] & 0xc0, 0xc0, "LBPME, LBPRZ");
+    }
+
+    #[test]
+    fn write_same_beyond_the_maximum_write_same_length_is_refused() {
+        let t = target();
+        let max = u32::try_from(cdb::MAX_WRITE_SAME_BYTES / 512).unwrap();
+        let [a, b, c, d] = (max + 1).to_be_bytes();
+        let mut c16 = [0u8; 16];
+        c16[0] = 0x93;
+        c16[1] = 0x08;
+        c16[10..14].copy_from_slice(&[a, b, c, d]);
+
+        let r = run(&t, &c16, &[0u8; 512], 0);
+
+        assert_eq!(key_asc(&r), (0x05, 0x24));
+        let vpd = run(&t, &[0x12, 1, 0xb0, 0, 64, 0], &[], 64);
+        assert_eq!(u64::from_be_bytes(vpd.data[36..44].try_into().unwrap()), u64::from(max));
+    }
+
+    #[test]
+    fn write_same_with_unmap_writes_zeros_when_no_hole_can_be_punched() {
+        let t = target_with(MemBlock::new(1 << 20).failing_discard(), 512);
+        run(&t, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[5u8; 1024], 0);
+
+        let d = run(&t, &[0x41, 0x08, 0, 0, 0, 0, 0, 0, 2, 0], &[0u8; 512], 0);
+
+        assert_eq!(d.status, 0);
+        let back = run(&t, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[], 1024);
+        assert!(back.data.iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn unmap_data_out_shorter_than_the_parameter_list_is_an_overrun() {
         let params = unmap_params(&[(0, 1)], &[]);
         let d = run(&target(), &unmap_cdb(params.len() + 16), &params, 0);
