@@ -50,6 +50,18 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
+    /// `,direct` on a host whose logical blocks are larger than the LUN's.
+    #[error("LUN {index} image {path}: with ',direct' the host needs I/O aligned to {required} bytes, more than the LUN's {block_size}-byte blocks; use block-size={required} or drop ',direct'")]
+    DirectAlignment {
+        /// LUN number.
+        index: usize,
+        /// Path.
+        path: String,
+        /// The host's offset alignment.
+        required: u32,
+        /// The LUN's block size.
+        block_size: u32,
+    },
     /// Size not a multiple of the block size.
     #[error("LUN {index} image {path} is {size} bytes, not a non-zero multiple of its {block_size}-byte blocks")]
     Size {
@@ -89,6 +101,19 @@ pub fn open_target(config: &Args) -> Result<Target, OpenError> {
                         source,
                     }
                 })?;
+                // Every request is a whole number of LUN blocks at a block
+                // boundary: aligned for O_DIRECT when the host's blocks are
+                // no larger.
+                if let Some(align) = f.direct_align() {
+                    if align.offset > lc.block_size {
+                        return Err(OpenError::DirectAlignment {
+                            index,
+                            path: path.display().to_string(),
+                            required: align.offset,
+                            block_size: lc.block_size,
+                        });
+                    }
+                }
                 let name = std::fs::canonicalize(path)
                     .unwrap_or_else(|_| path.clone())
                     .display()

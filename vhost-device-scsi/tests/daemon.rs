@@ -588,3 +588,77 @@ fn two_daemons_serve_one_image_at_once() {
     assert_eq!((r.response, r.status), (0, 0), "read through daemon A");
     assert!(r.data == b, "daemon A does not see what daemon B wrote");
 }
+
+/// A loop device with 4 KiB logical blocks over `file`, detached on drop;
+/// `None` where loop devices cannot be set up (not root, no loop driver).
+struct LoopDevice {
+    path: String,
+}
+
+impl LoopDevice {
+    fn with_4k_blocks(file: &str) -> Option<Self> {
+        let out = Command::new("losetup")
+            .args(["--sector-size", "4096", "--find", "--show", file])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipped: losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Self {
+            path: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+    }
+}
+
+#[test]
+fn direct_lun_with_smaller_blocks_than_the_host_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "4k.img", 1 << 20);
+    let Some(dev) = LoopDevice::with_4k_blocks(&img) else {
+        return;
+    };
+    let spec = format!("{},block-size=512,direct", dev.path);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket-path", "s.sock", "--lun", &spec]);
+
+    let mut d = DaemonProcess::spawn(cmd).unwrap();
+
+    let status = d.wait_timeout(WAIT).unwrap().expect("daemon exits");
+    assert!(!status.success());
+    assert!(
+        d.stderr_text().contains("aligned to 4096 bytes"),
+        "{}",
+        d.stderr_text()
+    );
+}
+
+#[test]
+fn direct_lun_on_a_host_with_4k_blocks_reads_and_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "4k.img", 1 << 20);
+    let Some(dev) = LoopDevice::with_4k_blocks(&img) else {
+        return;
+    };
+    let spec = format!("{},block-size=4096,direct", dev.path);
+    let d = daemon(&["--lun", &spec]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    let data = pattern(8192, 11);
+
+    let w = i.cmd(&mut s, 0, &write10(3, 2, true), &data, 0);
+    let r = i.cmd(&mut s, 0, &read10(3, 2), &[], 8192);
+
+    assert_eq!((w.response, w.status), (0, 0), "{:?}", w.key_asc());
+    assert_eq!((r.response, r.status), (0, 0), "{:?}", r.key_asc());
+    assert!(r.data == data);
+}

@@ -15,6 +15,15 @@ use super::BlockHost;
 /// Alignment of buffers, offsets and lengths for `O_DIRECT`.
 pub const DIRECT_ALIGN: usize = 4096;
 
+/// What `O_DIRECT` requires of I/O on one file (`statx` `STATX_DIOALIGN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectAlign {
+    /// Alignment of file offsets and lengths: the host's logical block size.
+    pub offset: u32,
+    /// Alignment of memory buffers.
+    pub memory: u32,
+}
+
 /// An image file.
 #[derive(Debug)]
 pub struct FileBlock {
@@ -22,7 +31,46 @@ pub struct FileBlock {
     path: PathBuf,
     size: u64,
     thin: bool,
-    direct: bool,
+    direct: Option<DirectAlign>,
+}
+
+/// The `O_DIRECT` alignment of `file`, from `statx(STATX_DIOALIGN)` (Linux
+/// 6.1), or, where the kernel does not report it, by trying reads of 512
+/// bytes at offset 512 and into a buffer at 512 (EINVAL when misaligned).
+fn direct_align(file: &File) -> io::Result<DirectAlign> {
+    // SAFETY: all-zero bytes are a valid `statx` (plain integers).
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable statx buffer; the path is an empty
+    // C string with AT_EMPTY_PATH, so the call describes our descriptor.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut st,
+        )
+    };
+    if rc == 0 && st.stx_mask & libc::STATX_DIOALIGN != 0 && st.stx_dio_offset_align != 0 {
+        return Ok(DirectAlign {
+            offset: st.stx_dio_offset_align,
+            memory: st.stx_dio_mem_align.max(1),
+        });
+    }
+    let (mut v, off) = aligned(2 * DIRECT_ALIGN);
+    let misaligned = |r: io::Result<usize>| matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
+    let offset = if misaligned(file.read_at(&mut v[off..off + 512], 512)) {
+        DIRECT_ALIGN as u32
+    } else {
+        512
+    };
+    let len = offset as usize;
+    let memory = if misaligned(file.read_at(&mut v[off + 512..off + 512 + len], 0)) {
+        DIRECT_ALIGN as u32
+    } else {
+        512
+    };
+    Ok(DirectAlign { offset, memory })
 }
 
 /// A zeroed, `DIRECT_ALIGN`-aligned buffer of `len` bytes, carved out of a
@@ -78,6 +126,11 @@ impl FileBlock {
                 }
             })?;
         let meta = file.metadata()?;
+        let direct = if direct {
+            Some(direct_align(&file)?)
+        } else {
+            None
+        };
         let size = if meta.is_file() {
             meta.len()
         } else {
@@ -105,13 +158,29 @@ impl FileBlock {
     }
 }
 
+impl FileBlock {
+    /// With `O_DIRECT`, what the host requires of offsets, lengths and
+    /// buffers; `None` for buffered I/O.
+    pub fn direct_align(&self) -> Option<DirectAlign> {
+        self.direct
+    }
+
+    /// Whether `buf` cannot be used for `O_DIRECT` as it is.
+    fn misaligned(&self, buf: &[u8]) -> bool {
+        self.direct.is_some_and(|a| {
+            let m = a.memory as usize;
+            buf.as_ptr().addr() % m != 0 || buf.len() % m != 0
+        })
+    }
+}
+
 impl BlockHost for FileBlock {
     fn size(&self) -> u64 {
         self.size
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.direct && buf.as_ptr().addr() % DIRECT_ALIGN != 0 {
+        if self.misaligned(buf) {
             let (mut v, off) = aligned(buf.len());
             let bounce = &mut v[off..off + buf.len()];
             self.file.read_exact_at(bounce, offset)?;
@@ -122,7 +191,7 @@ impl BlockHost for FileBlock {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.direct && buf.as_ptr().addr() % DIRECT_ALIGN != 0 {
+        if self.misaligned(buf) {
             let (mut v, off) = aligned(buf.len());
             let bounce = &mut v[off..off + buf.len()];
             bounce.copy_from_slice(buf);
