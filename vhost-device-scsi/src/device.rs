@@ -21,6 +21,8 @@ use vhost_device_common::config_space::{self, ConfigError};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::HostError;
 use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::vhost_user_backend::VringT;
+use vhost_device_common::virtio_queue::QueueT;
 use vhost_device_common::vm_memory::ByteValued;
 
 use crate::args::{Config as Args, Image};
@@ -162,6 +164,7 @@ pub fn open_target(config: &Args) -> Result<Target, OpenError> {
             .unwrap_or(u32::MAX)
             .max(1),
             write_back_failed: Default::default(),
+            lock: Default::default(),
         });
     }
     Ok(Target { luns })
@@ -175,6 +178,10 @@ pub struct ScsiDevice {
     cdb_size: AtomicU32,
     sense_size: AtomicU32,
     scratch: Vec<Mutex<Vec<u8>>>,
+    /// Request queues whose rings run (bit k: request queue k), for the
+    /// image locks: taken when the first starts, dropped when the last
+    /// stops (`GET_VRING_BASE`: a migration source hands the images over).
+    running: Mutex<u64>,
 }
 
 impl ScsiDevice {
@@ -205,6 +212,29 @@ impl ScsiDevice {
             scratch: (0..request_queues)
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            running: Mutex::new(0),
+        }
+    }
+
+    /// Request queue `k`'s ring runs (it was kicked).
+    fn ring_started(&self, k: usize) {
+        let mut running = vhost_device_common::lock(&self.running);
+        if *running & (1 << k) == 0 {
+            if *running == 0 {
+                self.target.acquire_all();
+            }
+            *running |= 1 << k;
+        }
+    }
+
+    /// Request queue `k`'s ring stopped, and none of its commands runs.
+    fn ring_stopped(&self, k: usize) {
+        let mut running = vhost_device_common::lock(&self.running);
+        if *running & (1 << k) != 0 {
+            *running &= !(1 << k);
+            if *running == 0 {
+                self.target.release_all();
+            }
         }
     }
 
@@ -212,6 +242,15 @@ impl ScsiDevice {
         Sizes {
             cdb: self.cdb_size.load(Ordering::Acquire) as usize,
             sense: self.sense_size.load(Ordering::Acquire) as usize,
+        }
+    }
+}
+
+impl Drop for ScsiDevice {
+    fn drop(&mut self) {
+        // The front end left: the images are free for the next user.
+        if *vhost_device_common::lock(&self.running) != 0 {
+            self.target.release_all();
         }
     }
 }
@@ -297,6 +336,20 @@ impl VirtioDevice for ScsiDevice {
         masks
     }
 
+    fn stop_vring(&self, queue: usize) -> io::Result<()> {
+        // Synchronous commands finished: the drain holds the vring lock,
+        // which the library took to mark the ring stopped before this call.
+        if let Some(k) = queue.checked_sub(FIRST_REQUEST_QUEUE) {
+            self.ring_stopped(k);
+        }
+        Ok(())
+    }
+
+    fn reset(&self) {
+        *vhost_device_common::lock(&self.running) = 0;
+        self.target.release_all();
+    }
+
     fn process_queue(
         &self,
         ctx: &QueueContext<'_>,
@@ -319,9 +372,13 @@ impl VirtioDevice for ScsiDevice {
             }
             EVENT_QUEUE => {}
             q => {
-                let Some(scratch) = self.scratch.get(q - FIRST_REQUEST_QUEUE) else {
+                let k = q - FIRST_REQUEST_QUEUE;
+                let Some(scratch) = self.scratch.get(k) else {
                     return Ok(());
                 };
+                if vring.get_ref().get_queue().ready() {
+                    self.ring_started(k);
+                }
                 let mut scratch = vhost_device_common::lock(scratch);
                 let sizes = self.sizes();
                 drain(ctx, vring, |reader, writer| {

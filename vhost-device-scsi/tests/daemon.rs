@@ -564,9 +564,11 @@ fn flushed_write_survives_the_daemon_being_killed() {
     assert!(file[100 * 512..100 * 512 + 4096] == data[..]);
 }
 
-/// Live migration runs a second daemon on the same image (the destination's)
-/// while the first still serves the source: neither may lock the other out,
-/// and each sees what the other wrote.
+/// Live migration runs a second daemon on the same image (the
+/// destination's) while the first still serves the source: both start, but
+/// only the one whose request rings run holds the image lock; the source
+/// drops it when its rings stop (`GET_VRING_BASE`), the destination takes it
+/// with its next command and sees everything the source wrote.
 #[test]
 fn two_daemons_serve_one_image_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -575,18 +577,81 @@ fn two_daemons_serve_one_image_at_once() {
     let (mut sa, mut sb) = (session(&da), session(&db));
     let (ia, ib) = (Initiator::new(&sa, 2), Initiator::new(&sb, 2));
     let (a, b) = (pattern(8192, 5), pattern(8192, 6));
-
     let r = ia.cmd(&mut sa, 0, &write10(100, 16, true), &a, 0);
     assert_eq!((r.response, r.status), (0, 0), "write through daemon A");
     let r = ib.cmd(&mut sb, 0, &read10(100, 16), &[], 8192);
+    assert_eq!(r.key_asc(), (0x02, 0x04), "daemon B used a locked image");
+
+    sa.stop_queue(2).unwrap();
+
+    let r = ib.cmd(&mut sb, 0, &read10(100, 16), &[], 8192);
     assert_eq!((r.response, r.status), (0, 0), "read through daemon B");
     assert!(r.data == a, "daemon B does not see what daemon A wrote");
-
     let r = ib.cmd(&mut sb, 0, &write10(200, 16, true), &b, 0);
     assert_eq!((r.response, r.status), (0, 0), "write through daemon B");
-    let r = ia.cmd(&mut sa, 0, &read10(200, 16), &[], 8192);
-    assert_eq!((r.response, r.status), (0, 0), "read through daemon A");
-    assert!(r.data == b, "daemon A does not see what daemon B wrote");
+    assert!(std::fs::read(&img).unwrap()[200 * 512..216 * 512] == b[..]);
+}
+
+#[test]
+fn second_daemon_is_refused_an_image_another_daemon_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "disk.img", 1 << 20);
+    let (da, db) = (daemon(&["--lun", &img]), daemon(&["--lun", &img]));
+    let (mut sa, mut sb) = (session(&da), session(&db));
+    let (ia, ib) = (Initiator::new(&sa, 2), Initiator::new(&sb, 2));
+    assert_eq!(ia.cmd(&mut sa, 0, &[0; 6], &[], 0).status, 0);
+
+    let r = ib.cmd(&mut sb, 0, &write10(0, 1, false), &[7; 512], 0);
+    let inquiry = ib.cmd(&mut sb, 0, &[0x12, 0, 0, 0, 36, 0], &[], 36);
+
+    assert_eq!(r.status, 2);
+    assert_eq!(r.key_asc(), (0x02, 0x04), "NOT READY");
+    assert_eq!(std::fs::read(&img).unwrap()[0], 0);
+    assert_eq!(inquiry.status, 0, "identification still works");
+    assert!(
+        db.stderr_text().contains("in use by another process"),
+        "{}",
+        db.stderr_text()
+    );
+}
+
+#[test]
+fn read_only_luns_of_two_daemons_share_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "disk.img", 1 << 20);
+    let spec = format!("{img},ro");
+    let (da, db) = (daemon(&["--lun", &spec]), daemon(&["--lun", &spec]));
+    let (mut sa, mut sb) = (session(&da), session(&db));
+    let (ia, ib) = (Initiator::new(&sa, 2), Initiator::new(&sb, 2));
+
+    let ra = ia.cmd(&mut sa, 0, &read10(0, 1), &[], 512);
+    let rb = ib.cmd(&mut sb, 0, &read10(0, 1), &[], 512);
+
+    assert_eq!((ra.status, rb.status), (0, 0));
+}
+
+/// The daemon takes QEMU's lock bytes, so QEMU's tools see it.
+#[test]
+fn qemu_io_sees_the_image_locked_while_the_rings_run() {
+    if Command::new("qemu-io").arg("--version").output().is_err() {
+        eprintln!("skipped: no qemu-io");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "disk.img", 1 << 20);
+    let d = daemon(&["--lun", &img]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    assert_eq!(i.cmd(&mut s, 0, &[0; 6], &[], 0).status, 0);
+
+    let out = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write 0 512", &img])
+        .output()
+        .unwrap();
+
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("lock"), "qemu-io wrote to a locked image: {text}");
+    assert_eq!(std::fs::read(&img).unwrap()[0], 0);
 }
 
 /// A loop device with 4 KiB logical blocks over `file`, detached on drop;

@@ -10,7 +10,29 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::BlockHost;
+use nix::fcntl::{fcntl, FcntlArg};
+
+use super::{BlockHost, LockError};
+
+/// QEMU's image locking (its file-posix driver): a process holding
+/// permission *p* takes a shared OFD lock on byte `100 + p`; one that does
+/// not let others have *p* locks byte `200 + p`. Two users conflict when
+/// one holds what the other does not share. Using the same bytes makes a
+/// daemon and a QEMU (or `qemu-img`) see each other.
+mod qemu_lock {
+    /// First byte of the permissions held.
+    pub const PERM_BASE: i64 = 100;
+    /// First byte of the permissions not shared.
+    pub const SHARED_BASE: i64 = 200;
+    /// Reading with consistent data.
+    pub const CONSISTENT_READ: i64 = 0;
+    /// Writing.
+    pub const WRITE: i64 = 1;
+    /// Writing that does not change data.
+    pub const WRITE_UNCHANGED: i64 = 2;
+    /// Resizing.
+    pub const RESIZE: i64 = 3;
+}
 
 /// Alignment of buffers, offsets and lengths for `O_DIRECT`.
 pub const DIRECT_ALIGN: usize = 4096;
@@ -32,6 +54,7 @@ pub struct FileBlock {
     size: u64,
     thin: bool,
     direct: Option<DirectAlign>,
+    read_only: bool,
 }
 
 /// The `O_DIRECT` alignment of `file`, from `statx(STATX_DIOALIGN)` (Linux
@@ -154,6 +177,7 @@ impl FileBlock {
             size,
             thin,
             direct,
+            read_only,
         })
     }
 }
@@ -171,6 +195,81 @@ impl FileBlock {
             let m = a.memory as usize;
             buf.as_ptr().addr() % m != 0 || buf.len() % m != 0
         })
+    }
+}
+
+/// An OFD lock request on one byte.
+fn flock(kind: libc::c_int, byte: i64) -> libc::flock {
+    // SAFETY: all-zero bytes are a valid `flock` (plain integers).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = i16::try_from(kind).unwrap_or(0);
+    fl.l_whence = i16::try_from(libc::SEEK_SET).unwrap_or(0);
+    fl.l_start = byte;
+    fl.l_len = 1;
+    fl
+}
+
+impl FileBlock {
+    /// (permissions held, permissions not shared) of this LUN.
+    fn lock_bytes(&self) -> (&'static [i64], &'static [i64]) {
+        use qemu_lock::*;
+        if self.read_only {
+            // Others may read (and resize) but not write.
+            (&[CONSISTENT_READ], &[WRITE])
+        } else {
+            (&[CONSISTENT_READ, WRITE, WRITE_UNCHANGED], &[WRITE, RESIZE])
+        }
+    }
+
+    /// Whether another open file description locks `byte`.
+    fn locked_by_other(&self, byte: i64) -> io::Result<bool> {
+        let mut fl = flock(libc::F_WRLCK, byte);
+        fcntl(self.file.as_raw_fd(), FcntlArg::F_OFD_GETLK(&mut fl))?;
+        Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+    }
+
+    fn try_lock(&self) -> Result<(), LockError> {
+        use qemu_lock::*;
+        let failed = |source: io::Error| LockError::Failed {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let (held, unshared) = self.lock_bytes();
+        let bytes = held
+            .iter()
+            .map(|p| PERM_BASE + p)
+            .chain(unshared.iter().map(|p| SHARED_BASE + p));
+        for byte in bytes {
+            fcntl(
+                self.file.as_raw_fd(),
+                FcntlArg::F_OFD_SETLK(&flock(libc::F_RDLCK, byte)),
+            )
+            .map_err(|e| failed(e.into()))?;
+        }
+        // Locked first, checked after: two starting at once both back off.
+        let conflict = |what| LockError::Conflict {
+            path: self.path.display().to_string(),
+            what,
+        };
+        for &p in held {
+            if self.locked_by_other(SHARED_BASE + p).map_err(failed)? {
+                return Err(conflict(if p == WRITE {
+                    "does not let others write"
+                } else {
+                    "does not let others read"
+                }));
+            }
+        }
+        for &p in unshared {
+            if self.locked_by_other(PERM_BASE + p).map_err(failed)? {
+                return Err(conflict(if p == WRITE {
+                    "writes to it"
+                } else {
+                    "may resize it"
+                }));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +316,18 @@ impl BlockHost for FileBlock {
 
     fn name(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn lock(&self) -> Result<(), LockError> {
+        self.try_lock().inspect_err(|_| self.unlock())
+    }
+
+    fn unlock(&self) {
+        let mut fl = flock(libc::F_UNLCK, qemu_lock::PERM_BASE);
+        fl.l_len = qemu_lock::SHARED_BASE + 100 - qemu_lock::PERM_BASE;
+        if let Err(e) = fcntl(self.file.as_raw_fd(), FcntlArg::F_OFD_SETLK(&fl)) {
+            log::warn!("{}: cannot unlock: {e}", self.path.display());
+        }
     }
 }
 

@@ -31,4 +31,33 @@ pub trait BlockHost: Send + Sync {
     fn thin(&self) -> bool;
     /// A name for messages.
     fn name(&self) -> String;
+    /// Take the image's lock (shared for a read-only LUN): fails when
+    /// another process uses the image in a conflicting way.
+    fn lock(&self) -> Result<(), LockError> {
+        Ok(())
+    }
+    /// Drop the image's lock.
+    fn unlock(&self) {}
+}
+
+/// The image could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds a conflicting lock.
+    #[error("{path} is in use by another process (it {what}); is another vhost-device-scsi or a QEMU using the image?")]
+    Conflict {
+        /// The image.
+        path: String,
+        /// What the other process does.
+        what: &'static str,
+    },
+    /// The lock call itself failed.
+    #[error("cannot lock {path}")]
+    Failed {
+        /// The image.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }

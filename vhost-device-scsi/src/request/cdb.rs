@@ -167,6 +167,16 @@ pub struct Lun {
     /// success until the LUN is opened again (a daemon restart), as QEMU's
     /// file driver does.
     pub write_back_failed: AtomicBool,
+    /// The image lock (see [`Lun::acquire`]).
+    pub lock: LunLock,
+}
+
+/// Whether this daemon holds a LUN's image lock.
+#[derive(Debug, Default)]
+pub struct LunLock {
+    held: AtomicBool,
+    refused: AtomicBool,
+    serial: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Lun {
@@ -189,6 +199,47 @@ impl Lun {
     /// CAPACITY(16)): a writable LUN whose host punches holes.
     pub fn thin(&self) -> bool {
         self.host.thin() && !self.read_only
+    }
+
+    /// Take the image lock if this daemon does not hold it yet; false (and
+    /// an error logged once) while another process holds a conflicting one.
+    /// Taken when the request rings start, and again by any command that
+    /// finds it missing; dropped when they all stop ([`Lun::release`]), so
+    /// that a live migration's destination daemon can take it over.
+    pub fn acquire(&self) -> bool {
+        if self.lock.held.load(Ordering::Acquire) {
+            return true;
+        }
+        let _serial = vhost_device_common::lock(&self.lock.serial);
+        if self.lock.held.load(Ordering::Acquire) {
+            return true;
+        }
+        match self.host.lock() {
+            Ok(()) => {
+                self.lock.held.store(true, Ordering::Release);
+                if self.lock.refused.swap(false, Ordering::AcqRel) {
+                    log::info!("{}: image lock taken", self.host.name());
+                }
+                true
+            }
+            Err(e) => {
+                if !self.lock.refused.swap(true, Ordering::AcqRel) {
+                    log::error!(
+                        "{}; commands to this LUN fail with NOT READY until it is free",
+                        vhost_device_common::error::report(&e)
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Drop the image lock (all request rings stopped, or the front end left).
+    pub fn release(&self) {
+        let _serial = vhost_device_common::lock(&self.lock.serial);
+        if self.lock.held.swap(false, Ordering::AcqRel) {
+            self.host.unlock();
+        }
     }
 
     /// MAXIMUM WRITE SAME LENGTH in blocks.

@@ -26,6 +26,22 @@ pub struct Target {
     pub luns: Vec<Lun>,
 }
 
+impl Target {
+    /// Take every LUN's image lock (the request rings start).
+    pub fn acquire_all(&self) {
+        for lun in &self.luns {
+            lun.acquire();
+        }
+    }
+
+    /// Drop every LUN's image lock (the request rings stopped).
+    pub fn release_all(&self) {
+        for lun in &self.luns {
+            lun.release();
+        }
+    }
+}
+
 /// CDB and sense sizes currently in force (driver-writable config fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizes {
@@ -129,6 +145,14 @@ pub fn command(
         Some((0, lun)) => {
             let outcome = match target.luns.get(usize::from(lun)) {
                 _ if cdb[0] == cdb::op::REPORT_LUNS => report_luns(target, &cdb, &mut data_in),
+                // Only identification works while another process holds
+                // the image (see `Lun::acquire`).
+                Some(unit)
+                    if !matches!(cdb[0], cdb::op::INQUIRY | cdb::op::REQUEST_SENSE)
+                        && !unit.acquire() =>
+                {
+                    Outcome::check(sense::NOT_READY)
+                }
                 Some(unit) => cdb::execute(unit, &cdb, reader, &mut data_in, scratch),
                 None => absent_lun(&cdb, &mut data_in),
             };
@@ -247,6 +271,7 @@ mod tests {
                 naa: crate::device::naa_locally_assigned(1),
                 max_transfer_blocks: 300,
                 write_back_failed: Default::default(),
+                lock: Default::default(),
             }],
         }
     }
