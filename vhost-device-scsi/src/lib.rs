@@ -40,6 +40,6 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
         let config = args::Config::try_from(device)?;
         // LUNs are opened once: their data outlives any one front end.
         let target = Arc::new(device::open_target(&config)?);
-        Ok(move |_index| Ok(device::ScsiDevice::new(target.clone(), &config)))
+        Ok(move |_index| Ok(device::ScsiDevice::new(target.clone(), &config)?))
     })
 }

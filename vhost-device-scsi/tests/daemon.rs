@@ -727,3 +727,118 @@ fn direct_lun_on_a_host_with_4k_blocks_reads_and_writes() {
     assert_eq!((r.response, r.status), (0, 0), "{:?}", r.key_asc());
     assert!(r.data == data);
 }
+
+/// Post a TMF on the control queue; returns its response once answered.
+fn tmf(s: &mut Session, subtype: u32, lun: u16, tag: u64) -> u8 {
+    let req = s.ram().alloc(64, 8).unwrap();
+    let resp = s.ram().alloc(64, 8).unwrap();
+    let mut t = Vec::new();
+    t.extend_from_slice(&0u32.to_le_bytes());
+    t.extend_from_slice(&subtype.to_le_bytes());
+    t.extend_from_slice(&lun_addr(lun));
+    t.extend_from_slice(&tag.to_le_bytes());
+    s.ram().write(req, &t).unwrap();
+    s.ram().write(resp, &[0xff]).unwrap();
+    let vq = s.queue(0).unwrap();
+    vq.add(&Chain::new().readable(req, 24).writable(resp, 1))
+        .unwrap();
+    vq.kick().unwrap();
+    let used = vq.wait_used(WAIT).unwrap();
+    assert_eq!(used[0].len, 1);
+    s.ram().read(resp, 1).unwrap()[0]
+}
+
+/// A READ of 32 MiB on request queue 1 (the daemon's queue 3), in flight:
+/// returns its head once its first bytes are in guest memory.
+fn start_long_read(s: &mut Session, tag: u64) -> u16 {
+    let len: u32 = 32 << 20;
+    let (req, resp, data) = (
+        s.ram().alloc(64, 8).unwrap(),
+        s.ram().alloc(128, 8).unwrap(),
+        s.ram().alloc(u64::from(len), 4096).unwrap(),
+    );
+    let mut r = lun_addr(0).to_vec();
+    r.extend_from_slice(&tag.to_le_bytes());
+    r.extend_from_slice(&[0, 0, 0]);
+    let mut cdb = [0u8; 32];
+    cdb[0] = 0x88; // READ(16) of the whole 32 MiB
+    cdb[10..14].copy_from_slice(&(len / 512).to_be_bytes());
+    r.extend_from_slice(&cdb);
+    s.ram().write(req, &r).unwrap();
+    let vq = s.queue(3).unwrap();
+    let head = vq
+        .add(
+            &Chain::new()
+                .readable(req, 51)
+                .writable(resp, 108)
+                .writable(data, len),
+        )
+        .unwrap();
+    vq.kick().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.ram().read(data, 1).unwrap()[0] != 0x5a {
+        assert!(std::time::Instant::now() < deadline, "the read never started");
+        std::thread::yield_now();
+    }
+    head
+}
+
+fn long_read_daemon(dir: &Path) -> (DaemonProcess, String) {
+    let img = dir.join("big.img");
+    std::fs::write(&img, vec![0x5au8; 32 << 20]).unwrap();
+    let img = img.to_str().unwrap().to_string();
+    let d = daemon(&["--lun", &img, "--num-queues", "2", "--max-sectors", "65536"]);
+    (d, img)
+}
+
+fn big_session(d: &DaemonProcess) -> Session {
+    let opts = Options {
+        ram_size: 64 << 20,
+        ..Options::default()
+    };
+    Session::start(&d.socket, &opts).unwrap()
+}
+
+#[test]
+fn lun_reset_is_answered_only_after_the_commands_in_flight_on_other_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _img) = long_read_daemon(dir.path());
+    let mut s = big_session(&d);
+    let head = start_long_read(&mut s, 42);
+
+    let response = tmf(&mut s, 5, 0, 0); // LOGICAL UNIT RESET
+
+    let done = s.queue(3).unwrap().take_used().unwrap();
+    assert_eq!(response, 0, "FUNCTION COMPLETE");
+    assert!(
+        done.iter().any(|u| u.head == head),
+        "LUN reset answered while its READ was still running"
+    );
+}
+
+#[test]
+fn abort_task_is_answered_only_after_the_task_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _img) = long_read_daemon(dir.path());
+    let mut s = big_session(&d);
+    let head = start_long_read(&mut s, 77);
+
+    let response = tmf(&mut s, 0, 0, 77); // ABORT TASK
+
+    let done = s.queue(3).unwrap().take_used().unwrap();
+    assert_eq!(response, 0, "FUNCTION COMPLETE");
+    assert!(
+        done.iter().any(|u| u.head == head),
+        "ABORT TASK answered while the task was still running"
+    );
+}
+
+#[test]
+fn query_task_set_with_nothing_in_flight_is_function_complete() {
+    let d = daemon(&["--lun", "mem:1M", "--num-queues", "2"]);
+    let mut s = session(&d);
+
+    let response = tmf(&mut s, 7, 0, 0); // QUERY TASK SET
+
+    assert_eq!(response, 0, "FUNCTION COMPLETE");
+}

@@ -16,7 +16,9 @@ use thiserror::Error;
 use vhost_device_common::queue::{Reader, Writer};
 use vhost_device_common::vm_memory::ByteValued;
 
-use crate::virtio::{ctrl, decode_lun, response, CmdReqHeader, CmdRespHeader, CtrlAnResp};
+use crate::virtio::{
+    ctrl, decode_lun, response, CmdReqHeader, CmdRespHeader, CtrlAnResp, CDB_SIZE, SENSE_SIZE,
+};
 use cdb::{Lun, Outcome};
 
 /// The one target and its LUNs.
@@ -121,17 +123,25 @@ fn absent_lun(cdb: &[u8], data_in: &mut Writer<'_>) -> Outcome {
     }
 }
 
-/// Serve one command request; returns the used length.
+/// Read a command request's header (addressing and tag).
+pub fn command_header(reader: &mut Reader<'_>) -> Result<CmdReqHeader, Error> {
+    reader.read_obj().map_err(Error::ShortRequest)
+}
+
+/// Serve one command request whose header was read with
+/// [`command_header`]; returns the used length.
 pub fn command(
     target: &Target,
     sizes: Sizes,
+    hdr: &CmdReqHeader,
     reader: &mut Reader<'_>,
     writer: &mut Writer<'_>,
     scratch: &mut Vec<u8>,
 ) -> Result<u32, Error> {
-    let hdr: CmdReqHeader = reader.read_obj().map_err(Error::ShortRequest)?;
-    let mut cdb = vec![0u8; sizes.cdb];
-    reader.read_exact(&mut cdb).map_err(Error::ShortRequest)?;
+    let mut cdb_buf = [0u8; CDB_SIZE as usize];
+    let cdb = &mut cdb_buf[..sizes.cdb.min(CDB_SIZE as usize)];
+    reader.read_exact(cdb).map_err(Error::ShortRequest)?;
+    let cdb = &*cdb;
     let resp_len = CmdRespHeader::default().as_slice().len() + sizes.sense;
     if writer.available_bytes() < resp_len {
         return Err(Error::ShortResponse(writer.available_bytes()));
@@ -144,7 +154,7 @@ pub fn command(
     let (mut resp, outcome) = match decode_lun(&hdr.lun) {
         Some((0, lun)) => {
             let outcome = match target.luns.get(usize::from(lun)) {
-                _ if cdb[0] == cdb::op::REPORT_LUNS => report_luns(target, &cdb, &mut data_in),
+                _ if cdb[0] == cdb::op::REPORT_LUNS => report_luns(target, cdb, &mut data_in),
                 // Only identification works while another process holds
                 // the image (see `Lun::acquire`).
                 Some(unit)
@@ -153,8 +163,8 @@ pub fn command(
                 {
                     Outcome::check(sense::NOT_READY)
                 }
-                Some(unit) => cdb::execute(unit, &cdb, reader, &mut data_in, scratch),
-                None => absent_lun(&cdb, &mut data_in),
+                Some(unit) => cdb::execute(unit, cdb, reader, &mut data_in, scratch),
+                None => absent_lun(cdb, &mut data_in),
             };
             (response::OK, outcome)
         }
@@ -183,10 +193,10 @@ pub fn command(
         response: resp,
     };
     writer.write_obj(header).map_err(Error::WriteResponse)?;
-    let mut sense_area = vec![0u8; sizes.sense];
+    let mut sense_area = [0u8; SENSE_SIZE as usize];
     sense_area[..sense_len].copy_from_slice(&sense_bytes[..sense_len]);
     writer
-        .write_all(&sense_area)
+        .write_all(&sense_area[..sizes.sense.min(SENSE_SIZE as usize)])
         .map_err(Error::WriteResponse)?;
     Ok(u32::try_from(writer.bytes_written() + written).unwrap_or(u32::MAX))
 }
@@ -197,37 +207,96 @@ fn read_u32(reader: &mut Reader<'_>) -> Result<u32, Error> {
     Ok(u32::from_le_bytes(b))
 }
 
-/// Serve one control request; returns the used length.
+/// The commands a task management function covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The command with this tag on this LUN.
+    Task {
+        /// LUN.
+        lun: u16,
+        /// Tag of the command.
+        tag: u64,
+    },
+    /// Every command of this LUN.
+    Lun(u16),
+    /// Every command of the target.
+    Nexus,
+}
+
+impl Scope {
+    /// Whether a command `(lun, tag)` is covered.
+    pub fn covers(&self, lun: u16, tag: u64) -> bool {
+        match *self {
+            Scope::Task { lun: l, tag: t } => l == lun && t == tag,
+            Scope::Lun(l) => l == lun,
+            Scope::Nexus => true,
+        }
+    }
+}
+
+/// What a task management function asks of the device (virtio 1.3,
+/// 5.6.6.2; the driver relies on "all requests related to the TMF have been
+/// completed" when it is answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmfAction {
+    /// Answer at once with this response code.
+    Answer(u8),
+    /// Answer FUNCTION COMPLETE once every command in scope that is in
+    /// flight (taken off its ring) has completed.
+    WaitFor(Scope),
+    /// Answer FUNCTION SUCCEEDED if a command in scope is in flight, else
+    /// FUNCTION COMPLETE.
+    Query(Scope),
+}
+
+/// A control request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// A task management function: the device answers it (one response byte).
+    Tmf(TmfAction),
+    /// Answered already: the used length.
+    Answered(u32),
+}
+
+fn read_u64(reader: &mut Reader<'_>) -> Result<u64, Error> {
+    let mut b = [0u8; 8];
+    reader.read_exact(&mut b).map_err(Error::ShortRequest)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Serve one control request: asynchronous-notification requests are
+/// answered here; task management is returned to the device, which knows
+/// what is in flight.
 pub fn control(
     target: &Target,
     reader: &mut Reader<'_>,
     writer: &mut Writer<'_>,
-) -> Result<u32, Error> {
+) -> Result<Control, Error> {
     let kind = read_u32(reader)?;
     match kind {
         ctrl::T_TMF => {
             let subtype = read_u32(reader)?;
             let mut lun = [0u8; 8];
             reader.read_exact(&mut lun).map_err(Error::ShortRequest)?;
-            let mut tag = [0u8; 8];
-            reader.read_exact(&mut tag).map_err(Error::ShortRequest)?;
-            let code = match decode_lun(&lun) {
+            let tag = read_u64(reader)?;
+            if writer.available_bytes() < 1 {
+                return Err(Error::ShortResponse(writer.available_bytes()));
+            }
+            let action = match decode_lun(&lun) {
                 Some((0, l)) if usize::from(l) < target.luns.len() => match subtype {
-                    // Commands run to completion before the next is taken, so
-                    // there is never a task to abort or a task set to clear.
-                    ctrl::TMF_ABORT_TASK
-                    | ctrl::TMF_ABORT_TASK_SET
+                    ctrl::TMF_ABORT_TASK => TmfAction::WaitFor(Scope::Task { lun: l, tag }),
+                    ctrl::TMF_ABORT_TASK_SET
                     | ctrl::TMF_CLEAR_TASK_SET
-                    | ctrl::TMF_I_T_NEXUS_RESET
-                    | ctrl::TMF_LOGICAL_UNIT_RESET
-                    | ctrl::TMF_QUERY_TASK
-                    | ctrl::TMF_QUERY_TASK_SET => response::FUNCTION_COMPLETE,
-                    _ => response::FUNCTION_REJECTED,
+                    | ctrl::TMF_LOGICAL_UNIT_RESET => TmfAction::WaitFor(Scope::Lun(l)),
+                    ctrl::TMF_I_T_NEXUS_RESET => TmfAction::WaitFor(Scope::Nexus),
+                    ctrl::TMF_QUERY_TASK => TmfAction::Query(Scope::Task { lun: l, tag }),
+                    ctrl::TMF_QUERY_TASK_SET => TmfAction::Query(Scope::Lun(l)),
+                    _ => TmfAction::Answer(response::FUNCTION_REJECTED),
                 },
-                Some((0, _)) => response::INCORRECT_LUN,
-                _ => response::BAD_TARGET,
+                Some((0, _)) => TmfAction::Answer(response::INCORRECT_LUN),
+                _ => TmfAction::Answer(response::BAD_TARGET),
             };
-            writer.write_all(&[code]).map_err(Error::WriteResponse)?;
+            Ok(Control::Tmf(action))
         }
         ctrl::T_AN_QUERY | ctrl::T_AN_SUBSCRIBE => {
             let mut lun = [0u8; 8];
@@ -243,10 +312,12 @@ pub fn control(
                 response: code,
             };
             writer.write_obj(resp).map_err(Error::WriteResponse)?;
+            Ok(Control::Answered(
+                u32::try_from(writer.bytes_written()).unwrap_or(u32::MAX),
+            ))
         }
-        other => return Err(Error::UnknownControl(other)),
+        other => Err(Error::UnknownControl(other)),
     }
-    Ok(u32::try_from(writer.bytes_written()).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
@@ -308,9 +379,11 @@ mod tests {
         q.add(&bufs).unwrap();
         let mut scratch = Vec::new();
         drain(&q.context(), &q.vring, |r, w| {
+            let hdr = command_header(r)?;
             Ok(Completion::Used(command(
                 target,
                 SIZES,
+                &hdr,
                 r,
                 w,
                 &mut scratch,

@@ -9,18 +9,25 @@
 //! in the image file (and, with FUA or SYNCHRONIZE CACHE, on stable storage)
 //! before its completion is put on the used ring.
 //!
+//! Task management waits for the commands it covers ([`inflight`]).
+//!
 //! The event queue's buffers are kept: this target raises no events (no
 //! hot-plug, no parameter changes), so they are never used, as the spec allows.
 
+mod inflight;
+
 use serde::{Deserialize, Serialize};
-use std::io;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vhost_device_common::config_space::{self, ConfigError};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::HostError;
-use vhost_device_common::queue::{drain, Completion, QueueContext, Vring};
+use vhost_device_common::events::HostEvents;
+use vhost_device_common::queue::{drain_chains, Completion, HeldChain, QueueContext, Vring};
+use vhost_device_common::vmm_sys_util::epoll::EventSet;
 use vhost_device_common::vhost_user_backend::VringT;
 use vhost_device_common::virtio_queue::QueueT;
 use vhost_device_common::vm_memory::ByteValued;
@@ -30,13 +37,26 @@ use crate::host::linux::FileBlock;
 use crate::host::mock::MemBlock;
 use crate::host::BlockHost;
 use crate::request::cdb::Lun;
-use crate::request::{self, Sizes, Target};
+use crate::request::{self, Control, Sizes, Target, TmfAction};
+use crate::virtio::{decode_lun, response};
+use inflight::{Covered, InFlight};
 use crate::virtio::{
     Config, CDB_SIZE, CONFIG_WRITABLE, CONTROL_QUEUE, EVENT_QUEUE, FIRST_REQUEST_QUEUE, SENSE_SIZE,
 };
 
 /// Queue size offered.
 pub const MAX_QUEUE_SIZE: usize = 1024;
+
+/// Host-event token: a command finished while a TMF waits.
+const TOKEN_TMF: u16 = 0;
+
+/// A task management function waiting for the commands it covers.
+#[derive(Debug)]
+struct PendingTmf {
+    chain: HeldChain,
+    covered: Vec<Covered>,
+    response: u8,
+}
 
 /// Why the LUNs could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -182,11 +202,13 @@ pub struct ScsiDevice {
     /// image locks: taken when the first starts, dropped when the last
     /// stops (`GET_VRING_BASE`: a migration source hands the images over).
     running: Mutex<u64>,
+    inflight: InFlight,
+    tmfs: Mutex<Vec<PendingTmf>>,
 }
 
 impl ScsiDevice {
     /// A device over `target` with the queue and limit settings of `args`.
-    pub fn new(target: Arc<Target>, args: &Args) -> Self {
+    pub fn new(target: Arc<Target>, args: &Args) -> io::Result<Self> {
         let request_queues = args.num_queues as usize;
         let config = Config {
             num_queues: args.num_queues.into(),
@@ -203,7 +225,7 @@ impl ScsiDevice {
                 .saturating_sub(1))
             .into(),
         };
-        Self {
+        Ok(Self {
             target,
             request_queues,
             config: Mutex::new(config),
@@ -213,7 +235,130 @@ impl ScsiDevice {
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             running: Mutex::new(0),
+            inflight: InFlight::new(request_queues)?,
+            tmfs: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Serve the control queue: notification requests at once, task
+    /// management once the commands it covers have completed.
+    fn serve_control(&self, ctx: &QueueContext<'_>, vring: &Vring) -> Result<(), HostError> {
+        drain_chains(ctx, CONTROL_QUEUE, vring, |chain| {
+            let action = match request::control(&self.target, &mut chain.reader, &mut chain.writer) {
+                Ok(Control::Answered(n)) => return Ok(Completion::Used(n)),
+                Ok(Control::Tmf(action)) => action,
+                Err(e) => {
+                    ctx.log.warn("bad control request", &e);
+                    return Ok(Completion::Used(0));
+                }
+            };
+            let response = match action {
+                TmfAction::Answer(code) => code,
+                TmfAction::Query(scope) => {
+                    if self.inflight.covered(scope).is_empty() {
+                        response::FUNCTION_COMPLETE
+                    } else {
+                        response::FUNCTION_SUCCEEDED
+                    }
+                }
+                TmfAction::WaitFor(scope) => {
+                    self.inflight.wait_begin();
+                    let covered = self.inflight.covered(scope);
+                    if covered.is_empty() {
+                        self.inflight.wait_end();
+                        response::FUNCTION_COMPLETE
+                    } else {
+                        vhost_device_common::lock(&self.tmfs).push(PendingTmf {
+                            chain: chain.hold(),
+                            covered,
+                            response: response::FUNCTION_COMPLETE,
+                        });
+                        return Ok(Completion::Held);
+                    }
+                }
+            };
+            Ok(Completion::Used(u32::from(
+                chain.writer.write_all(&[response]).is_ok(),
+            )))
+        })?;
+        // Commands may have finished while the TMFs were being registered.
+        self.complete_tmfs(ctx)
+    }
+
+    /// Answer every waiting TMF whose commands have all completed.
+    fn complete_tmfs(&self, ctx: &QueueContext<'_>) -> Result<(), HostError> {
+        let mut tmfs = vhost_device_common::lock(&self.tmfs);
+        let mut waiting = Vec::new();
+        for tmf in tmfs.drain(..) {
+            if self.inflight.any_left(&tmf.covered) {
+                waiting.push(tmf);
+                continue;
+            }
+            let response = tmf.response;
+            match ctx.complete(tmf.chain, |_, w| Ok(u32::from(w.write_all(&[response]).is_ok())))? {
+                // The control queue is stopped: answer when it runs again.
+                Some(chain) => waiting.push(PendingTmf {
+                    chain,
+                    covered: Vec::new(),
+                    response,
+                }),
+                None => self.inflight.wait_end(),
+            }
         }
+        *tmfs = waiting;
+        Ok(())
+    }
+
+    /// Serve request queue `k` (queue number `queue`).
+    fn serve_requests(
+        &self,
+        ctx: &QueueContext<'_>,
+        queue: usize,
+        k: usize,
+        vring: &Vring,
+    ) -> Result<(), HostError> {
+        let Some(scratch) = self.scratch.get(k) else {
+            return Ok(());
+        };
+        if vring.get_ref().get_queue().ready() {
+            self.ring_started(k);
+        }
+        let mut scratch = vhost_device_common::lock(scratch);
+        let sizes = self.sizes();
+        // The previous command is on the used ring once the next is handed
+        // out (or the drain returned): only then is it no longer in flight.
+        let mut published = None;
+        let result = drain_chains(ctx, queue, vring, |chain| {
+            if let Some(id) = published.take() {
+                self.inflight.finish(k, id);
+            }
+            let hdr = match request::command_header(&mut chain.reader) {
+                Ok(hdr) => hdr,
+                Err(e) => {
+                    ctx.log.warn("bad command request", &e);
+                    return Ok(Completion::Used(0));
+                }
+            };
+            let lun = match decode_lun(&hdr.lun) {
+                Some((0, lun)) => lun,
+                _ => u16::MAX,
+            };
+            published = Some(self.inflight.start(k, lun, hdr.tag.to_native()));
+            let (reader, writer) = (&mut chain.reader, &mut chain.writer);
+            Ok(Completion::Used(
+                match request::command(&self.target, sizes, &hdr, reader, writer, &mut scratch) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        ctx.log.warn("bad command request", &e);
+                        0
+                    }
+                },
+            ))
+        });
+        if let Some(id) = published {
+            self.inflight.finish(k, id);
+        }
+        result.map(|_| ())
     }
 
     /// Request queue `k`'s ring runs (it was kicked).
@@ -224,6 +369,11 @@ impl ScsiDevice {
                 self.target.acquire_all();
             }
             *running |= 1 << k;
+            // TMFs restored from a migration state can be answered now
+            // that the rings run again.
+            if !vhost_device_common::lock(&self.tmfs).is_empty() {
+                let _ = self.inflight.wake_fd().write(1);
+            }
         }
     }
 
@@ -261,22 +411,37 @@ impl Drop for ScsiDevice {
 /// attentions, the write cache is always on), so there is nothing else.
 /// QEMU migrates vhost-user-scsi without asking for a device state; front
 /// ends that do (Cloud Hypervisor) get this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct State {
     /// `cdb_size` as the driver set it.
     pub cdb_size: u32,
     /// `sense_size` as the driver set it.
     pub sense_size: u32,
+    /// Task management functions not answered yet (held on the control
+    /// queue). Every command was complete when the source stopped its
+    /// queues, so the destination answers them FUNCTION COMPLETE.
+    pub tmfs: Vec<HeldChain>,
 }
 
 impl VirtioDevice for ScsiDevice {
     type State = State;
+    const STATE_VERSION: u16 = 2;
 
     fn save_state(&self) -> Result<State, HostError> {
         let sizes = self.sizes();
+        // The held chains move into the state (they serialize as queue and
+        // head), as every device's held chains do.
+        let saved = vhost_device_common::lock(&self.tmfs)
+            .drain(..)
+            .map(|tmf| {
+                self.inflight.wait_end();
+                tmf.chain
+            })
+            .collect();
         Ok(State {
             cdb_size: u32::try_from(sizes.cdb)?,
             sense_size: u32::try_from(sizes.sense)?,
+            tmfs: saved,
         })
     }
 
@@ -293,6 +458,15 @@ impl VirtioDevice for ScsiDevice {
         config.sense_size = state.sense_size.into();
         self.cdb_size.store(state.cdb_size, Ordering::Release);
         self.sense_size.store(state.sense_size, Ordering::Release);
+        let mut tmfs = vhost_device_common::lock(&self.tmfs);
+        for chain in state.tmfs {
+            self.inflight.wait_begin();
+            tmfs.push(PendingTmf {
+                chain,
+                covered: Vec::new(),
+                response: response::FUNCTION_COMPLETE,
+            });
+        }
         Ok(())
     }
 
@@ -348,6 +522,29 @@ impl VirtioDevice for ScsiDevice {
     fn reset(&self) {
         *vhost_device_common::lock(&self.running) = 0;
         self.target.release_all();
+        // The rings are gone, and the TMFs held on them.
+        for _ in vhost_device_common::lock(&self.tmfs).drain(..) {
+            self.inflight.wait_end();
+        }
+    }
+
+    fn attach(&self, events: HostEvents) -> io::Result<()> {
+        // Worker 0 serves the control queue.
+        events.add(0, self.inflight.wake_fd().as_fd(), EventSet::IN, TOKEN_TMF)
+    }
+
+    fn host_event(
+        &self,
+        ctx: &QueueContext<'_>,
+        token: u16,
+        _events: EventSet,
+        _vrings: &[Option<&Vring>],
+    ) -> Result<(), HostError> {
+        if token == TOKEN_TMF {
+            self.inflight.clear_wake();
+            self.complete_tmfs(ctx)?;
+        }
+        Ok(())
     }
 
     fn process_queue(
@@ -357,44 +554,10 @@ impl VirtioDevice for ScsiDevice {
         vring: &Vring,
     ) -> Result<(), HostError> {
         match queue {
-            CONTROL_QUEUE => {
-                drain(ctx, vring, |reader, writer| {
-                    Ok(Completion::Used(
-                        match request::control(&self.target, reader, writer) {
-                            Ok(n) => n,
-                            Err(e) => {
-                                ctx.log.warn("bad control request", &e);
-                                0
-                            }
-                        },
-                    ))
-                })?;
-            }
-            EVENT_QUEUE => {}
-            q => {
-                let k = q - FIRST_REQUEST_QUEUE;
-                let Some(scratch) = self.scratch.get(k) else {
-                    return Ok(());
-                };
-                if vring.get_ref().get_queue().ready() {
-                    self.ring_started(k);
-                }
-                let mut scratch = vhost_device_common::lock(scratch);
-                let sizes = self.sizes();
-                drain(ctx, vring, |reader, writer| {
-                    Ok(Completion::Used(
-                        match request::command(&self.target, sizes, reader, writer, &mut scratch) {
-                            Ok(n) => n,
-                            Err(e) => {
-                                ctx.log.warn("bad command request", &e);
-                                0
-                            }
-                        },
-                    ))
-                })?;
-            }
+            CONTROL_QUEUE => self.serve_control(ctx, vring),
+            EVENT_QUEUE => Ok(()),
+            q => self.serve_requests(ctx, q, q - FIRST_REQUEST_QUEUE, vring),
         }
-        Ok(())
     }
 }
 
@@ -430,7 +593,7 @@ mod tests {
         std::fs::write(&img, vec![0u8; 4096]).unwrap();
         let mut args = config_for(&img, None);
         args.num_queues = 2;
-        let dev = ScsiDevice::new(Arc::new(open_target(&args).unwrap()), &args);
+        let dev = ScsiDevice::new(Arc::new(open_target(&args).unwrap()), &args).unwrap();
 
         let masks = dev.queues_per_thread();
 
