@@ -106,6 +106,7 @@ impl TestQueue {
             vrings: &[],
             held: &self.held,
             backend: &self.backend,
+            stopping: false,
         }
     }
 
