@@ -866,10 +866,29 @@ fn start_long_read(s: &mut Session, tag: u64) -> u16 {
 }
 
 fn long_read_daemon(dir: &Path) -> (DaemonProcess, String) {
+    long_read_daemon_with(dir, "io_uring")
+}
+
+fn long_read_daemon_with(dir: &Path, engine: &str) -> (DaemonProcess, String) {
+    long_read_daemon_spec(dir, engine, "")
+}
+
+/// The image gets `options` (`,direct`, say) on its `--lun`.
+fn long_read_daemon_spec(dir: &Path, engine: &str, options: &str) -> (DaemonProcess, String) {
     let img = dir.join("big.img");
     std::fs::write(&img, vec![0x5au8; 32 << 20]).unwrap();
     let img = img.to_str().unwrap().to_string();
-    let d = daemon(&["--lun", &img, "--num-queues", "2", "--max-sectors", "65536"]);
+    let spec = format!("{img}{options}");
+    let d = daemon(&[
+        "--lun",
+        &spec,
+        "--num-queues",
+        "2",
+        "--max-sectors",
+        "65536",
+        "--engine",
+        engine,
+    ]);
     (d, img)
 }
 
@@ -896,6 +915,117 @@ fn lun_reset_is_answered_only_after_the_commands_in_flight_on_other_queues() {
         done.iter().any(|u| u.head == head),
         "LUN reset answered while its READ was still running"
     );
+}
+
+#[test]
+fn lun_reset_waits_for_the_command_in_flight_with_the_sync_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _img) = long_read_daemon_with(dir.path(), "sync");
+    let mut s = big_session(&d);
+    let head = start_long_read(&mut s, 42);
+
+    let response = tmf(&mut s, 5, 0, 0);
+
+    let done = s.queue(3).unwrap().take_used().unwrap();
+    assert_eq!(response, 0, "FUNCTION COMPLETE");
+    assert!(done.iter().any(|u| u.head == head));
+}
+
+/// Live migration: GET_VRING_BASE is answered only once every request taken
+/// off the ring is on the used ring (QEMU moves no in-flight requests).
+fn stopping_a_queue_completes_the_io_in_flight(engine: &str) {
+    // On the disk with O_DIRECT, so that the READ is really in flight (a
+    // read from the page cache completes inside its submission).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (d, _img) = long_read_daemon_spec(dir.path(), engine, ",direct");
+    let mut s = big_session(&d);
+    let head = start_long_read(&mut s, 9);
+
+    let next_avail = s.stop_queue(3).unwrap();
+
+    let done = s.queue(3).unwrap().take_used().unwrap();
+    assert_eq!(next_avail, 1);
+    assert!(
+        done.iter().any(|u| u.head == head && u.len == 108 + (32 << 20)),
+        "GET_VRING_BASE answered with the READ still in flight: {done:?}"
+    );
+}
+
+#[test]
+fn stopping_a_queue_completes_the_io_in_flight_on_io_uring() {
+    stopping_a_queue_completes_the_io_in_flight("io_uring");
+}
+
+#[test]
+fn stopping_a_queue_completes_the_io_in_flight_with_the_sync_engine() {
+    stopping_a_queue_completes_the_io_in_flight("sync");
+}
+
+#[test]
+fn sync_engine_reads_and_writes_an_image_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "disk.img", 1 << 20);
+    let d = daemon(&["--lun", &img, "--engine", "sync"]);
+    let mut s = session(&d);
+    let i = Initiator::new(&s, 2);
+    let data = pattern(65536, 4);
+
+    let w = i.cmd(&mut s, 0, &write10(64, 128, true), &data, 0);
+    let r = i.cmd(&mut s, 0, &read10(64, 128), &[], 65536);
+
+    assert_eq!((w.status, r.status), (0, 0));
+    assert!(r.data == data);
+    assert!(std::fs::read(&img).unwrap()[64 * 512..64 * 512 + 65536] == data[..]);
+}
+
+#[test]
+fn many_commands_in_flight_on_one_queue_all_complete_with_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let content: Vec<u8> = (0..(4u32 << 20) / 4).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&img, &content).unwrap();
+    let d = daemon(&["--lun", img.to_str().unwrap()]);
+    let mut s = session(&d);
+    let n = 64u64;
+    let (reqs, resps, datas) = (
+        s.ram().alloc(64 * n, 64).unwrap(),
+        s.ram().alloc(128 * n, 64).unwrap(),
+        s.ram().alloc(4096 * n, 4096).unwrap(),
+    );
+    let vq_heads: Vec<u16> = (0..n)
+        .map(|k| {
+            let mut r = lun_addr(0).to_vec();
+            r.extend_from_slice(&k.to_le_bytes());
+            r.extend_from_slice(&[0, 0, 0]);
+            let mut c = [0u8; 32];
+            c[..10].copy_from_slice(&read10((k * 97 % 1000) as u32 * 8, 8));
+            r.extend_from_slice(&c);
+            s.ram().write(reqs + 64 * k, &r).unwrap();
+            s.queue(2)
+                .unwrap()
+                .add(
+                    &Chain::new()
+                        .readable(reqs + 64 * k, 51)
+                        .writable(resps + 128 * k, 108)
+                        .writable(datas + 4096 * k, 4096),
+                )
+                .unwrap()
+        })
+        .collect();
+    s.queue(2).unwrap().kick().unwrap();
+
+    let mut used = Vec::new();
+    while used.len() < n as usize {
+        used.extend(s.queue(2).unwrap().wait_used(WAIT).unwrap());
+    }
+
+    for (k, head) in vq_heads.iter().enumerate() {
+        let u = used.iter().find(|u| u.head == *head).unwrap();
+        assert_eq!(u.len, 108 + 4096);
+        let at = (k as u64 * 97 % 1000) as usize * 4096;
+        let data = s.ram().read(datas + 4096 * k as u64, 4096).unwrap();
+        assert!(data == content[at..at + 4096], "command {k}");
+    }
 }
 
 #[test]

@@ -26,18 +26,23 @@ use vhost_device_common::config_space::{self, ConfigError};
 use vhost_device_common::device::VirtioDevice;
 use vhost_device_common::error::HostError;
 use vhost_device_common::events::HostEvents;
-use vhost_device_common::queue::{drain_chains, Completion, HeldChain, QueueContext, Vring};
+use vhost_device_common::queue::{
+    drain_chains, ChainBuffers, Completion, HeldChain, QueueContext, Vring,
+};
 use vhost_device_common::vmm_sys_util::epoll::EventSet;
 use vhost_device_common::vhost_user_backend::VringT;
 use vhost_device_common::virtio_queue::QueueT;
 use vhost_device_common::vm_memory::ByteValued;
 
-use crate::args::{Config as Args, Image};
+use crate::args::{Config as Args, Engine, Image};
+use crate::host::uring::{Finished, Uring};
+use crate::request::cdb::{IoOp, Outcome};
+use crate::request::PendingIo;
 use crate::host::linux::FileBlock;
 use crate::host::mock::MemBlock;
 use crate::host::BlockHost;
-use crate::request::cdb::Lun;
-use crate::request::{self, Control, Sizes, Target, TmfAction};
+use crate::request::cdb::{self, Lun};
+use crate::request::{self, Command, Control, Sizes, Target, TmfAction};
 use crate::virtio::{decode_lun, response};
 use inflight::{Covered, InFlight};
 use crate::virtio::{
@@ -49,6 +54,81 @@ pub const MAX_QUEUE_SIZE: usize = 1024;
 
 /// Host-event token: a command finished while a TMF waits.
 const TOKEN_TMF: u16 = 0;
+
+/// What an I/O in flight on io_uring carries to its completion.
+#[derive(Debug)]
+struct Token {
+    chain: HeldChain,
+    pending: PendingIo,
+    id: u64,
+}
+
+/// An I/O that finished while its queue could not take the completion
+/// (stopping): answered by `stop_queue` or the next drain.
+#[derive(Debug)]
+struct Unpublished {
+    chain: HeldChain,
+    pending: PendingIo,
+    outcome: Outcome,
+    id: u64,
+}
+
+/// One request queue's worker state.
+#[derive(Debug)]
+struct QueueState {
+    scratch: Vec<u8>,
+    bufs: ChainBuffers,
+    uring: Option<Uring<Token>>,
+    unpublished: Vec<Unpublished>,
+}
+
+impl QueueState {
+    fn new(engine: Engine) -> io::Result<Self> {
+        let uring = match engine {
+            Engine::Sync => None,
+            Engine::IoUring => Some(Uring::new()?),
+        };
+        Ok(Self {
+            scratch: Vec::new(),
+            bufs: ChainBuffers::default(),
+            uring,
+            unpublished: Vec::new(),
+        })
+    }
+}
+
+/// The outcome of an I/O the ring finished: a short transfer is completed
+/// here (with the flush its link cancelled), a read is logged as written
+/// guest memory.
+fn io_done(
+    lun: &Lun,
+    p: &PendingIo,
+    bufs: &ChainBuffers,
+    transfer: io::Result<usize>,
+    mut flush: Option<io::Result<()>>,
+) -> Outcome {
+    let io = &p.io;
+    let transfer = match transfer {
+        Ok(n) if n >= io.len => Ok(()),
+        Ok(n) => {
+            let (skip, rest, at) = (p.skip + n, io.len - n, io.offset + n as u64);
+            let r = match io.op {
+                IoOp::Read => lun.host.read_into(bufs, skip, rest, at),
+                _ => lun.host.write_from(bufs, skip, rest, at),
+            };
+            if r.is_ok() && io.op.flushes() && cdb::may_flush(lun) {
+                flush = Some(lun.host.flush());
+            }
+            r
+        }
+        Err(e) => Err(e),
+    };
+    let transfer = match io.op {
+        IoOp::Read => transfer.and_then(|()| bufs.mark_written(p.skip, io.len)),
+        _ => transfer,
+    };
+    cdb::io_outcome(lun, io, transfer, flush)
+}
 
 /// A task management function waiting for the commands it covers.
 #[derive(Debug)]
@@ -197,7 +277,7 @@ pub struct ScsiDevice {
     config: Mutex<Config>,
     cdb_size: AtomicU32,
     sense_size: AtomicU32,
-    scratch: Vec<Mutex<Vec<u8>>>,
+    queues: Vec<Mutex<QueueState>>,
     /// Request queues whose rings run (bit k: request queue k), for the
     /// image locks: taken when the first starts, dropped when the last
     /// stops (`GET_VRING_BASE`: a migration source hands the images over).
@@ -231,9 +311,9 @@ impl ScsiDevice {
             config: Mutex::new(config),
             cdb_size: AtomicU32::new(CDB_SIZE),
             sense_size: AtomicU32::new(SENSE_SIZE),
-            scratch: (0..request_queues)
-                .map(|_| Mutex::new(Vec::new()))
-                .collect(),
+            queues: (0..request_queues)
+                .map(|_| QueueState::new(args.engine).map(Mutex::new))
+                .collect::<io::Result<_>>()?,
             running: Mutex::new(0),
             inflight: InFlight::new(request_queues)?,
             tmfs: Mutex::new(Vec::new()),
@@ -317,15 +397,17 @@ impl ScsiDevice {
         k: usize,
         vring: &Vring,
     ) -> Result<(), HostError> {
-        let Some(scratch) = self.scratch.get(k) else {
+        let Some(state) = self.queues.get(k) else {
             return Ok(());
         };
         if vring.get_ref().get_queue().ready() {
             self.ring_started(k);
         }
-        let mut scratch = vhost_device_common::lock(scratch);
+        let mut guard = vhost_device_common::lock(state);
+        let st = &mut *guard;
+        self.publish_unpublished(ctx, k, st)?;
         let sizes = self.sizes();
-        // The previous command is on the used ring once the next is handed
+        // A synchronous command is on the used ring once the next is handed
         // out (or the drain returned): only then is it no longer in flight.
         let mut published = None;
         let result = drain_chains(ctx, queue, vring, |chain| {
@@ -343,22 +425,145 @@ impl ScsiDevice {
                 Some((0, lun)) => lun,
                 _ => u16::MAX,
             };
-            published = Some(self.inflight.start(k, lun, hdr.tag.to_native()));
+            let id = self.inflight.start(k, lun, hdr.tag.to_native());
             let (reader, writer) = (&mut chain.reader, &mut chain.writer);
-            Ok(Completion::Used(
-                match request::command(&self.target, sizes, &hdr, reader, writer, &mut scratch) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        ctx.log.warn("bad command request", &e);
-                        0
+            let cmd = request::command(&self.target, sizes, &hdr, reader, writer, &mut st.scratch);
+            let p = match cmd {
+                Ok(Command::Done(n)) => {
+                    published = Some(id);
+                    return Ok(Completion::Used(n));
+                }
+                Ok(Command::Io(p)) => p,
+                Err(e) => {
+                    ctx.log.warn("bad command request", &e);
+                    published = Some(id);
+                    return Ok(Completion::Used(0));
+                }
+            };
+            let Some(unit) = self.target.luns.get(p.lun) else {
+                published = Some(id);
+                return Ok(Completion::Used(0));
+            };
+            if let (Some(ring), Some(fd)) = (st.uring.as_mut(), unit.host.fd()) {
+                let align = unit.host.dio_align().map_or(1, |(memory, _)| memory);
+                match ring.prepare(&p.io, p.skip, align, |bufs| chain.buffers(bufs)) {
+                    Ok(Some(prepared)) => {
+                        let token = Token {
+                            chain: chain.hold(),
+                            pending: p,
+                            id,
+                        };
+                        ring.launch(prepared, fd, &p.io, cdb::may_flush(unit), token)?;
+                        return Ok(Completion::Held);
                     }
-                },
+                    Ok(None) => {}
+                    Err(e) => {
+                        ctx.log.warn("bad command buffers", &e);
+                        published = Some(id);
+                        return Ok(Completion::Used(0));
+                    }
+                }
+            }
+            // The synchronous engine (or buffers the ring cannot take).
+            let outcome = match chain.buffers(&mut st.bufs) {
+                Ok(()) => cdb::run_sync(unit, &p.io, &st.bufs, p.skip),
+                Err(e) => {
+                    ctx.log.warn("bad command buffers", &e);
+                    Outcome::check(request::sense::READ_ERROR)
+                }
+            };
+            st.bufs.clear();
+            published = Some(id);
+            Ok(Completion::Used(
+                request::finish(&p, outcome, &mut chain.writer).unwrap_or(0),
             ))
         });
         if let Some(id) = published {
             self.inflight.finish(k, id);
         }
-        result.map(|_| ())
+        result?;
+        if let Some(ring) = st.uring.as_mut() {
+            ring.submit()?;
+        }
+        // Reads from the page cache are often complete already.
+        self.reap(ctx, k, st)
+    }
+
+    /// Complete every I/O the ring of queue `k` finished.
+    fn reap(&self, ctx: &QueueContext<'_>, k: usize, st: &mut QueueState) -> Result<(), HostError> {
+        let QueueState {
+            uring, unpublished, ..
+        } = st;
+        let Some(ring) = uring.as_mut() else {
+            return Ok(());
+        };
+        let mut failed = None;
+        ring.reap(|f| {
+            if failed.is_none() {
+                if let Err(e) = self.complete_io(ctx, k, f, unpublished) {
+                    failed = Some(e);
+                }
+            }
+        });
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Answer one finished I/O on the used ring (or keep it if its queue
+    /// cannot take it now).
+    fn complete_io(
+        &self,
+        ctx: &QueueContext<'_>,
+        k: usize,
+        f: Finished<'_, Token>,
+        unpublished: &mut Vec<Unpublished>,
+    ) -> Result<(), HostError> {
+        let Token { chain, pending, id } = f.token;
+        let outcome = match self.target.luns.get(pending.lun) {
+            Some(lun) => io_done(lun, &pending, f.bufs, f.transfer, f.flush),
+            None => Outcome::check(request::sense::READ_ERROR),
+        };
+        self.publish(ctx, k, Unpublished { chain, pending, outcome, id }, unpublished)
+    }
+
+    fn publish(
+        &self,
+        ctx: &QueueContext<'_>,
+        k: usize,
+        u: Unpublished,
+        unpublished: &mut Vec<Unpublished>,
+    ) -> Result<(), HostError> {
+        let Unpublished {
+            chain,
+            pending,
+            outcome,
+            id,
+        } = u;
+        let back = ctx.complete(chain, |_, w| {
+            Ok(request::finish(&pending, outcome, w).unwrap_or(0))
+        })?;
+        match back {
+            Some(chain) => unpublished.push(Unpublished {
+                chain,
+                pending,
+                outcome,
+                id,
+            }),
+            None => self.inflight.finish(k, id),
+        }
+        Ok(())
+    }
+
+    fn publish_unpublished(
+        &self,
+        ctx: &QueueContext<'_>,
+        k: usize,
+        st: &mut QueueState,
+    ) -> Result<(), HostError> {
+        let waiting = std::mem::take(&mut st.unpublished);
+        for u in waiting {
+            self.publish(ctx, k, u, &mut st.unpublished)?;
+        }
+        Ok(())
     }
 
     /// Request queue `k`'s ring runs (it was kicked).
@@ -511,11 +716,43 @@ impl VirtioDevice for ScsiDevice {
     }
 
     fn stop_vring(&self, queue: usize) -> io::Result<()> {
-        // Synchronous commands finished: the drain holds the vring lock,
-        // which the library took to mark the ring stopped before this call.
+        // The queue's worker never ran: nothing is in flight.
         if let Some(k) = queue.checked_sub(FIRST_REQUEST_QUEUE) {
             self.ring_stopped(k);
         }
+        Ok(())
+    }
+
+    fn stop_queue(&self, ctx: &QueueContext<'_>, queue: usize) -> Result<(), HostError> {
+        let Some(k) = queue.checked_sub(FIRST_REQUEST_QUEUE) else {
+            return Ok(());
+        };
+        // Synchronous commands finished: the drain holds the vring lock,
+        // which the library took to mark the ring stopped before this call.
+        // I/O on the ring is waited for and answered now, before
+        // GET_VRING_BASE is: QEMU migrates no in-flight requests.
+        if let Some(state) = self.queues.get(k) {
+            let mut guard = vhost_device_common::lock(state);
+            let st = &mut *guard;
+            self.publish_unpublished(ctx, k, st)?;
+            let QueueState {
+                uring, unpublished, ..
+            } = st;
+            if let Some(ring) = uring.as_mut() {
+                let mut failed = None;
+                ring.wait_all(|f| {
+                    if failed.is_none() {
+                        if let Err(e) = self.complete_io(ctx, k, f, unpublished) {
+                            failed = Some(e);
+                        }
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+        }
+        self.ring_stopped(k);
         Ok(())
     }
 
@@ -530,7 +767,15 @@ impl VirtioDevice for ScsiDevice {
 
     fn attach(&self, events: HostEvents) -> io::Result<()> {
         // Worker 0 serves the control queue.
-        events.add(0, self.inflight.wake_fd().as_fd(), EventSet::IN, TOKEN_TMF)
+        events.add(0, self.inflight.wake_fd().as_fd(), EventSet::IN, TOKEN_TMF)?;
+        // Worker 1 + k serves request queue k and reaps its ring.
+        for (k, state) in self.queues.iter().enumerate() {
+            if let Some(ring) = vhost_device_common::lock(state).uring.as_ref() {
+                let token = u16::try_from(1 + k).map_err(io::Error::other)?;
+                events.add(1 + k, ring.eventfd(), EventSet::IN, token)?;
+            }
+        }
+        Ok(())
     }
 
     fn host_event(
@@ -542,7 +787,12 @@ impl VirtioDevice for ScsiDevice {
     ) -> Result<(), HostError> {
         if token == TOKEN_TMF {
             self.inflight.clear_wake();
-            self.complete_tmfs(ctx)?;
+            return self.complete_tmfs(ctx);
+        }
+        let k = usize::from(token) - 1;
+        if let Some(state) = self.queues.get(k) {
+            let mut guard = vhost_device_common::lock(state);
+            self.reap(ctx, k, &mut guard)?;
         }
         Ok(())
     }
@@ -579,6 +829,7 @@ mod tests {
             num_queues: 1,
             max_sectors: 0xffff,
             cmd_per_lun: 128,
+            engine: Engine::Sync,
         }
     }
 

@@ -8,6 +8,8 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 
+use vhost_device_common::queue::{ChainBuffers, Part};
+
 use super::BlockHost;
 
 /// Memory-backed blocks, optionally failing I/O for error-path tests.
@@ -111,6 +113,50 @@ impl BlockHost for MemBlock {
         let r = self.range(offset, buf.len(), len)?;
         data[r].copy_from_slice(buf);
         Ok(())
+    }
+
+    fn read_into(
+        &self,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<()> {
+        self.check()?;
+        let data = vhost_device_common::lock(&self.data);
+        let r = self.range(offset, len, data.len())?;
+        let mut src = &data[r];
+        bufs.slices(Part::Writable, skip, len, |s| {
+            let (now, rest) = src.split_at(s.len().min(src.len()));
+            s.copy_from(now);
+            src = rest;
+            Ok(())
+        })
+    }
+
+    fn write_from(
+        &self,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<()> {
+        self.check()?;
+        match self.write_errno.load(Ordering::Acquire) {
+            0 => {}
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
+        let mut data = vhost_device_common::lock(&self.data);
+        let size = data.len();
+        let r = self.range(offset, len, size)?;
+        let mut dst = &mut data[r];
+        bufs.slices(Part::Readable, skip, len, |s| {
+            let n = s.len().min(dst.len());
+            let (now, rest) = std::mem::take(&mut dst).split_at_mut(n);
+            s.copy_to(now);
+            dst = rest;
+            Ok(())
+        })
     }
 
     fn flush(&self) -> io::Result<()> {

@@ -10,8 +10,12 @@
 
 pub mod linux;
 pub mod mock;
+pub mod uring;
 
 use std::io;
+use std::os::fd::BorrowedFd;
+
+use vhost_device_common::queue::ChainBuffers;
 
 /// One LUN's storage.
 pub trait BlockHost: Send + Sync {
@@ -22,6 +26,24 @@ pub trait BlockHost: Send + Sync {
     /// Write all of `buf` at `offset`; when this returns the data is in the
     /// file (the page cache at least).
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Read `len` bytes at `offset` straight into bytes `skip..skip + len`
+    /// of the writable part of a chain (zero-copy). The caller logs them in
+    /// the dirty bitmap.
+    fn read_into(&self, bufs: &ChainBuffers, skip: usize, len: usize, offset: u64)
+        -> io::Result<()>;
+    /// Write bytes `skip..skip + len` of the readable part of a chain
+    /// straight to `offset` (zero-copy).
+    fn write_from(&self, bufs: &ChainBuffers, skip: usize, len: usize, offset: u64)
+        -> io::Result<()>;
+    /// The file, for an asynchronous engine (io_uring); `None` when the
+    /// blocks are not in a file.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    /// With `O_DIRECT`: the alignment buffers need (memory, offset).
+    fn dio_align(&self) -> Option<(usize, usize)> {
+        None
+    }
     /// Make everything written so far durable (`fdatasync`).
     fn flush(&self) -> io::Result<()>;
     /// Deallocate `len` bytes at `offset` so that they read back as zeros.

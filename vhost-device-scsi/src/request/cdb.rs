@@ -12,7 +12,7 @@
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vhost_device_common::queue::{Reader, Writer};
+use vhost_device_common::queue::{ChainBuffers, Reader, Writer};
 
 use super::sense::{self, Sense};
 use crate::host::BlockHost;
@@ -356,23 +356,7 @@ fn io_error(lun: &Lun, what: &str, e: &io::Error, sense: Sense) -> Outcome {
     Outcome::check(sense)
 }
 
-/// Make every completed write durable; once a flush failed, every later one
-/// fails too (see [`Lun::write_back_failed`]).
-pub fn flush(lun: &Lun) -> Result<(), Outcome> {
-    if lun.write_back_failed.load(Ordering::Acquire) {
-        return Err(Outcome::check(sense::WRITE_ERROR));
-    }
-    lun.host.flush().map_err(|e| {
-        lun.write_back_failed.store(true, Ordering::Release);
-        log::error!(
-            "{}: written data may be lost; every later flush of this LUN fails until the daemon restarts",
-            lun.host.name()
-        );
-        io_error(lun, "flush", &e, sense::WRITE_ERROR)
-    })
-}
-
-/// Execute `cdb` on `lun`.
+/// Execute `cdb` on `lun`: every command but those [`plan`] takes.
 pub fn execute(
     lun: &Lun,
     cdb: &[u8],
@@ -406,15 +390,7 @@ pub fn execute(
             }
             reply(data_in, &d, be32(&cdb[10..14]) as usize)
         }
-        op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16 => read(lun, cdb, data_in, scratch),
-        op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => {
-            write(lun, cdb, data_out, scratch)
-        }
         op::VERIFY_10 | op::VERIFY_16 => verify(lun, cdb, data_out, scratch),
-        op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => match flush(lun) {
-            Ok(()) => Outcome::GOOD,
-            Err(o) => o,
-        },
         op::WRITE_SAME_10 | op::WRITE_SAME_16 => write_same(lun, cdb, data_out, scratch),
         op::UNMAP => unmap(lun, cdb, data_out),
         op::REPORT_LUNS => Outcome::check(sense::INVALID_OPCODE), // answered by the target
@@ -424,6 +400,137 @@ pub fn execute(
         op::SERVICE_ACTION_IN_16 | op::MAINTENANCE_IN => Outcome::check(sense::INVALID_FIELD),
         _ => Outcome::check(sense::INVALID_OPCODE),
     }
+}
+
+/// What an I/O engine does for READ, WRITE and SYNCHRONIZE CACHE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    /// Read the medium into the data-in buffer.
+    Read,
+    /// Write the data-out buffer to the medium, then flush if `fua`.
+    Write {
+        /// Force unit access: durable before completion.
+        fua: bool,
+    },
+    /// Make every completed write durable.
+    Flush,
+}
+
+impl IoOp {
+    /// Whether a flush ends the operation.
+    pub fn flushes(self) -> bool {
+        matches!(self, IoOp::Flush | IoOp::Write { fua: true })
+    }
+}
+
+/// One validated data transfer (or flush) of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Io {
+    /// What to do.
+    pub op: IoOp,
+    /// Byte offset on the medium.
+    pub offset: u64,
+    /// Bytes to move (0 for a flush).
+    pub len: usize,
+}
+
+/// READ, WRITE and SYNCHRONIZE CACHE, validated into the [`Io`] an engine
+/// carries out (`Some(Ok)`) or refused (`Some(Err)`); `None` for every
+/// other command, which [`execute`] runs. `data_out` and `data_in` are the
+/// sizes of the data buffers.
+pub fn plan(lun: &Lun, cdb: &[u8], data_out: usize, data_in: usize) -> Option<Result<Io, Outcome>> {
+    let op = match *cdb.first()? {
+        op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16 => IoOp::Read,
+        op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => IoOp::Write { fua: false },
+        op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => IoOp::Flush,
+        _ => return None,
+    };
+    if cdb.len() < cdb_len(cdb[0]) {
+        return Some(Err(Outcome::check(sense::INVALID_FIELD)));
+    }
+    Some((|| {
+        if op == IoOp::Flush {
+            if lun.write_back_failed.load(Ordering::Acquire) {
+                return Err(Outcome::check(sense::WRITE_ERROR));
+            }
+            return Ok(Io {
+                op,
+                offset: 0,
+                len: 0,
+            });
+        }
+        if op != IoOp::Read && lun.read_only {
+            return Err(Outcome::check(sense::WRITE_PROTECTED));
+        }
+        let (lba, blocks, fua) = rw_params(cdb);
+        let bytes = check_transfer(lun, lba, blocks)?;
+        let len = usize::try_from(bytes).map_err(|_| Outcome::check(sense::INVALID_FIELD))?;
+        let available = if op == IoOp::Read { data_in } else { data_out };
+        if available < len {
+            return Err(Outcome::overrun());
+        }
+        Ok(Io {
+            op: if op == IoOp::Read {
+                op
+            } else {
+                IoOp::Write { fua }
+            },
+            offset: lba * u64::from(lun.block_size),
+            len,
+        })
+    })())
+}
+
+/// The SCSI outcome of an [`Io`]: `transfer` is the result of the data
+/// transfer, `flush` of the flush that ends it (`None`: not attempted
+/// because an earlier flush failed, see [`Lun::write_back_failed`]).
+pub fn io_outcome(
+    lun: &Lun,
+    io: &Io,
+    transfer: io::Result<()>,
+    flush: Option<io::Result<()>>,
+) -> Outcome {
+    if let Err(e) = transfer {
+        return match io.op {
+            IoOp::Read => io_error(lun, "read", &e, sense::READ_ERROR),
+            _ => io_error(lun, "write", &e, sense::WRITE_ERROR),
+        };
+    }
+    if !io.op.flushes() {
+        return Outcome::GOOD;
+    }
+    match flush {
+        Some(Ok(())) => Outcome::GOOD,
+        Some(Err(e)) => {
+            lun.write_back_failed.store(true, Ordering::Release);
+            log::error!(
+                "{}: written data may be lost; every later flush of this LUN fails until the daemon restarts",
+                lun.host.name()
+            );
+            io_error(lun, "flush", &e, sense::WRITE_ERROR)
+        }
+        None => Outcome::check(sense::WRITE_ERROR),
+    }
+}
+
+/// Whether a flush may still be attempted (none failed before).
+pub fn may_flush(lun: &Lun) -> bool {
+    !lun.write_back_failed.load(Ordering::Acquire)
+}
+
+/// Carry out `io` now, on this thread (the synchronous engine): `skip` is
+/// where the data starts in the chain's data buffers.
+pub fn run_sync(lun: &Lun, io: &Io, bufs: &ChainBuffers, skip: usize) -> Outcome {
+    let transfer = match io.op {
+        IoOp::Read => lun
+            .host
+            .read_into(bufs, skip, io.len, io.offset)
+            .and_then(|()| bufs.mark_written(skip, io.len)),
+        IoOp::Write { .. } => lun.host.write_from(bufs, skip, io.len, io.offset),
+        IoOp::Flush => Ok(()),
+    };
+    let flush = (transfer.is_ok() && io.op.flushes() && may_flush(lun)).then(|| lun.host.flush());
+    io_outcome(lun, io, transfer, flush)
 }
 
 /// Standard INQUIRY data for a LUN, or for an absent one (peripheral qualifier 3).
@@ -578,62 +685,6 @@ fn chunked(
         }
         offset += n as u64;
         left -= n as u64;
-    }
-    Outcome::GOOD
-}
-
-fn read(lun: &Lun, cdb: &[u8], data_in: &mut Writer<'_>, scratch: &mut Vec<u8>) -> Outcome {
-    let (lba, blocks, _) = rw_params(cdb);
-    let bytes = match check_transfer(lun, lba, blocks) {
-        Ok(b) => b,
-        Err(o) => return o,
-    };
-    if (data_in.available_bytes() as u64) < bytes {
-        return Outcome::overrun();
-    }
-    chunked(
-        lba * u64::from(lun.block_size),
-        bytes,
-        scratch,
-        |buf, off| {
-            lun.host
-                .read_at(buf, off)
-                .map_err(|e| io_error(lun, "read", &e, sense::READ_ERROR))?;
-            data_in.write_all(buf).map_err(|_| Outcome::overrun())
-        },
-    )
-}
-
-fn write(lun: &Lun, cdb: &[u8], data_out: &mut Reader<'_>, scratch: &mut Vec<u8>) -> Outcome {
-    if lun.read_only {
-        return Outcome::check(sense::WRITE_PROTECTED);
-    }
-    let (lba, blocks, fua) = rw_params(cdb);
-    let bytes = match check_transfer(lun, lba, blocks) {
-        Ok(b) => b,
-        Err(o) => return o,
-    };
-    if (data_out.available_bytes() as u64) < bytes {
-        return Outcome::overrun();
-    }
-    let written = chunked(
-        lba * u64::from(lun.block_size),
-        bytes,
-        scratch,
-        |buf, off| {
-            data_out.read_exact(buf).map_err(|_| Outcome::overrun())?;
-            lun.host
-                .write_at(buf, off)
-                .map_err(|e| io_error(lun, "write", &e, sense::WRITE_ERROR))
-        },
-    );
-    if written != Outcome::GOOD {
-        return written;
-    }
-    if fua {
-        if let Err(o) = flush(lun) {
-            return o;
-        }
     }
     Outcome::GOOD
 }

@@ -128,8 +128,67 @@ pub fn command_header(reader: &mut Reader<'_>) -> Result<CmdReqHeader, Error> {
     reader.read_obj().map_err(Error::ShortRequest)
 }
 
+/// A command request after [`command`].
+#[derive(Debug)]
+pub enum Command {
+    /// Answered: the used length.
+    Done(u32),
+    /// A data transfer or flush for an I/O engine; answer it with
+    /// [`finish`] once it is done.
+    Io(PendingIo),
+}
+
+/// A command waiting for its [`cdb::Io`].
+#[derive(Debug, Clone, Copy)]
+pub struct PendingIo {
+    /// Index of the LUN.
+    pub lun: usize,
+    /// What to do.
+    pub io: cdb::Io,
+    /// Where the data starts in the chain's readable part (a write) or
+    /// writable part (a read).
+    pub skip: usize,
+    in_len: usize,
+    out_len: usize,
+    sense: usize,
+}
+
+/// Write the response header and sense area; returns the bytes written.
+fn respond(
+    writer: &mut Writer<'_>,
+    sense_size: usize,
+    outcome: Outcome,
+    response: u8,
+    resid: usize,
+) -> Result<usize, Error> {
+    let sense_bytes = outcome.sense.map(|s| s.fixed()).unwrap_or_default();
+    let sense_len = if outcome.sense.is_some() {
+        sense_bytes.len().min(sense_size)
+    } else {
+        0
+    };
+    let header = CmdRespHeader {
+        sense_len: u32::try_from(sense_len).unwrap_or(0).into(),
+        resid: u32::try_from(resid).unwrap_or(u32::MAX).into(),
+        status_qualifier: 0.into(),
+        status: outcome.status,
+        response: if outcome.overrun {
+            response::OVERRUN
+        } else {
+            response
+        },
+    };
+    writer.write_obj(header).map_err(Error::WriteResponse)?;
+    let mut sense_area = [0u8; SENSE_SIZE as usize];
+    sense_area[..sense_len].copy_from_slice(&sense_bytes[..sense_len]);
+    writer
+        .write_all(&sense_area[..sense_size.min(SENSE_SIZE as usize)])
+        .map_err(Error::WriteResponse)?;
+    Ok(writer.bytes_written())
+}
+
 /// Serve one command request whose header was read with
-/// [`command_header`]; returns the used length.
+/// [`command_header`]: answered now, or handed back as I/O to carry out.
 pub fn command(
     target: &Target,
     sizes: Sizes,
@@ -137,7 +196,7 @@ pub fn command(
     reader: &mut Reader<'_>,
     writer: &mut Writer<'_>,
     scratch: &mut Vec<u8>,
-) -> Result<u32, Error> {
+) -> Result<Command, Error> {
     let mut cdb_buf = [0u8; CDB_SIZE as usize];
     let cdb = &mut cdb_buf[..sizes.cdb.min(CDB_SIZE as usize)];
     reader.read_exact(cdb).map_err(Error::ShortRequest)?;
@@ -151,9 +210,10 @@ pub fn command(
         .map_err(|e| Error::WriteResponse(io::Error::other(e)))?;
     let (in_len, out_len) = (data_in.available_bytes(), reader.available_bytes());
 
-    let (mut resp, outcome) = match decode_lun(&hdr.lun) {
+    let (resp, outcome) = match decode_lun(&hdr.lun) {
         Some((0, lun)) => {
-            let outcome = match target.luns.get(usize::from(lun)) {
+            let index = usize::from(lun);
+            let outcome = match target.luns.get(index) {
                 _ if cdb[0] == cdb::op::REPORT_LUNS => report_luns(target, cdb, &mut data_in),
                 // Only identification works while another process holds
                 // the image (see `Lun::acquire`).
@@ -163,42 +223,81 @@ pub fn command(
                 {
                     Outcome::check(sense::NOT_READY)
                 }
-                Some(unit) => cdb::execute(unit, cdb, reader, &mut data_in, scratch),
+                Some(unit) => match cdb::plan(unit, cdb, out_len, in_len) {
+                    Some(Ok(io)) => {
+                        return Ok(Command::Io(PendingIo {
+                            lun: index,
+                            io,
+                            skip: if io.op == cdb::IoOp::Read {
+                                resp_len
+                            } else {
+                                reader.bytes_read()
+                            },
+                            in_len,
+                            out_len,
+                            sense: sizes.sense,
+                        }))
+                    }
+                    Some(Err(outcome)) => outcome,
+                    None => cdb::execute(unit, cdb, reader, &mut data_in, scratch),
+                },
                 None => absent_lun(cdb, &mut data_in),
             };
             (response::OK, outcome)
         }
         _ => (response::BAD_TARGET, Outcome::GOOD),
     };
-    if outcome.overrun {
-        resp = response::OVERRUN;
-    }
     let written = data_in.bytes_written();
     let resid = if in_len > 0 {
         in_len - written
     } else {
-        out_len - (out_len - reader.available_bytes())
+        reader.available_bytes()
     };
-    let sense_bytes = outcome.sense.map(|s| s.fixed()).unwrap_or_default();
-    let sense_len = if outcome.sense.is_some() {
-        sense_bytes.len().min(sizes.sense)
+    let n = respond(writer, sizes.sense, outcome, resp, resid)?;
+    Ok(Command::Done(
+        u32::try_from(n + written).unwrap_or(u32::MAX),
+    ))
+}
+
+/// Answer a [`PendingIo`] with the `outcome` of its I/O; `writer` is the
+/// chain's writable part from its start. Returns the used length.
+pub fn finish(p: &PendingIo, outcome: Outcome, writer: &mut Writer<'_>) -> Result<u32, Error> {
+    let moved = if outcome.status == sense::GOOD {
+        p.io.len
     } else {
         0
     };
-    let header = CmdRespHeader {
-        sense_len: u32::try_from(sense_len).unwrap_or(0).into(),
-        resid: u32::try_from(resid).unwrap_or(u32::MAX).into(),
-        status_qualifier: 0.into(),
-        status: outcome.status,
-        response: resp,
+    let read = if p.io.op == cdb::IoOp::Read { moved } else { 0 };
+    let resid = if p.in_len > 0 {
+        p.in_len - read
+    } else {
+        p.out_len - if p.io.op == cdb::IoOp::Read { 0 } else { moved }
     };
-    writer.write_obj(header).map_err(Error::WriteResponse)?;
-    let mut sense_area = [0u8; SENSE_SIZE as usize];
-    sense_area[..sense_len].copy_from_slice(&sense_bytes[..sense_len]);
-    writer
-        .write_all(&sense_area[..sizes.sense.min(SENSE_SIZE as usize)])
-        .map_err(Error::WriteResponse)?;
-    Ok(u32::try_from(writer.bytes_written() + written).unwrap_or(u32::MAX))
+    let n = respond(writer, p.sense, outcome, response::OK, resid)?;
+    Ok(u32::try_from(n + read).unwrap_or(u32::MAX))
+}
+
+/// Serve a command with the synchronous engine: the I/O runs now, straight
+/// between the image and the guest buffers `bufs` of the chain.
+pub fn command_sync(
+    target: &Target,
+    sizes: Sizes,
+    hdr: &CmdReqHeader,
+    chain: &mut vhost_device_common::queue::Chain<'_>,
+    bufs: &mut vhost_device_common::queue::ChainBuffers,
+    scratch: &mut Vec<u8>,
+) -> Result<u32, Error> {
+    match command(target, sizes, hdr, &mut chain.reader, &mut chain.writer, scratch)? {
+        Command::Done(n) => Ok(n),
+        Command::Io(p) => {
+            let outcome = match (target.luns.get(p.lun), chain.buffers(bufs)) {
+                (Some(lun), Ok(())) => cdb::run_sync(lun, &p.io, bufs, p.skip),
+                _ => Outcome::check(sense::READ_ERROR),
+            };
+            bufs.clear();
+            finish(&p, outcome, &mut chain.writer)
+        }
+    }
 }
 
 fn read_u32(reader: &mut Reader<'_>) -> Result<u32, Error> {
@@ -324,7 +423,7 @@ pub fn control(
 mod tests {
     use super::*;
     use crate::host::mock::MemBlock;
-    use vhost_device_common::queue::{drain, Completion};
+    use vhost_device_common::queue::{drain, drain_chains, ChainBuffers, Completion};
     use vhost_device_common::testing::{TestQueue, BUFFERS};
 
     const RESP: u64 = BUFFERS + 0x10_0000;
@@ -378,14 +477,15 @@ mod tests {
         }
         q.add(&bufs).unwrap();
         let mut scratch = Vec::new();
-        drain(&q.context(), &q.vring, |r, w| {
-            let hdr = command_header(r)?;
-            Ok(Completion::Used(command(
+        let mut bufs = ChainBuffers::default();
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            let hdr = command_header(&mut chain.reader)?;
+            Ok(Completion::Used(command_sync(
                 target,
                 SIZES,
                 &hdr,
-                r,
-                w,
+                chain,
+                &mut bufs,
                 &mut scratch,
             )?))
         })
