@@ -372,15 +372,22 @@ fn data_in_buffer_too_small_for_a_read_is_an_overrun() {
     assert_eq!(r.response, 1, "OVERRUN");
 }
 
-/// A short command on one queue completes while a long READ runs on another:
-/// the queues do not wait for each other.
+/// A short command on one queue completes while a long run of 32 MiB READs
+/// (about 0.5 GiB) is still going on another: the queues do not wait for
+/// each other.
 #[test]
 fn several_queues_serve_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (d, _img) = long_read_daemon(dir.path());
     let mut s = big_session(&d);
     let short = Initiator::new(&s, 2);
-    let long = start_long_read(&mut s, 1);
+    let data = s.ram().alloc(32 << 20, 4096).unwrap();
+    let long: Vec<u16> = (1..16).map(|tag| post_long_read(&mut s, tag, data)).collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.ram().read(data, 1).unwrap()[0] != 0x5a {
+        assert!(std::time::Instant::now() < deadline, "the reads never started");
+        std::thread::yield_now();
+    }
 
     let r = short.cmd(&mut s, 0, &read10(0, 8), &[], 4096);
 
@@ -388,11 +395,13 @@ fn several_queues_serve_at_once() {
     assert_eq!(r.status, 0);
     assert!(r.data.iter().all(|&b| b == 0x5a));
     assert!(
-        long_done.is_empty(),
-        "the short command waited for the long READ: queues are serialised"
+        long_done.len() < long.len(),
+        "the short command waited for all the long READs: queues are serialised"
     );
-    let used = s.queue(3).unwrap().wait_used(WAIT).unwrap();
-    assert_eq!(used[0].head, long);
+    let mut used = long_done;
+    while used.len() < long.len() {
+        used.extend(s.queue(3).unwrap().wait_used(WAIT).unwrap());
+    }
 }
 
 #[test]
@@ -833,12 +842,27 @@ fn tmf(s: &mut Session, subtype: u32, lun: u16, tag: u64) -> u8 {
 /// A READ of 32 MiB on request queue 1 (the daemon's queue 3), in flight:
 /// returns its head once its first bytes are in guest memory.
 fn start_long_read(s: &mut Session, tag: u64) -> u16 {
+    let (head, data) = long_read(s, tag, None);
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.ram().read(data, 1).unwrap()[0] != 0x5a {
+        assert!(std::time::Instant::now() < deadline, "the read never started");
+        std::thread::yield_now();
+    }
+    head
+}
+
+/// Another READ like [`start_long_read`]'s into the same `data` buffer,
+/// without waiting.
+fn post_long_read(s: &mut Session, tag: u64, data: u64) -> u16 {
+    long_read(s, tag, Some(data)).0
+}
+
+/// Post a 32 MiB READ on queue 3 into `data` (or a new buffer); returns its
+/// head and data address.
+fn long_read(s: &mut Session, tag: u64, data: Option<u64>) -> (u16, u64) {
     let len: u32 = 32 << 20;
-    let (req, resp, data) = (
-        s.ram().alloc(64, 8).unwrap(),
-        s.ram().alloc(128, 8).unwrap(),
-        s.ram().alloc(u64::from(len), 4096).unwrap(),
-    );
+    let (req, resp) = (s.ram().alloc(64, 8).unwrap(), s.ram().alloc(128, 8).unwrap());
+    let data = data.unwrap_or_else(|| s.ram().alloc(u64::from(len), 4096).unwrap());
     let mut r = lun_addr(0).to_vec();
     r.extend_from_slice(&tag.to_le_bytes());
     r.extend_from_slice(&[0, 0, 0]);
@@ -857,12 +881,7 @@ fn start_long_read(s: &mut Session, tag: u64) -> u16 {
         )
         .unwrap();
     vq.kick().unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while s.ram().read(data, 1).unwrap()[0] != 0x5a {
-        assert!(std::time::Instant::now() < deadline, "the read never started");
-        std::thread::yield_now();
-    }
-    head
+    (head, data)
 }
 
 fn long_read_daemon(dir: &Path) -> (DaemonProcess, String) {
@@ -894,7 +913,7 @@ fn long_read_daemon_spec(dir: &Path, engine: &str, options: &str) -> (DaemonProc
 
 fn big_session(d: &DaemonProcess) -> Session {
     let opts = Options {
-        ram_size: 64 << 20,
+        ram_size: 96 << 20,
         ..Options::default()
     };
     Session::start(&d.socket, &opts).unwrap()

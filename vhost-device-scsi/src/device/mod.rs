@@ -97,6 +97,33 @@ impl QueueState {
     }
 }
 
+/// Serve `p` from the page cache without waiting, if it can be: the used
+/// length, or `None` (nothing done) when the device would have to wait.
+fn nowait(
+    lun: &Lun,
+    p: &PendingIo,
+    chain: &mut vhost_device_common::queue::Chain<'_>,
+    bufs: &mut ChainBuffers,
+) -> Option<u32> {
+    chain.buffers(bufs).ok()?;
+    let write = p.io.op != IoOp::Read;
+    let transfer = match lun
+        .host
+        .transfer_nowait(write, bufs, p.skip, p.io.len, p.io.offset)
+    {
+        Ok(false) => {
+            bufs.clear();
+            return None;
+        }
+        Ok(true) if !write => bufs.mark_written(p.skip, p.io.len),
+        Ok(true) => Ok(()),
+        Err(e) => Err(e),
+    };
+    bufs.clear();
+    let outcome = cdb::io_outcome(lun, &p.io, transfer, None);
+    Some(request::finish(p, outcome, &mut chain.writer).unwrap_or(0))
+}
+
 /// The outcome of an I/O the ring finished: a short transfer is completed
 /// here (with the flush its link cancelled), a read is logged as written
 /// guest memory.
@@ -445,6 +472,14 @@ impl ScsiDevice {
                 return Ok(Completion::Used(0));
             };
             if let (Some(ring), Some(fd)) = (st.uring.as_mut(), unit.host.fd()) {
+                // What the page cache can serve at once needs no ring
+                // round trip (a FUA write must wait for its flush anyway).
+                if matches!(p.io.op, IoOp::Read | IoOp::Write { fua: false }) {
+                    if let Some(n) = nowait(unit, &p, chain, &mut st.bufs) {
+                        published = Some(id);
+                        return Ok(Completion::Used(n));
+                    }
+                }
                 let align = unit.host.dio_align().map_or(1, |(memory, _)| memory);
                 match ring.prepare(&p.io, p.skip, align, |bufs| chain.buffers(bufs)) {
                     Ok(Some(prepared)) => {

@@ -329,6 +329,21 @@ impl FileBlock {
         len: usize,
         offset: u64,
     ) -> io::Result<Option<()>> {
+        self.vectored_flags(write, bufs, skip, len, offset, 0)
+    }
+
+    /// [`Self::vectored`] with `preadv2`/`pwritev2` flags; with
+    /// `RWF_NOWAIT`, `Ok(None)` when nothing could be moved without
+    /// waiting (once some was, the rest is moved waiting).
+    fn vectored_flags(
+        &self,
+        write: bool,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+        mut flags: libc::c_int,
+    ) -> io::Result<Option<()>> {
         let align = self.direct.map_or(1, |a| a.memory as usize);
         let part = if write { Part::Readable } else { Part::Writable };
         IOV.with_borrow_mut(|iov| {
@@ -345,18 +360,27 @@ impl FileBlock {
                 // as the chain's part is; the kernel only touches those bytes.
                 let r = unsafe {
                     if write {
-                        libc::pwritev(fd, iov.as_ptr(), n, at)
+                        libc::pwritev2(fd, iov.as_ptr(), n, at, flags)
                     } else {
-                        libc::preadv(fd, iov.as_ptr(), n, at)
+                        libc::preadv2(fd, iov.as_ptr(), n, at, flags)
                     }
                 };
                 match usize::try_from(r) {
                     Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                    Ok(n) => done += n,
+                    Ok(n) => {
+                        done += n;
+                        flags = 0;
+                    }
                     Err(_) => {
                         let e = io::Error::last_os_error();
-                        if e.kind() != io::ErrorKind::Interrupted {
-                            return Err(e);
+                        match e.raw_os_error() {
+                            Some(libc::EINTR) => {}
+                            Some(libc::EAGAIN | libc::EOPNOTSUPP)
+                                if flags != 0 && done == 0 =>
+                            {
+                                return Ok(None)
+                            }
+                            _ => return Err(e),
                         }
                     }
                 }
@@ -453,6 +477,23 @@ impl BlockHost for FileBlock {
             Some(()) => Ok(()),
             None => self.bounced(true, bufs, skip, len, offset),
         }
+    }
+
+    fn transfer_nowait(
+        &self,
+        write: bool,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<bool> {
+        // O_DIRECT always waits for the device.
+        if self.direct.is_some() {
+            return Ok(false);
+        }
+        Ok(self
+            .vectored_flags(write, bufs, skip, len, offset, libc::RWF_NOWAIT)?
+            .is_some())
     }
 
     fn fd(&self) -> Option<BorrowedFd<'_>> {

@@ -35,6 +35,20 @@ pub trait BlockHost: Send + Sync {
     /// straight to `offset` (zero-copy).
     fn write_from(&self, bufs: &ChainBuffers, skip: usize, len: usize, offset: u64)
         -> io::Result<()>;
+    /// Like [`Self::read_into`] (`write`: [`Self::write_from`]), but only
+    /// if it need not wait for the device (`RWF_NOWAIT`: the data is in the
+    /// page cache): `Ok(false)`, with nothing moved, when it would wait, so
+    /// that an asynchronous engine takes it instead.
+    fn transfer_nowait(
+        &self,
+        _write: bool,
+        _bufs: &ChainBuffers,
+        _skip: usize,
+        _len: usize,
+        _offset: u64,
+    ) -> io::Result<bool> {
+        Ok(false)
+    }
     /// The file, for an asynchronous engine (io_uring); `None` when the
     /// blocks are not in a file.
     fn fd(&self) -> Option<BorrowedFd<'_>> {
