@@ -521,11 +521,18 @@ impl ScsiDevice {
             ring.submit()?;
         }
         // Reads from the page cache are often complete already.
-        self.reap(ctx, k, st)
+        self.reap(ctx, k, st, false)
     }
 
-    /// Complete every I/O the ring of queue `k` finished.
-    fn reap(&self, ctx: &QueueContext<'_>, k: usize, st: &mut QueueState) -> Result<(), HostError> {
+    /// Complete every I/O the ring of queue `k` finished (`signalled`: for
+    /// its eventfd's event).
+    fn reap(
+        &self,
+        ctx: &QueueContext<'_>,
+        k: usize,
+        st: &mut QueueState,
+        signalled: bool,
+    ) -> Result<(), HostError> {
         let QueueState {
             uring, unpublished, ..
         } = st;
@@ -533,7 +540,7 @@ impl ScsiDevice {
             return Ok(());
         };
         let mut failed = None;
-        ring.reap(|f| {
+        ring.reap(signalled, |f| {
             if failed.is_none() {
                 if let Err(e) = self.complete_io(ctx, k, f, unpublished) {
                     failed = Some(e);
@@ -827,7 +834,7 @@ impl VirtioDevice for ScsiDevice {
         let k = usize::from(token) - 1;
         if let Some(state) = self.queues.get(k) {
             let mut guard = vhost_device_common::lock(state);
-            self.reap(ctx, k, &mut guard)?;
+            self.reap(ctx, k, &mut guard, true)?;
         }
         Ok(())
     }

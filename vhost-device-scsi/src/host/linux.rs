@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{fcntl, FcntlArg};
 use vhost_device_common::queue::{ChainBuffers, Part};
@@ -59,6 +60,8 @@ pub struct FileBlock {
     thin: bool,
     direct: Option<DirectAlign>,
     read_only: bool,
+    /// `RWF_NOWAIT` is not supported for reads (0) or writes (1).
+    no_nowait: [AtomicBool; 2],
 }
 
 /// The `O_DIRECT` alignment of `file`, from `statx(STATX_DIOALIGN)` (Linux
@@ -222,6 +225,7 @@ impl FileBlock {
             thin,
             direct,
             read_only,
+            no_nowait: Default::default(),
         })
     }
 }
@@ -375,11 +379,7 @@ impl FileBlock {
                         let e = io::Error::last_os_error();
                         match e.raw_os_error() {
                             Some(libc::EINTR) => {}
-                            Some(libc::EAGAIN | libc::EOPNOTSUPP)
-                                if flags != 0 && done == 0 =>
-                            {
-                                return Ok(None)
-                            }
+                            Some(libc::EAGAIN) if flags != 0 && done == 0 => return Ok(None),
                             _ => return Err(e),
                         }
                     }
@@ -491,9 +491,21 @@ impl BlockHost for FileBlock {
         if self.direct.is_some() {
             return Ok(false);
         }
-        Ok(self
-            .vectored_flags(write, bufs, skip, len, offset, libc::RWF_NOWAIT)?
-            .is_some())
+        let no_nowait = &self.no_nowait[usize::from(write)];
+        if !no_nowait.load(Ordering::Relaxed) {
+            match self.vectored_flags(write, bufs, skip, len, offset, libc::RWF_NOWAIT) {
+                Ok(done) => return Ok(done.is_some()),
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    no_nowait.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // A file system without RWF_NOWAIT (tmpfs; buffered writes on most):
+        // a copy to or from the page cache, done here rather than on one of
+        // io_uring's worker threads.
+        self.vectored(write, bufs, skip, len, offset)?;
+        Ok(true)
     }
 
     fn fd(&self) -> Option<BorrowedFd<'_>> {

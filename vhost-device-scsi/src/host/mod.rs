@@ -37,8 +37,9 @@ pub trait BlockHost: Send + Sync {
         -> io::Result<()>;
     /// Like [`Self::read_into`] (`write`: [`Self::write_from`]), but only
     /// if it need not wait for the device (`RWF_NOWAIT`: the data is in the
-    /// page cache): `Ok(false)`, with nothing moved, when it would wait, so
-    /// that an asynchronous engine takes it instead.
+    /// page cache, or the file system keeps it in memory): `Ok(false)`, with
+    /// nothing moved, when it would wait, so that an asynchronous engine
+    /// takes it instead.
     fn transfer_nowait(
         &self,
         _write: bool,
