@@ -143,7 +143,12 @@ fn run_case(
     let iops = ios as f64 / elapsed;
     latencies.sort_by(f64::total_cmp);
     let p50 = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
-    (iops, iops * f64::from(size) / 1e6, cpu / ios.max(1) as f64, p50)
+    (
+        iops,
+        iops * f64::from(size) / 1e6,
+        cpu / ios.max(1) as f64,
+        p50,
+    )
 }
 
 type Case = (&'static str, bool, bool, u32, usize);
@@ -213,5 +218,9 @@ fn main() {
         ("4 KiB random read, disk, direct", false, true, 4096, 1),
         ("4 KiB random read, disk, direct", false, true, 4096, 32),
     ];
-    bench(&format!("{},direct", disk_img.to_str().unwrap()), &direct, secs);
+    bench(
+        &format!("{},direct", disk_img.to_str().unwrap()),
+        &direct,
+        secs,
+    );
 }

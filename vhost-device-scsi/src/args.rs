@@ -308,7 +308,9 @@ mod tests {
     fn engine_defaults_to_io_uring_and_sync_can_be_chosen() {
         assert_eq!(parse(&["--lun", "a.img"]).unwrap().engine, Engine::IoUring);
         assert_eq!(
-            parse(&["--lun", "a.img", "--engine", "sync"]).unwrap().engine,
+            parse(&["--lun", "a.img", "--engine", "sync"])
+                .unwrap()
+                .engine,
             Engine::Sync
         );
         assert!(parse(&["--lun", "a.img", "--engine", "aio"]).is_err());

@@ -39,7 +39,9 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
         }
         let mut config = args::Config::try_from(device)?;
         if config.engine == args::Engine::IoUring && !host::uring::available() {
-            log::warn!("io_uring is not available here (kernel or seccomp policy): using --engine sync");
+            log::warn!(
+                "io_uring is not available here (kernel or seccomp policy): using --engine sync"
+            );
             config.engine = args::Engine::Sync;
         }
         // LUNs are opened once: their data outlives any one front end.

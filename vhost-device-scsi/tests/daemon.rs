@@ -382,10 +382,15 @@ fn several_queues_serve_at_once() {
     let mut s = big_session(&d);
     let short = Initiator::new(&s, 2);
     let data = s.ram().alloc(32 << 20, 4096).unwrap();
-    let long: Vec<u16> = (1..16).map(|tag| post_long_read(&mut s, tag, data)).collect();
+    let long: Vec<u16> = (1..16)
+        .map(|tag| post_long_read(&mut s, tag, data))
+        .collect();
     let deadline = std::time::Instant::now() + WAIT;
     while s.ram().read(data, 1).unwrap()[0] != 0x5a {
-        assert!(std::time::Instant::now() < deadline, "the reads never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reads never started"
+        );
         std::thread::yield_now();
     }
 
@@ -740,8 +745,12 @@ fn qemu_io_sees_the_image_locked_while_the_rings_run() {
         .output()
         .unwrap();
 
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("lock"), "qemu-io wrote to a locked image: {text}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("lock"),
+        "qemu-io wrote to a locked image: {text}"
+    );
     assert_eq!(std::fs::read(&img).unwrap()[0], 0);
 }
 
@@ -845,7 +854,10 @@ fn start_long_read(s: &mut Session, tag: u64) -> u16 {
     let (head, data) = long_read(s, tag, None);
     let deadline = std::time::Instant::now() + WAIT;
     while s.ram().read(data, 1).unwrap()[0] != 0x5a {
-        assert!(std::time::Instant::now() < deadline, "the read never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never started"
+        );
         std::thread::yield_now();
     }
     head
@@ -861,7 +873,10 @@ fn post_long_read(s: &mut Session, tag: u64, data: u64) -> u16 {
 /// head and data address.
 fn long_read(s: &mut Session, tag: u64, data: Option<u64>) -> (u16, u64) {
     let len: u32 = 32 << 20;
-    let (req, resp) = (s.ram().alloc(64, 8).unwrap(), s.ram().alloc(128, 8).unwrap());
+    let (req, resp) = (
+        s.ram().alloc(64, 8).unwrap(),
+        s.ram().alloc(128, 8).unwrap(),
+    );
     let data = data.unwrap_or_else(|| s.ram().alloc(u64::from(len), 4096).unwrap());
     let mut r = lun_addr(0).to_vec();
     r.extend_from_slice(&tag.to_le_bytes());
@@ -965,7 +980,8 @@ fn stopping_a_queue_completes_the_io_in_flight(engine: &str) {
     let done = s.queue(3).unwrap().take_used().unwrap();
     assert_eq!(next_avail, 1);
     assert!(
-        done.iter().any(|u| u.head == head && u.len == 108 + (32 << 20)),
+        done.iter()
+            .any(|u| u.head == head && u.len == 108 + (32 << 20)),
         "GET_VRING_BASE answered with the READ still in flight: {done:?}"
     );
 }
@@ -1001,7 +1017,9 @@ fn sync_engine_reads_and_writes_an_image_file() {
 fn many_commands_in_flight_on_one_queue_all_complete_with_their_data() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
-    let content: Vec<u8> = (0..(4u32 << 20) / 4).flat_map(|i| i.to_le_bytes()).collect();
+    let content: Vec<u8> = (0..(4u32 << 20) / 4)
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
     std::fs::write(&img, &content).unwrap();
     let d = daemon(&["--lun", img.to_str().unwrap()]);
     let mut s = session(&d);

@@ -29,25 +29,25 @@ use vhost_device_common::events::HostEvents;
 use vhost_device_common::queue::{
     drain_chains, ChainBuffers, Completion, HeldChain, QueueContext, Vring,
 };
-use vhost_device_common::vmm_sys_util::epoll::EventSet;
 use vhost_device_common::vhost_user_backend::VringT;
 use vhost_device_common::virtio_queue::QueueT;
 use vhost_device_common::vm_memory::ByteValued;
+use vhost_device_common::vmm_sys_util::epoll::EventSet;
 
 use crate::args::{Config as Args, Engine, Image};
-use crate::host::uring::{Finished, Uring};
-use crate::request::cdb::{IoOp, Outcome};
-use crate::request::PendingIo;
 use crate::host::linux::FileBlock;
 use crate::host::mock::MemBlock;
+use crate::host::uring::{Finished, Uring};
 use crate::host::BlockHost;
 use crate::request::cdb::{self, Lun};
+use crate::request::cdb::{IoOp, Outcome};
+use crate::request::PendingIo;
 use crate::request::{self, Command, Control, Sizes, Target, TmfAction};
 use crate::virtio::{decode_lun, response};
-use inflight::{Covered, InFlight};
 use crate::virtio::{
     Config, CDB_SIZE, CONFIG_WRITABLE, CONTROL_QUEUE, EVENT_QUEUE, FIRST_REQUEST_QUEUE, SENSE_SIZE,
 };
+use inflight::{Covered, InFlight};
 
 /// Queue size offered.
 pub const MAX_QUEUE_SIZE: usize = 1024;
@@ -351,7 +351,8 @@ impl ScsiDevice {
     /// management once the commands it covers have completed.
     fn serve_control(&self, ctx: &QueueContext<'_>, vring: &Vring) -> Result<(), HostError> {
         drain_chains(ctx, CONTROL_QUEUE, vring, |chain| {
-            let action = match request::control(&self.target, &mut chain.reader, &mut chain.writer) {
+            let action = match request::control(&self.target, &mut chain.reader, &mut chain.writer)
+            {
                 Ok(Control::Answered(n)) => return Ok(Completion::Used(n)),
                 Ok(Control::Tmf(action)) => action,
                 Err(e) => {
@@ -402,7 +403,9 @@ impl ScsiDevice {
                 continue;
             }
             let response = tmf.response;
-            match ctx.complete(tmf.chain, |_, w| Ok(u32::from(w.write_all(&[response]).is_ok())))? {
+            match ctx.complete(tmf.chain, |_, w| {
+                Ok(u32::from(w.write_all(&[response]).is_ok()))
+            })? {
                 // The control queue is stopped: answer when it runs again.
                 Some(chain) => waiting.push(PendingTmf {
                     chain,
@@ -564,7 +567,17 @@ impl ScsiDevice {
             Some(lun) => io_done(lun, &pending, f.bufs, f.transfer, f.flush),
             None => Outcome::check(request::sense::READ_ERROR),
         };
-        self.publish(ctx, k, Unpublished { chain, pending, outcome, id }, unpublished)
+        self.publish(
+            ctx,
+            k,
+            Unpublished {
+                chain,
+                pending,
+                outcome,
+                id,
+            },
+            unpublished,
+        )
     }
 
     fn publish(

@@ -29,12 +29,22 @@ pub trait BlockHost: Send + Sync {
     /// Read `len` bytes at `offset` straight into bytes `skip..skip + len`
     /// of the writable part of a chain (zero-copy). The caller logs them in
     /// the dirty bitmap.
-    fn read_into(&self, bufs: &ChainBuffers, skip: usize, len: usize, offset: u64)
-        -> io::Result<()>;
+    fn read_into(
+        &self,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<()>;
     /// Write bytes `skip..skip + len` of the readable part of a chain
     /// straight to `offset` (zero-copy).
-    fn write_from(&self, bufs: &ChainBuffers, skip: usize, len: usize, offset: u64)
-        -> io::Result<()>;
+    fn write_from(
+        &self,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<()>;
     /// Like [`Self::read_into`] (`write`: [`Self::write_from`]), but only
     /// if it need not wait for the device (`RWF_NOWAIT`: the data is in the
     /// page cache, or the file system keeps it in memory): `Ok(false)`, with

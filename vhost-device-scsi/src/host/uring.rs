@@ -117,8 +117,7 @@ impl<T> Uring<T> {
         // Completions done inside the submission signal it too; the caller
         // reaps them at once and `reap` reads the eventfd first, so they
         // cost no extra wake-up.
-        ring.submitter()
-            .register_eventfd(efd.as_fd().as_raw_fd())?;
+        ring.submitter().register_eventfd(efd.as_fd().as_raw_fd())?;
         Ok(Self {
             ring,
             efd,

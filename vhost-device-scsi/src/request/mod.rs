@@ -287,7 +287,14 @@ pub fn command_sync(
     bufs: &mut vhost_device_common::queue::ChainBuffers,
     scratch: &mut Vec<u8>,
 ) -> Result<u32, Error> {
-    match command(target, sizes, hdr, &mut chain.reader, &mut chain.writer, scratch)? {
+    match command(
+        target,
+        sizes,
+        hdr,
+        &mut chain.reader,
+        &mut chain.writer,
+        scratch,
+    )? {
         Command::Done(n) => Ok(n),
         Command::Io(p) => {
             let outcome = match (target.luns.get(p.lun), chain.buffers(bufs)) {
@@ -818,7 +825,10 @@ mod tests {
 
         assert_eq!(key_asc(&r), (0x05, 0x24));
         let vpd = run(&t, &[0x12, 1, 0xb0, 0, 64, 0], &[], 64);
-        assert_eq!(u64::from_be_bytes(vpd.data[36..44].try_into().unwrap()), u64::from(max));
+        assert_eq!(
+            u64::from_be_bytes(vpd.data[36..44].try_into().unwrap()),
+            u64::from(max)
+        );
     }
 
     #[test]
@@ -857,7 +867,11 @@ mod tests {
         let second = run(&t, &SYNC_CACHE, &[], 0);
 
         assert_eq!(key_asc(&first), (0x03, 0x0c));
-        assert_eq!(key_asc(&second), (0x03, 0x0c), "second flush reported success");
+        assert_eq!(
+            key_asc(&second),
+            (0x03, 0x0c),
+            "second flush reported success"
+        );
     }
 
     #[test]
