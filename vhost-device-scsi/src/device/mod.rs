@@ -9,7 +9,7 @@
 //! in the image file (and, with FUA or SYNCHRONIZE CACHE, on stable storage)
 //! before its completion is put on the used ring.
 //!
-//! Task management waits for the commands it covers ([`inflight`]).
+//! Task management waits for the commands it covers (module `inflight`).
 //!
 //! The event queue's buffers are kept: this target raises no events (no
 //! hot-plug, no parameter changes), so they are never used, as the spec allows.
