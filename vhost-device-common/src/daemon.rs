@@ -273,17 +273,18 @@ where
         print!("{}", info.capabilities_json());
         return Ok(());
     }
-    let (sockets, factory) = setup().map_err(Error::Setup)?;
-    let factory = Arc::new(factory);
-
-    // Block the termination signals before any thread starts, so that every
-    // thread inherits the mask and only the signal thread receives them.
+    // Block the termination signals before any thread starts (including
+    // threads a device starts in `setup`), so that every thread inherits the
+    // mask and only the signal thread receives them.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     signals
         .thread_block()
         .map_err(|e| Error::Signals(io::Error::from(e)))?;
+
+    let (sockets, factory) = setup().map_err(Error::Setup)?;
+    let factory = Arc::new(factory);
 
     let mut created = Vec::new();
     let listeners = match &sockets {

@@ -81,10 +81,16 @@ pub enum Completion {
     Held,
 }
 
-/// The heads each queue's device holds (taken off the ring, not yet used).
+/// Where a queue's rings are: descriptor table, avail ring, used ring
+/// (guest-physical addresses).
+type Rings = (u64, u64, u64);
+
+/// The heads each queue's device holds (taken off the ring, not yet used),
+/// and the rings they were taken from.
 #[derive(Debug, Default)]
 pub struct HeldHeads {
     queues: Mutex<Vec<BTreeSet<u16>>>,
+    rings: Mutex<Vec<Option<Rings>>>,
 }
 
 impl HeldHeads {
@@ -92,6 +98,28 @@ impl HeldHeads {
     pub fn new(num_queues: usize) -> Self {
         Self {
             queues: Mutex::new(vec![BTreeSet::new(); num_queues]),
+            rings: Mutex::new(vec![None; num_queues]),
+        }
+    }
+
+    /// Queue `queue` runs on `rings` now. Heads held from other rings belong
+    /// to a driver that is gone — a guest reset, for which QEMU only stops
+    /// and restarts a vhost-user device's rings and sends no reset — so they
+    /// are forgotten: completing them later is refused, and nothing is ever
+    /// written into the new driver's memory for them. Returns how many were
+    /// dropped. (A migration destination adopts the rings it first sees.)
+    fn on_rings(&self, queue: usize, rings: Rings) -> usize {
+        let mut known = crate::lock(&self.rings);
+        let Some(slot) = known.get_mut(queue) else {
+            return 0;
+        };
+        let moved = slot.is_some_and(|r| r != rings);
+        *slot = Some(rings);
+        drop(known);
+        if moved {
+            self.with(queue, |s| std::mem::take(s).len()).unwrap_or(0)
+        } else {
+            0
         }
     }
 
@@ -150,6 +178,9 @@ impl HeldHeads {
         for set in crate::lock(&self.queues).iter_mut() {
             set.clear();
         }
+        for rings in crate::lock(&self.rings).iter_mut() {
+            *rings = None;
+        }
     }
 }
 
@@ -158,8 +189,11 @@ impl HeldHeads {
 ///
 /// It serializes as its queue and head index, so a device can put it into its
 /// migration state; a deserialized one is resolved from the descriptor table
-/// again when it is completed on the destination.
-#[derive(Serialize, Deserialize)]
+/// again when it is completed on the destination. `save_state` must leave the
+/// source able to go on (the migration may fail), so it saves clones; the
+/// runtime completes a head only while it is held, so a clone can never
+/// complete a chain twice.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HeldChain {
     queue: u16,
     head: u16,
@@ -415,7 +449,7 @@ fn notify(ctx: &QueueContext<'_>, state: &mut State<'_>) -> Result<(), HostError
 }
 
 /// Put `head` on the used ring and signal as needed. False when the ring
-/// cannot be written (a guest error, logged).
+/// refuses it (a head out of range: a guest error, logged).
 fn publish(
     ctx: &QueueContext<'_>,
     state: &mut State<'_>,
@@ -448,6 +482,21 @@ where
     })
 }
 
+fn rings_of(q: &Queue) -> Rings {
+    (q.desc_table(), q.avail_ring(), q.used_ring())
+}
+
+/// Forget held heads of `queue` that came from rings the queue no longer
+/// runs on (see [`HeldHeads::on_rings`]), and say so.
+fn check_rings(ctx: &QueueContext<'_>, queue: usize, q: &Queue) {
+    let dropped = ctx.held.on_rings(queue, rings_of(q));
+    if dropped > 0 {
+        log::info!(
+            "queue {queue} restarted on new rings (the driver was reset): {dropped} held request(s) dropped"
+        );
+    }
+}
+
 /// Process all available chains of queue `queue` with `handle`, which may
 /// hold chains ([`Chain::hold`]).
 pub fn drain_chains<F>(
@@ -468,6 +517,7 @@ where
         return Ok(stats);
     }
     let queue16 = u16::try_from(queue).unwrap_or(u16::MAX);
+    check_rings(ctx, queue, state.get_queue());
 
     'outer: loop {
         if ctx.event_idx {
@@ -521,10 +571,11 @@ where
             };
             match completion {
                 Completion::Used(len) => {
-                    if !publish(ctx, &mut state, head, len)? {
-                        break 'outer;
+                    // A head the used ring refuses (out of range: a bogus
+                    // avail entry) is logged; the chains after it are served.
+                    if publish(ctx, &mut state, head, len)? {
+                        stats.completed += 1;
                     }
-                    stats.completed += 1;
                 }
                 Completion::Held => stats.held += 1,
                 Completion::Stop => {
@@ -619,6 +670,7 @@ impl QueueContext<'_> {
         if !state.get_queue().ready() && !self.stopping {
             return Ok(Some(held));
         }
+        check_rings(self, queue, state.get_queue());
         if !self.held.contains(queue, held.head) {
             self.log.warn(
                 "device completed a chain it does not hold",
@@ -971,6 +1023,42 @@ mod tests {
         assert_eq!(kept.len(), 1);
         assert_eq!(q.used().unwrap(), vec![(u32::from(head), 0)]);
         assert_eq!(q.held.count(0), 1);
+    }
+
+    #[test]
+    fn chains_held_from_rings_a_reset_driver_left_are_never_completed() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let mut kept = None;
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept = Some(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        // The guest rebooted: its new driver set the queue up on other rings.
+        let (desc, avail, used) = (0x8_0000, 0x8_1000, 0x8_2000);
+        q.vring.set_queue_info(desc, avail, used).unwrap();
+        let vrings = [Some(&q.vring)];
+
+        let back = context_with(&q, &vrings)
+            .complete(kept.unwrap(), |_, w| {
+                w.write_all(&[6; 8])?;
+                Ok(8)
+            })
+            .unwrap();
+
+        assert!(back.is_none());
+        assert_eq!(q.held.count(0), 0);
+        assert_eq!(
+            q.read(BUFFERS, 8).unwrap(),
+            vec![0; 8],
+            "stale buffer written"
+        );
+        assert_eq!(
+            q.read(used + 2, 2).unwrap(),
+            vec![0, 0],
+            "used ring written"
+        );
     }
 
     #[test]

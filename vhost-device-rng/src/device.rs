@@ -227,10 +227,11 @@ impl VirtioDevice for RngDevice {
     type State = SavedState;
 
     fn save_state(&self) -> Result<SavedState, HostError> {
-        let mut st = self.lock();
+        let st = self.lock();
         Ok(SavedState {
             quota: st.quota.as_ref().map(|q| q.save(Instant::now())),
-            held: st.held.drain(..).collect(),
+            // Clones: the source goes on if the migration fails.
+            held: st.held.iter().cloned().collect(),
         })
     }
 

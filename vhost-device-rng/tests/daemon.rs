@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use vhost_device_test_frontend::process::DaemonProcess;
+use vhost_device_test_frontend::process::{wait_until, DaemonProcess, IDLE_TICKS_MAX, IDLE_WINDOW};
 use vhost_device_test_frontend::virtqueue::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
-use vhost_device_test_frontend::{Chain, Next, Options, RawDesc, Session, Used};
+use vhost_device_test_frontend::{Chain, Next, Options, RawDesc, Session, Used, LOG_PAGE_SIZE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-rng");
 const WAIT: Duration = Duration::from_secs(10);
@@ -96,6 +96,65 @@ fn oversized_request_is_capped_at_64_kib() {
 }
 
 #[test]
+fn dirty_log_marks_every_page_the_device_wrote_and_no_other() {
+    let d = daemon(&[]);
+    let opts = Options {
+        dirty_log: true,
+        ..Options::default()
+    };
+    let mut s = Session::start(&d.socket, &opts).unwrap();
+    let page = |a: u64| a / LOG_PAGE_SIZE * LOG_PAGE_SIZE;
+    let direct = s.ram().alloc(3 * LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let split = s.ram().alloc(2 * LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let untouched = s.ram().alloc(LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let indirect = s.ram().alloc(LOG_PAGE_SIZE, LOG_PAGE_SIZE).unwrap();
+    let (desc, avail, used) = s.queue(0).unwrap().addresses();
+    // Before any request the device may already have published its avail
+    // event (EVENT_IDX) in the used ring's page; nothing else is written.
+    let early = s.take_dirty_pages().unwrap();
+    assert!(
+        early.iter().all(|&p| p == page(used)),
+        "written before any request: {early:x?} (used ring at {used:x})"
+    );
+
+    // A buffer straddling three pages, one split over descriptors across a
+    // page boundary, and one in an indirect table.
+    let a = request(&mut s, Chain::new().writable(direct + 16, 2 * 4096));
+    let b = request(&mut s, Chain::new().writable_split(split + 4000, 200, 3));
+    let c = request(
+        &mut s,
+        Chain::new().writable_split(indirect, 64, 2).indirect(),
+    );
+
+    assert_eq!((a.len, b.len, c.len), (2 * 4096, 200, 64));
+    let mut expected = vec![
+        direct,
+        direct + LOG_PAGE_SIZE,
+        direct + 2 * LOG_PAGE_SIZE,
+        split,
+        split + LOG_PAGE_SIZE,
+        indirect,
+        page(used),
+    ];
+    expected.sort_unstable();
+    let dirty = s.take_dirty_pages().unwrap();
+    assert_eq!(dirty, expected, "buffers and the used ring, nothing else");
+    for (what, addr) in [
+        ("descriptors", desc),
+        ("avail ring", avail),
+        ("unused buffer", untouched),
+    ] {
+        assert!(!dirty.contains(&page(addr)), "{what} marked dirty");
+    }
+    // Taken pages are cleared; the next request marks its pages again.
+    let again = request(&mut s, Chain::new().writable(untouched, 8));
+    assert_eq!(again.len, 8);
+    let mut expected = vec![untouched, page(used)];
+    expected.sort_unstable();
+    assert_eq!(s.dirty_pages().unwrap(), expected);
+}
+
+#[test]
 fn works_without_event_idx() {
     let d = daemon(&[]);
     let opts = Options {
@@ -151,22 +210,26 @@ fn quota_is_honoured_within_its_period() {
     }
 
     assert!(arrivals.iter().all(|&(_, len)| len == 1000), "{arrivals:?}");
-    // Window k (k = 0, 1, 2) opens no earlier than k periods after the first.
-    let first = arrivals[0].0;
+    // Window k (k = 0, 1, 2) opens at least k periods after window 0, which
+    // opens after `start`. Arrivals are measured from `start`, so a slow or
+    // busy machine can only make them later, never make this fail; measuring
+    // from the first arrival instead would fail whenever the test thread saw
+    // the first completion late.
     for (k, &(at, _)) in arrivals.iter().enumerate() {
-        let earliest = first + Duration::from_millis(500 * k as u64);
+        let earliest = Duration::from_millis(500 * k as u64);
         assert!(
-            at + Duration::from_millis(20) >= earliest,
-            "request {k} served at {at:?}, before {earliest:?}"
+            at >= earliest,
+            "request {k} served {at:?} after the start, before {earliest:?}"
         );
     }
 }
 
-#[test]
-fn quota_applies_to_each_device_separately() {
+/// A daemon serving two devices (`--socket-count 2`) with `args`, and
+/// their socket paths once both listen.
+fn two_devices(args: &[&str]) -> (DaemonProcess, Vec<std::path::PathBuf>) {
     let mut cmd = Command::new(BIN);
     cmd.args(["--socket-path", "dev.sock", "--socket-count", "2"])
-        .args(["--max-bytes", "100", "--period", "60000"]);
+        .args(args);
     let mut d = DaemonProcess::spawn(cmd).unwrap();
     let paths: Vec<_> = (0..2)
         .map(|i| d.dir().join(format!("dev.sock{i}")))
@@ -174,12 +237,50 @@ fn quota_applies_to_each_device_separately() {
     for p in &paths {
         d.wait_for_path(p, WAIT).unwrap();
     }
+    (d, paths)
+}
+
+#[test]
+fn quota_applies_to_each_device_separately() {
+    let (_d, paths) = two_devices(&["--max-bytes", "100", "--period", "60000"]);
     for p in &paths {
         let mut s = Session::start(p, &Options::default()).unwrap();
         let buf = s.ram().alloc(100, 8).unwrap();
         // Each device has its own full quota.
         assert_eq!(request(&mut s, Chain::new().writable(buf, 100)).len, 100);
     }
+}
+
+#[test]
+fn failure_of_one_device_leaves_the_other_devices_of_the_process_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("ten-bytes");
+    std::fs::write(&seed, [1u8; 10]).unwrap();
+    let (mut d, paths) = two_devices(&["--rng-source", seed.to_str().unwrap()]);
+    let mut healthy = Session::start(&paths[1], &Options::default()).unwrap();
+    let mut failing = Session::start(&paths[0], &Options::default()).unwrap();
+    let buf = failing.ram().alloc(64, 8).unwrap();
+    assert_eq!(
+        request(&mut failing, Chain::new().writable(buf, 64)).len,
+        10
+    );
+
+    // Device 0's source ends: a host failure of device 0 only.
+    let vq = failing.queue(0).unwrap();
+    vq.add(&Chain::new().writable(buf, 64)).unwrap();
+    vq.kick().unwrap();
+    assert!(
+        wait_until(WAIT, || d.stderr_text().contains("device 0 failed")),
+        "no failure logged: {}",
+        d.stderr_text()
+    );
+
+    let buf = healthy.ram().alloc(64, 8).unwrap();
+    assert_eq!(
+        request(&mut healthy, Chain::new().writable(buf, 64)).len,
+        10
+    );
+    assert!(d.try_wait().unwrap().is_none(), "the process ended");
 }
 
 #[test]
@@ -288,45 +389,58 @@ fn malformed_chains_are_answered_and_the_queue_keeps_serving() {
 }
 
 #[test]
-fn bogus_avail_head_does_not_kill_the_daemon() {
+fn bogus_avail_head_is_skipped_and_the_next_request_is_served() {
     let mut d = daemon(&[]);
-    {
-        let mut s = session(&d);
-        let vq = s.queue(0).unwrap();
-        vq.add_bogus_head(60_000).unwrap();
-        vq.kick().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // The guest may have wedged its own queue, but the daemon serves the next front end.
+    let mut s = session(&d);
+    let buf = s.ram().alloc(64, 8).unwrap();
+    let vq = s.queue(0).unwrap();
+    vq.add_bogus_head(60_000).unwrap();
+    let good = vq.add(&Chain::new().writable(buf, 64)).unwrap();
+
+    vq.kick().unwrap();
+    let used = vq
+        .wait_used(WAIT)
+        .expect("the request after the bogus head is served");
+
+    assert_eq!(used.len(), 1);
+    assert_eq!((used[0].head, used[0].len), (good, 64));
     assert!(
         d.try_wait().unwrap().is_none(),
         "daemon died: {}",
         d.stderr_text()
     );
-    let mut s = session(&d);
-    let buf = s.ram().alloc(64, 8).unwrap();
-    assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
 }
 
 #[test]
 fn hundred_reconnects_leak_no_fds_or_threads() {
     let d = daemon(&[]);
-    let warmup = |d: &DaemonProcess| {
+    // A connected session that has completed a request: every setup message
+    // has been handled, so the daemon holds exactly one connection's worth.
+    let connected = |d: &DaemonProcess| {
         let mut s = session(d);
         let buf = s.ram().alloc(64, 8).unwrap();
         assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
+        s
     };
-    warmup(&d);
-    std::thread::sleep(Duration::from_millis(100));
-    let (fds, threads) = (d.fd_count().unwrap(), d.thread_count().unwrap());
+    let counts = |d: &DaemonProcess| (d.fd_count().unwrap(), d.thread_count().unwrap());
+    drop(connected(&d));
+    let probe = connected(&d);
+    let baseline = counts(&d);
+    drop(probe);
 
     for _ in 0..100 {
-        warmup(&d);
+        drop(connected(&d));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    let _probe = connected(&d);
 
-    assert_eq!(d.fd_count().unwrap(), fds, "fd count grew");
-    assert_eq!(d.thread_count().unwrap(), threads, "thread count grew");
+    // The old connections are torn down before or while the probe is served:
+    // wait for the counts to come back (the bound is only a safety net).
+    let settled = wait_until(WAIT, || counts(&d) == baseline);
+    assert!(
+        settled,
+        "fds and threads {:?}, {baseline:?} before the reconnects",
+        counts(&d)
+    );
 }
 
 #[test]
@@ -339,33 +453,28 @@ fn idle_daemon_uses_no_cpu() {
     let vq = s.queue(0).unwrap();
     vq.add(&Chain::new().writable(buf, 64)).unwrap();
     vq.kick().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let before = d.cpu_ticks().unwrap();
 
-    std::thread::sleep(Duration::from_millis(1500));
+    let spent = d.cpu_ticks_over(IDLE_WINDOW).unwrap();
 
-    let spent = d.cpu_ticks().unwrap() - before;
-    assert!(spent <= 2, "idle daemon used {spent} ticks in 1.5 s");
+    // See IDLE_TICKS_MAX for why a few ticks are allowed.
+    assert!(
+        spent <= IDLE_TICKS_MAX,
+        "idle daemon used {spent} ticks in {IDLE_WINDOW:?}"
+    );
+    assert!(vq.take_used().unwrap().is_empty(), "quota was not applied");
 }
 
 #[test]
-fn sigterm_ends_the_daemon_within_a_second_and_removes_the_socket() {
+fn sigterm_ends_the_daemon_with_a_connected_front_end_and_removes_the_socket() {
     let mut d = daemon(&[]);
     let _s = session(&d);
     let socket = d.socket.clone();
 
-    let start = Instant::now();
     d.signal(Signal::SIGTERM).unwrap();
-    let status = d
-        .wait_timeout(Duration::from_secs(5))
-        .unwrap()
-        .expect("daemon exits");
+    // How fast is a benchmark question; here only that it ends (WAIT is a
+    // safety bound for a hung daemon).
+    let status = d.wait_timeout(WAIT).unwrap().expect("daemon exits");
 
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        start.elapsed()
-    );
     assert!(status.success(), "{}", DaemonProcess::describe(status));
     assert!(!socket.exists(), "socket file left behind");
 }
@@ -374,10 +483,7 @@ fn sigterm_ends_the_daemon_within_a_second_and_removes_the_socket() {
 fn sigint_ends_an_idle_daemon() {
     let mut d = daemon(&[]);
     d.signal(Signal::SIGINT).unwrap();
-    let status = d
-        .wait_timeout(Duration::from_secs(2))
-        .unwrap()
-        .expect("daemon exits");
+    let status = d.wait_timeout(WAIT).unwrap().expect("daemon exits");
     assert!(status.success());
 }
 
@@ -395,10 +501,7 @@ fn inherited_socket_fd_is_served() {
     assert_eq!(request(&mut s, Chain::new().writable(buf, 64)).len, 64);
     drop(s);
     d.signal(Signal::SIGTERM).unwrap();
-    assert!(d
-        .wait_timeout(Duration::from_secs(2))
-        .unwrap()
-        .is_some_and(|s| s.success()));
+    assert!(d.wait_timeout(WAIT).unwrap().is_some_and(|s| s.success()));
     // The daemon did not create the path, so it leaves it alone.
     assert!(path.exists());
 }
@@ -493,21 +596,21 @@ fn empty_fifo_source_parks_requests_until_data_arrives() {
     let vq = s.queue(0).unwrap();
     vq.add(&Chain::new().writable(buf, 16)).unwrap();
     vq.kick().unwrap();
+
+    // While the FIFO is empty the request waits, and the daemon must not spin
+    // (see IDLE_TICKS_MAX for the allowance).
+    let spent = d.cpu_ticks_over(IDLE_WINDOW).unwrap();
+    assert!(vq.take_used().unwrap().is_empty(), "served with no data");
     assert!(
-        vq.wait_used(Duration::from_millis(300)).is_err(),
-        "served with no data"
+        spent <= IDLE_TICKS_MAX,
+        "spun while waiting for the source: {spent} ticks in {IDLE_WINDOW:?}"
     );
-    let before = d.cpu_ticks().unwrap();
 
     std::io::Write::write_all(&mut writer, &[0x5A; 16]).unwrap();
     let used = vq.wait_used(WAIT).unwrap();
 
     assert_eq!(used[0].len, 16);
     assert_eq!(s.ram().read(buf, 16).unwrap(), vec![0x5A; 16]);
-    assert!(
-        d.cpu_ticks().unwrap() - before <= 2,
-        "spun while waiting for the source"
-    );
 }
 
 #[test]
@@ -622,4 +725,47 @@ fn ready_is_sent_to_notify_socket_once_listening() {
         d.dir().join("dev.sock").exists(),
         "READY sent before the socket listens"
     );
+}
+
+#[test]
+fn requests_held_over_quota_move_with_a_migration_and_are_filled_exactly_once() {
+    let a = daemon(&["--max-bytes", "100", "--period", "3600000"]);
+    let b = daemon(&[]);
+    let mut s = session(&a);
+    let mut heads = Vec::new();
+    for _ in 0..5 {
+        let buf = s.ram().alloc(64, 8).unwrap();
+        heads.push(
+            s.queue(0)
+                .unwrap()
+                .add(&Chain::new().writable(buf, 64))
+                .unwrap(),
+        );
+    }
+    s.queue(0).unwrap().kick().unwrap();
+    // A fills 64 + 36 bytes of its quota and holds the other three.
+    let mut on_a = Vec::new();
+    while on_a.len() < 2 {
+        on_a.extend(s.queue(0).unwrap().wait_used(WAIT).expect("A answers"));
+    }
+    assert_eq!(on_a.iter().map(|u| u.len).collect::<Vec<_>>(), vec![64, 36]);
+
+    s.migrate(&b.socket, &Options::default())
+        .expect("migrates to B");
+    let mut on_b = Vec::new();
+    while on_b.len() < 3 {
+        on_b.extend(
+            s.queue(0)
+                .unwrap()
+                .wait_used(WAIT)
+                .expect("B fills the held requests"),
+        );
+    }
+
+    // B has no limit: each held request gets all 64 bytes, and no head twice.
+    assert!(on_b.iter().all(|u| u.len == 64), "{on_b:?}");
+    let mut all: Vec<u16> = on_a.iter().chain(&on_b).map(|u| u.head).collect();
+    all.sort_unstable();
+    heads.sort_unstable();
+    assert_eq!(all, heads);
 }

@@ -1,11 +1,40 @@
 // Copyright 2026 vhost-device developers
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! vhost-device-sound: virtio sound (ALSA, PipeWire, null), device id 25.
+//! vhost-device-sound: a virtio sound device (virtio 1.3, 5.14 "Sound
+//! Device", device id 25) that a guest plays and records through in real
+//! time.
 //!
-//! Not implemented yet: this crate only reserves its place in the workspace.
-//! Its daemon will be built on `vhost-device-common` the way
-//! `vhost-device-rng` is.
+//! Four queues (control, event, tx, rx) on three workers; PCM streams with
+//! the spec's state machine; I/O messages held per stream and completed at
+//! the real-time rate, by the device's timer for the `null` and `wav`
+//! backends and by the host's clock for `alsa`; jacks, channel maps and, with
+//! `--controls`, volume and switch controls applied as software gain; live
+//! migration of stream states and held buffers.
+
+pub mod args;
+pub mod device;
+pub mod host;
+pub mod request;
+pub mod virtio;
+
+use vhost_device_common::daemon::{self, DeviceInfo};
+
+/// Name and vhost-user back-end type.
+pub const INFO: DeviceInfo = DeviceInfo {
+    name: "vhost-device-sound",
+    kind: "sound",
+};
 
 /// The virtio device id (virtio 1.3, 5 "Device Types").
-pub const VIRTIO_DEVICE_ID: u32 = 25;
+pub const VIRTIO_DEVICE_ID: u32 = virtio::VIRTIO_ID_SOUND;
+
+/// Run the daemon until SIGTERM/SIGINT or a host failure.
+pub fn run(args: args::Args) -> Result<(), daemon::Error> {
+    let args::Args { common, device } = args;
+    daemon::run(&common, &INFO, move || {
+        let config = args::Config::try_from(device)?;
+        config.backend.check()?;
+        Ok(move |_index| device::SoundDevice::new(&config).map_err(Into::into))
+    })
+}

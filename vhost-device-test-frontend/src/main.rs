@@ -7,6 +7,8 @@
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock info
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock read --bytes 64
 //! vhost-device-test-frontend --socket-path /tmp/vsock.sock vsock-send --port 1234 --bytes 1048576
+//! vhost-device-test-frontend --socket-path /tmp/i2c.sock i2c-transfer w1@0x50 0x00 r4@0x50
+//! echo names | vhost-device-test-frontend --socket-path /tmp/gpio.sock gpio
 //! ```
 
 use std::io::Write;
@@ -15,8 +17,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use vhost_device_test_frontend::i2c::{self, I2cGuest};
 use vhost_device_test_frontend::vsock::VsockGuest;
-use vhost_device_test_frontend::{Chain, Error, Options, Session};
+use vhost_device_test_frontend::{Error, Options, Session};
 
 /// A vhost-user front end and virtio driver with no VM.
 #[derive(Parser, Debug)]
@@ -38,7 +41,8 @@ enum Cmd {
         config_size: u32,
     },
     /// Read bytes from a device that fills writable buffers (virtio-rng) and
-    /// write them to stdout as hex
+    /// write them to stdout as hex; fails if the device keeps answering with
+    /// nothing
     Read {
         /// How many bytes
         #[arg(long, default_value_t = 64)]
@@ -53,6 +57,47 @@ enum Cmd {
     /// Play a vsock guest: accept one host connection to PORT, receive BYTES,
     /// print `RECEIVED <bytes> <crc32>`
     VsockRecv(VsockArgs),
+    /// Play a sound driver: play PERIODS 10 ms periods of a known signal on
+    /// stream PLAYBACK while recording stream CAPTURE, and look for the
+    /// signal in the recording (a host loopback such as snd-aloop); prints
+    /// `LOOPED <bytes> AT <offset>` or fails
+    SoundLoop {
+        /// Playback stream
+        #[arg(long, default_value_t = 0)]
+        playback: u32,
+        /// Capture stream
+        #[arg(long, default_value_t = 1)]
+        capture: u32,
+        /// Periods to play
+        #[arg(long, default_value_t = 100)]
+        periods: usize,
+        /// Periods to record beyond that (for the loop's latency)
+        #[arg(long, default_value_t = 50)]
+        extra: usize,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Play an I2C guest: run one transfer, given as i2ctransfer does
+    /// (`w2@0x1c 0x10 0x5a r1@0x1c`), as a group of requests linked by
+    /// FAIL_NEXT; print `msg N: OK|ERR [bytes read]` for each message
+    I2cTransfer {
+        /// Put each request in an indirect descriptor table
+        #[arg(long)]
+        indirect: bool,
+        /// The messages
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        msgs: Vec<String>,
+    },
+    /// Play a virtio-gpio driver: read commands from stdin, one a line, and
+    /// answer each on stdout (`ok …` or `err …`; see
+    /// `vhost_device_test_frontend::gpio`): info, names, dir, getdir, set,
+    /// get, irq, arm, wait, raw
+    Gpio {
+        /// Give up waiting for the device after this many seconds
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 /// Options of the vsock guest commands.
@@ -76,6 +121,8 @@ fn run(args: Args) -> Result<(), Error> {
     let opts = Options {
         num_queues: Some(match args.command {
             Cmd::VsockSend(_) | Cmd::VsockRecv(_) => 3,
+            Cmd::SoundLoop { .. } => 4,
+            Cmd::Gpio { .. } => 2,
             _ => 1,
         }),
         ..Options::default()
@@ -92,20 +139,57 @@ fn run(args: Args) -> Result<(), Error> {
             }
         }
         Cmd::Read { bytes, queue } => {
-            let buf = s.ram().alloc(u64::from(bytes), 4096)?;
-            let mut got = Vec::new();
-            while got.len() < bytes as usize {
-                let want = bytes - u32::try_from(got.len()).unwrap_or(bytes);
-                let vq = s.queue(queue)?;
-                vq.add(&Chain::new().writable(buf, want))?;
-                vq.kick()?;
-                let used = vq.wait_used(Duration::from_secs(10))?;
-                for u in used {
-                    got.extend(s.ram().read(buf, u.len as usize)?);
-                }
-            }
+            let got = s.read_bytes(queue, bytes, Duration::from_secs(10))?;
             let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
             let _ = writeln!(std::io::stdout(), "{hex}");
+        }
+        Cmd::SoundLoop {
+            playback,
+            capture,
+            periods,
+            extra,
+            timeout,
+        } => {
+            let mut g = vhost_device_test_frontend::sound::SoundGuest::new(s);
+            let r = g.loopback(
+                playback,
+                capture,
+                periods,
+                extra,
+                Duration::from_secs(timeout),
+            )?;
+            match r.offset {
+                Some(at) => {
+                    let _ = writeln!(std::io::stdout(), "LOOPED {} AT {at}", r.played);
+                }
+                None => {
+                    return Err(Error::GuestAccess(
+                        0,
+                        format!(
+                            "the {} bytes played are not in the {} bytes recorded (first period at, equal bytes from there: {:?})",
+                            r.played, r.recorded, r.first_period
+                        ),
+                    ))
+                }
+            }
+        }
+        Cmd::Gpio { timeout } => {
+            let mut g = vhost_device_test_frontend::gpio::GpioDriver::new(s)?;
+            g.set_timeout(Duration::from_secs(timeout));
+            let mut out = std::io::stdout();
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "quit" {
+                    break;
+                }
+                let answer = g.command(&line);
+                if writeln!(out, "{answer}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
         }
         Cmd::VsockSend(v) => {
             let mut g = VsockGuest::new(s, v.guest_cid)?;
@@ -116,6 +200,27 @@ fn run(args: Args) -> Result<(), Error> {
             let mut g = VsockGuest::new(s, v.guest_cid)?;
             let crc = g.recv_from_host(v.port, v.bytes, Duration::from_secs(v.timeout))?;
             let _ = writeln!(std::io::stdout(), "RECEIVED {} {crc:08x}", v.bytes);
+        }
+        Cmd::I2cTransfer { indirect, msgs } => {
+            let msgs = i2c::parse_transfer(&msgs)
+                .map_err(|e| Error::GuestAccess(0, format!("bad transfer: {e}")))?;
+            let mut g = I2cGuest::new(s)?;
+            g.indirect = indirect;
+            let replies = g.transfer(&msgs, Duration::from_secs(10))?;
+            let mut out = std::io::stdout();
+            for (n, r) in replies.iter().enumerate() {
+                let status = match r.status {
+                    i2c::MSG_OK => "OK".to_string(),
+                    i2c::MSG_ERR => "ERR".to_string(),
+                    other => format!("status {other}"),
+                };
+                let data: String = if r.status == i2c::MSG_OK {
+                    r.data.iter().map(|b| format!(" {b:#04x}")).collect()
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "msg {n}: {status}{data}");
+            }
         }
     }
     Ok(())

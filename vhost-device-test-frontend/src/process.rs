@@ -7,6 +7,11 @@
 //! directory, captures its stderr to a file, and exposes what the tests check
 //! from `/proc`: open descriptors, threads and CPU time. The process is killed
 //! when the value is dropped.
+//!
+//! Tests wait for events, with a generous bound only as a safety net
+//! ([`wait_until`]). The one check that needs a window of time is "an idle
+//! daemon uses no CPU": [`DaemonProcess::cpu_ticks_over`] watches it for
+//! [`IDLE_WINDOW`] and tests allow [`IDLE_TICKS_MAX`] ticks, see there why.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -18,6 +23,39 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+/// How long an idle-CPU check watches a daemon.
+pub const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
+/// CPU time, in clock ticks (`USER_HZ`, 1/100 s on Linux), an idle daemon may
+/// be charged over [`IDLE_WINDOW`]: 10 ticks is 100 ms in 3 s, about 3% of one
+/// core.
+///
+/// Why not 0: the kernel charges CPU time by sampling at each tick, so a
+/// process that merely runs for a moment at the wrong instant is charged a
+/// whole tick; and on a busy two-core CI machine a daemon still finishing the
+/// work that came just before the window gets that work charged inside it. A
+/// few ticks are noise. Why it is still meaningful: a worker that spins, or
+/// that wakes itself in a loop (an eventfd left readable, a timer re-armed at
+/// zero), runs for most of the window and is charged far more than 10 ticks.
+pub const IDLE_TICKS_MAX: u64 = 10;
+
+/// Poll `done` every 10 ms until it is true (returns true) or `timeout`
+/// passes (returns false): for conditions only visible in `/proc`, such as
+/// descriptor and thread counts settling after a disconnect. `timeout` is a
+/// safety bound, not an expectation.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// A daemon under test.
 #[derive(Debug)]
@@ -192,6 +230,14 @@ impl DaemonProcess {
                 .unwrap_or(0)
         };
         Ok(get(11) + get(12))
+    }
+
+    /// CPU ticks the process is charged during the next `window` (this call
+    /// sleeps that long). Compare with [`IDLE_TICKS_MAX`] over [`IDLE_WINDOW`].
+    pub fn cpu_ticks_over(&self, window: Duration) -> std::io::Result<u64> {
+        let before = self.cpu_ticks()?;
+        std::thread::sleep(window);
+        Ok(self.cpu_ticks()?.saturating_sub(before))
     }
 
     /// Resident set size in KiB.

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,32 @@ use vhost_device_common::error::HostError;
 use vhost_device_common::queue::{drain_chains, Completion, HeldChain, QueueContext, Vring};
 
 use crate::request::{parse, Command, MAX_COMMAND};
+
+/// Size of shared memory region 0.
+pub const SHMEM_SIZE: u64 = 1 << 20;
+/// What `map` puts at the start of the mapped page.
+pub const SHMEM_TEXT: &[u8] = b"vhost-device-testdev shared page";
+/// The UUID `share` adds.
+pub const SHARED_UUID: [u8; 16] = *b"testdev-object-1";
+
+/// A page holding [`SHMEM_TEXT`], in a memfd.
+fn shared_page() -> Result<std::fs::File, HostError> {
+    let fd = nix::sys::memfd::memfd_create(
+        c"vhost-device-testdev",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.set_len(4096)?;
+    file.write_all(SHMEM_TEXT)?;
+    Ok(file)
+}
+
+fn status(result: Result<(), impl std::error::Error + 'static>) -> Vec<u8> {
+    match result {
+        Ok(()) => b"ok".to_vec(),
+        Err(e) => vhost_device_common::error::report(&e).into_bytes(),
+    }
+}
 
 /// What the device keeps, and what migrates.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -45,6 +72,10 @@ impl VirtioDevice for TestDevice {
         1
     }
 
+    fn shmem_regions(&self) -> Vec<u64> {
+        vec![SHMEM_SIZE]
+    }
+
     fn config(&self) -> Vec<u8> {
         vhost_device_common::lock(&self.state)
             .generation
@@ -53,7 +84,11 @@ impl VirtioDevice for TestDevice {
     }
 
     fn save_state(&self) -> Result<State, HostError> {
-        Ok(std::mem::take(&mut *vhost_device_common::lock(&self.state)))
+        let st = vhost_device_common::lock(&self.state);
+        Ok(State {
+            generation: st.generation,
+            held: st.held.clone(),
+        })
     }
 
     fn load_state(&self, state: State) -> Result<(), HostError> {
@@ -95,11 +130,13 @@ impl VirtioDevice for TestDevice {
                 }
                 Command::Config => {
                     st.generation = st.generation.wrapping_add(1);
-                    match ctx.backend.config_changed() {
-                        Ok(()) => b"ok".to_vec(),
-                        Err(e) => vhost_device_common::error::report(&e).into_bytes(),
-                    }
+                    status(ctx.backend.config_changed())
                 }
+                Command::Map => {
+                    let page = shared_page()?;
+                    status(ctx.backend.shmem_map(0, page.as_fd(), 0, 0, 4096, false))
+                }
+                Command::Share => status(ctx.backend.shared_object_add(&SHARED_UUID)),
                 Command::Bad => b"bad".to_vec(),
             };
             Ok(Completion::Used(answer(&mut chain.writer, &text)?))

@@ -15,8 +15,11 @@
 //! | `hold` | nothing yet: the request is held until a `release` |
 //! | `release` | every held request completes (oldest first, used length 0), then this one, with the count as text |
 //! | `config` | the config space's generation counter goes up by one and the front end is sent a config-change message; the answer is `ok` or the error |
+//! | `map` | a page holding [`device::SHMEM_TEXT`] is mapped at offset 0 of shared memory region 0 (`SHMEM_MAP`); `ok` or the error |
+//! | `share` | the shared object [`device::SHARED_UUID`] is added to the front end's table; `ok` or the error |
 //!
-//! Config space: one little-endian `u32`, the generation. The device state
+//! Config space: one little-endian `u32`, the generation. One shared memory
+//! region of [`device::SHMEM_SIZE`] bytes. The device state
 //! carries the generation and the held requests, so a `release` on a
 //! migration destination completes requests held on the source.
 

@@ -17,6 +17,10 @@ pub enum Command {
     Release,
     /// Bump the config generation and tell the front end.
     Config,
+    /// Map a page with a known text into shared memory region 0.
+    Map,
+    /// Add a shared object with a fixed UUID.
+    Share,
     /// Anything else.
     Bad,
 }
@@ -27,6 +31,8 @@ pub fn parse(bytes: &[u8]) -> Command {
         b"hold" => Command::Hold,
         b"release" => Command::Release,
         b"config" => Command::Config,
+        b"map" => Command::Map,
+        b"share" => Command::Share,
         _ => match bytes.strip_prefix(b"echo ") {
             Some(rest) => Command::Echo(rest.to_vec()),
             None => Command::Bad,
@@ -44,6 +50,8 @@ mod tests {
         assert_eq!(parse(b"hold"), Command::Hold);
         assert_eq!(parse(b"release"), Command::Release);
         assert_eq!(parse(b"config"), Command::Config);
+        assert_eq!(parse(b"map"), Command::Map);
+        assert_eq!(parse(b"share"), Command::Share);
         assert_eq!(parse(b"hold "), Command::Bad);
         assert_eq!(parse(b""), Command::Bad);
     }
