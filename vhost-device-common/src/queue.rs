@@ -221,6 +221,19 @@ impl HeldChain {
     pub fn head(&self) -> u16 {
         self.head
     }
+
+    /// A copy for a migration state (its queue and head, as a deserialized
+    /// one has), leaving this chain held here: a device whose state is saved
+    /// keeps serving its chains if the migration fails and the front end
+    /// restarts the queues on this daemon. Only one of the two may be
+    /// completed; the runtime answers the other as a chain it does not hold.
+    pub fn to_saved(&self) -> HeldChain {
+        HeldChain {
+            queue: self.queue,
+            head: self.head,
+            chain: None,
+        }
+    }
 }
 
 /// One chain being served by [`drain_chains`].
@@ -526,6 +539,13 @@ where
                 break;
             }
         }
+        // An avail index more than the queue size ahead is a broken (or
+        // hostile) driver: virtio-queue refuses to iterate, while "more is
+        // available" stays true, which would spin this worker forever.
+        if let Err(e) = check_avail_index(&mem, state.get_queue()) {
+            ctx.log.warn("invalid avail ring index", &e);
+            break;
+        }
         while let Some(raw) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
             let head = raw.head_index();
             let completion = if ctx.held.contains(queue, head) {
@@ -598,6 +618,25 @@ where
         }
     }
     Ok(stats)
+}
+
+/// Fail when the driver's avail index is further ahead of the device's next
+/// available index than the queue has entries (virtio 1.3, 2.7.6: the driver
+/// can make at most `size` buffers available).
+fn check_avail_index(mem: &GuestMemory, q: &Queue) -> Result<(), std::io::Error> {
+    let avail = q
+        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .map_err(|e| std::io::Error::other(format!("cannot read the avail index: {e}")))?;
+    let ahead = avail.0.wrapping_sub(q.next_avail());
+    if ahead > q.size() {
+        return Err(std::io::Error::other(format!(
+            "avail index {} is {ahead} entries ahead of {} on a queue of {}",
+            avail.0,
+            q.next_avail(),
+            q.size()
+        )));
+    }
+    Ok(())
 }
 
 /// Build the descriptor chain of `head` from the queue's descriptor table:
@@ -1003,6 +1042,39 @@ mod tests {
     }
 
     #[test]
+    fn saved_copy_of_a_held_chain_completes_on_the_destination_and_the_original_stays_held() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        let head = q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let mut kept = None;
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept = Some(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        let kept = kept.unwrap();
+        let blob = postcard::to_stdvec(&kept.to_saved()).unwrap();
+        let restored: HeldChain = postcard::from_bytes(&blob).unwrap();
+        assert_eq!((restored.queue(), restored.head()), (0, head));
+        let vrings = [Some(&q.vring)];
+        let ctx = context_with(&q, &vrings);
+
+        ctx.complete(restored, |_, w| {
+            w.write_all(&[3; 8])?;
+            Ok(8)
+        })
+        .unwrap();
+        let again = ctx.complete(kept, |_, _| Ok(8)).unwrap();
+
+        assert!(again.is_none());
+        assert_eq!(
+            q.used().unwrap(),
+            vec![(u32::from(head), 8)],
+            "completed twice"
+        );
+        assert_eq!(q.read(BUFFERS, 8).unwrap(), vec![3; 8]);
+    }
+
+    #[test]
     fn buffer_made_available_again_while_held_is_answered_empty_not_held_twice() {
         let mut q = TestQueue::new(16, false).unwrap();
         let head = q.add(&[(BUFFERS, 8, true)]).unwrap();
@@ -1059,6 +1131,26 @@ mod tests {
             vec![0, 0],
             "used ring written"
         );
+    }
+
+    #[test]
+    fn avail_index_beyond_the_queue_size_ends_the_drain_instead_of_spinning() {
+        let mut q = TestQueue::new(16, true).unwrap();
+        q.add(&[(BUFFERS, 8, true)]).unwrap();
+        // A hostile driver publishes an avail index 1000 entries ahead of a
+        // 16-entry ring: virtio-queue refuses to iterate, but "more is
+        // available" stays true.
+        q.write_bytes(16 * 16 + 2, &1000u16.to_le_bytes()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+
+        std::thread::spawn(move || {
+            let stats = drain(&q.context(), &q.vring, |_, w| write_all(w, 1));
+            let _ = tx.send(stats.map(|s| s.completed).map_err(|e| e.to_string()));
+        });
+
+        // A safety bound: the drain returns at once, or spins forever.
+        let done = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(done.is_ok(), "the drain spins on an invalid avail index");
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! through it.
 
 pub mod backend_channel;
+pub mod can;
 pub mod dirty_log;
 pub mod gpio;
 pub mod i2c;
@@ -156,6 +157,14 @@ pub enum Error {
     /// The device kept answering with nothing.
     #[error("the device answered {0} requests in a row with used length 0")]
     NoProgress(usize),
+    /// A CAN request was answered with a result other than OK.
+    #[error("CAN {what} answered with result {result} (not OK)")]
+    CanNotOk {
+        /// Which request.
+        what: String,
+        /// The result byte.
+        result: u8,
+    },
     /// The device claims to have written more than the buffer holds.
     #[error("the device reported {len} bytes written into a {capacity}-byte buffer")]
     UsedTooLong {

@@ -7,6 +7,8 @@
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock info
 //! vhost-device-test-frontend --socket-path /tmp/rng.sock read --bytes 64
 //! vhost-device-test-frontend --socket-path /tmp/vsock.sock vsock-send --port 1234 --bytes 1048576
+//! vhost-device-test-frontend --socket-path /tmp/can.sock can-send 123#DEADBEEF 123##1AABB
+//! vhost-device-test-frontend --socket-path /tmp/can.sock can-recv --count 2
 //! vhost-device-test-frontend --socket-path /tmp/i2c.sock i2c-transfer w1@0x50 0x00 r4@0x50
 //! echo names | vhost-device-test-frontend --socket-path /tmp/gpio.sock gpio
 //! ```
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use vhost_device_test_frontend::can::{CanDriver, Frame, RESULT_OK};
 use vhost_device_test_frontend::i2c::{self, I2cGuest};
 use vhost_device_test_frontend::vsock::VsockGuest;
 use vhost_device_test_frontend::{Error, Options, Session};
@@ -98,6 +101,27 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Play a virtio-can driver: START the controller, send FRAMEs (cansend
+    /// syntax: 123#DEADBEEF, 12345678#R4, 123##1AABB), print `SENT <frame>
+    /// <result>` for each; fails unless every result is OK
+    CanSend {
+        /// The frames, in order
+        #[arg(required = true)]
+        frames: Vec<Frame>,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Play a virtio-can driver: START the controller, print `STARTED`, then
+    /// `RECEIVED <frame>` for every frame until COUNT; fails on timeout
+    CanRecv {
+        /// How many frames
+        #[arg(long)]
+        count: usize,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 /// Options of the vsock guest commands.
@@ -120,7 +144,7 @@ struct VsockArgs {
 fn run(args: Args) -> Result<(), Error> {
     let opts = Options {
         num_queues: Some(match args.command {
-            Cmd::VsockSend(_) | Cmd::VsockRecv(_) => 3,
+            Cmd::VsockSend(_) | Cmd::VsockRecv(_) | Cmd::CanSend { .. } | Cmd::CanRecv { .. } => 3,
             Cmd::SoundLoop { .. } => 4,
             Cmd::Gpio { .. } => 2,
             _ => 1,
@@ -222,8 +246,50 @@ fn run(args: Args) -> Result<(), Error> {
                 let _ = writeln!(out, "msg {n}: {status}{data}");
             }
         }
+        Cmd::CanSend { frames, timeout } => {
+            let timeout = Duration::from_secs(timeout);
+            let mut d = CanDriver::new(s, 16)?;
+            start(&mut d, timeout)?;
+            let mut failed = None;
+            for f in &frames {
+                let result = d.transmit(f, timeout)?;
+                if result != RESULT_OK && failed.is_none() {
+                    failed = Some(Error::CanNotOk {
+                        what: format!("frame {f}"),
+                        result,
+                    });
+                }
+                let _ = writeln!(std::io::stdout(), "SENT {f} {result}");
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Cmd::CanRecv { count, timeout } => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+            let mut d = CanDriver::new(s, 64)?;
+            start(&mut d, Duration::from_secs(timeout))?;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "STARTED").and_then(|()| out.flush());
+            for _ in 0..count {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let f = d.recv(left)?;
+                let _ = writeln!(out, "RECEIVED {f}").and_then(|()| out.flush());
+            }
+        }
     }
     Ok(())
+}
+
+/// START the controller of a CAN device.
+fn start(d: &mut CanDriver, timeout: Duration) -> Result<(), Error> {
+    match d.start(timeout)? {
+        RESULT_OK => Ok(()),
+        result => Err(Error::CanNotOk {
+            what: "START".into(),
+            result,
+        }),
+    }
 }
 
 fn main() -> ExitCode {
