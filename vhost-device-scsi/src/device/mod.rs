@@ -689,14 +689,11 @@ impl VirtioDevice for ScsiDevice {
 
     fn save_state(&self) -> Result<State, HostError> {
         let sizes = self.sizes();
-        // The held chains move into the state (they serialize as queue and
-        // head), as every device's held chains do.
+        // Clones of the held chains (they serialize as queue and head): the
+        // source keeps its own, so it can go on if the migration fails.
         let saved = vhost_device_common::lock(&self.tmfs)
-            .drain(..)
-            .map(|tmf| {
-                self.inflight.wait_end();
-                tmf.chain
-            })
+            .iter()
+            .map(|tmf| tmf.chain.clone())
             .collect();
         Ok(State {
             cdb_size: u32::try_from(sizes.cdb)?,
@@ -890,6 +887,39 @@ mod tests {
 
     fn naa_of(path: &std::path::Path, serial: Option<&str>) -> u64 {
         open_target(&config_for(path, serial)).unwrap().luns[0].naa
+    }
+
+    #[test]
+    fn pending_tmf_is_saved_without_leaving_the_source_and_loaded_on_the_destination() {
+        use vhost_device_common::queue::drain_chains;
+        use vhost_device_common::testing::{TestQueue, BUFFERS};
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.img");
+        std::fs::write(&img, vec![0u8; 4096]).unwrap();
+        let args = config_for(&img, None);
+        let target = Arc::new(open_target(&args).unwrap());
+        let (source, dest) = (
+            ScsiDevice::new(target.clone(), &args).unwrap(),
+            ScsiDevice::new(target, &args).unwrap(),
+        );
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.add(&[(BUFFERS, 24, false), (BUFFERS + 0x100, 1, true)])
+            .unwrap();
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            vhost_device_common::lock(&source.tmfs).push(PendingTmf {
+                chain: chain.hold(),
+                covered: Vec::new(),
+                response: response::FUNCTION_COMPLETE,
+            });
+            Ok(Completion::Held)
+        })
+        .unwrap();
+
+        let state = source.save_state().unwrap();
+        dest.load_state(state).unwrap();
+
+        assert_eq!(vhost_device_common::lock(&source.tmfs).len(), 1);
+        assert_eq!(vhost_device_common::lock(&dest.tmfs).len(), 1);
     }
 
     #[test]
