@@ -1091,3 +1091,29 @@ fn query_task_set_with_nothing_in_flight_is_function_complete() {
 
     assert_eq!(response, 0, "FUNCTION COMPLETE");
 }
+
+/// After I/O through the ring (a disk image with O_DIRECT) and the page
+/// cache, the idle daemon sleeps: nothing spins on the ring's eventfd.
+#[test]
+fn idle_daemon_uses_no_cpu_after_io_on_the_ring() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let img = image(dir.path(), "idle.img", 1 << 20);
+    let spec = format!("{img},direct");
+    let d = daemon(&["--lun", &spec, "--lun", &img, "--num-queues", "2"]);
+    let mut s = session(&d);
+    for q in [2, 3] {
+        let i = Initiator::new(&s, q);
+        for lun in [0, 1] {
+            let w = i.cmd(&mut s, lun, &write10(8, 8, true), &pattern(4096, 1), 0);
+            let r = i.cmd(&mut s, lun, &read10(8, 8), &[], 4096);
+            assert_eq!((w.status, r.status), (0, 0));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let before = d.cpu_ticks().unwrap();
+
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let spent = d.cpu_ticks().unwrap() - before;
+    assert!(spent <= 2, "idle daemon used {spent} ticks in 1.5 s");
+}
