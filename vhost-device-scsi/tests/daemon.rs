@@ -1097,9 +1097,9 @@ fn query_task_set_with_nothing_in_flight_is_function_complete() {
 #[test]
 fn idle_daemon_uses_no_cpu_after_io_on_the_ring() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let img = image(dir.path(), "idle.img", 1 << 20);
-    let spec = format!("{img},direct");
-    let d = daemon(&["--lun", &spec, "--lun", &img, "--num-queues", "2"]);
+    let spec = format!("{},direct", image(dir.path(), "direct.img", 1 << 20));
+    let cached = image(dir.path(), "cached.img", 1 << 20);
+    let d = daemon(&["--lun", &spec, "--lun", &cached, "--num-queues", "2"]);
     let mut s = session(&d);
     for q in [2, 3] {
         let i = Initiator::new(&s, q);

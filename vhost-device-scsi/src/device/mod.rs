@@ -179,6 +179,16 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
+    /// One image file for two LUNs, one of them writable.
+    #[error("LUN {index} image {path} is the image of LUN {other} too; only read-only LUNs may share an image")]
+    SameImage {
+        /// LUN number.
+        index: usize,
+        /// The LUN that has it already.
+        other: usize,
+        /// Path.
+        path: String,
+    },
     /// `,direct` on a host whose logical blocks are larger than the LUN's.
     #[error("LUN {index} image {path}: with ',direct' the host needs I/O aligned to {required} bytes, more than the LUN's {block_size}-byte blocks; use block-size={required} or drop ',direct'")]
     DirectAlignment {
@@ -220,6 +230,8 @@ pub fn naa_locally_assigned(hash: u64) -> u64 {
 /// Open every LUN of `config`, checking sizes.
 pub fn open_target(config: &Args) -> Result<Target, OpenError> {
     let mut luns = Vec::new();
+    // (device, inode, writable, LUN) of every image file, to find one given twice.
+    let mut files: Vec<(u64, u64, bool, usize)> = Vec::new();
     for (index, lc) in config.luns.iter().enumerate() {
         let (host, name): (Box<dyn BlockHost>, String) = match &lc.image {
             Image::File(path) => {
@@ -230,6 +242,28 @@ pub fn open_target(config: &Args) -> Result<Target, OpenError> {
                         source,
                     }
                 })?;
+                let meta = std::fs::metadata(path).map_err(|source| OpenError::Open {
+                    index,
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let id = (
+                    std::os::unix::fs::MetadataExt::dev(&meta),
+                    std::os::unix::fs::MetadataExt::ino(&meta),
+                );
+                // Two LUNs on one image would corrupt it (and the image lock
+                // of one would refuse the other); two read-only ones are fine.
+                if let Some(&(_, _, _, other)) = files
+                    .iter()
+                    .find(|&&(d, i, w, _)| (d, i) == id && (w || !lc.read_only))
+                {
+                    return Err(OpenError::SameImage {
+                        index,
+                        other,
+                        path: path.display().to_string(),
+                    });
+                }
+                files.push((id.0, id.1, !lc.read_only, index));
                 // Every request is a whole number of LUN blocks at a block
                 // boundary: aligned for O_DIRECT when the host's blocks are
                 // no larger.
@@ -920,6 +954,22 @@ mod tests {
 
         assert_eq!(vhost_device_common::lock(&source.tmfs).len(), 1);
         assert_eq!(vhost_device_common::lock(&dest.tmfs).len(), 1);
+    }
+
+    #[test]
+    fn one_image_for_two_luns_is_refused_unless_both_are_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.img");
+        std::fs::write(&img, vec![0u8; 4096]).unwrap();
+        let mut args = config_for(&img, None);
+        args.luns.push(args.luns[0].clone());
+        let mut ro = args.clone();
+        ro.luns.iter_mut().for_each(|l| l.read_only = true);
+
+        let twice = open_target(&args).map(|_| ()).unwrap_err().to_string();
+
+        assert!(twice.contains("image of LUN 0"), "{twice}");
+        assert!(open_target(&ro).is_ok());
     }
 
     #[test]
