@@ -140,6 +140,18 @@ pub trait VirtioDevice: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Like [`Self::stop_vring`], with a context in which the chains of
+    /// `queue` that the device holds can still be completed
+    /// ([`QueueContext::complete`] works although the ring no longer
+    /// runs): for a device whose requests must all be answered before
+    /// `GET_VRING_BASE` is (QEMU migrates vhost-user-scsi without a device
+    /// state, so a request still held would be lost). Called instead of
+    /// `stop_vring` once the queue's worker has seen an event; the default
+    /// calls `stop_vring`.
+    fn stop_queue(&self, _ctx: &QueueContext<'_>, queue: usize) -> Result<(), HostError> {
+        Ok(self.stop_vring(queue)?)
+    }
+
     /// The front end reset the device: drop every held chain and all
     /// per-driver state (the rings are gone).
     fn reset(&self) {}
@@ -191,6 +203,9 @@ pub struct DeviceBackend<D: VirtioDevice> {
     held: HeldHeads,
     backend: BackendChannel,
     transfer: Mutex<Option<Transfer>>,
+    /// Each queue's vring, once its worker has seen an event (for
+    /// [`VirtioDevice::stop_queue`]).
+    vrings: Vec<OnceLock<Vring>>,
 }
 
 impl<D: VirtioDevice> DeviceBackend<D> {
@@ -202,6 +217,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             .map(|&mask| (0..64).filter(|q| mask & (1u64 << q) != 0).collect())
             .collect();
         let held = HeldHeads::new(device.num_queues());
+        let vrings = (0..device.num_queues()).map(|_| OnceLock::new()).collect();
         Self {
             device,
             mem,
@@ -216,6 +232,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             held,
             backend: BackendChannel::new(),
             transfer: Mutex::new(None),
+            vrings,
         }
     }
 
@@ -270,6 +287,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             vrings,
             held: &self.held,
             backend: &self.backend,
+            stopping: false,
         }
     }
 
@@ -389,7 +407,19 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
-        self.device.stop_vring(queue_index as usize)
+        let queue = queue_index as usize;
+        let Some(vring) = self.vrings.get(queue).and_then(OnceLock::get) else {
+            return self.device.stop_vring(queue);
+        };
+        let mut by_queue: Vec<Option<&Vring>> = vec![None; self.device.num_queues()];
+        by_queue[queue] = Some(vring);
+        let ctx = QueueContext {
+            stopping: true,
+            ..self.context(&by_queue)
+        };
+        self.device
+            .stop_queue(&ctx, queue)
+            .map_err(|e| self.fail(e))
     }
 
     fn handle_event(
@@ -408,6 +438,9 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         for (i, &q) in queues.iter().enumerate() {
             if let (Some(slot), Some(v)) = (by_queue.get_mut(q), vrings.get(i)) {
                 *slot = Some(v);
+                if let Some(stash) = self.vrings.get(q) {
+                    let _ = stash.get_or_init(|| v.clone());
+                }
             }
         }
         let ctx = self.context(&by_queue);
@@ -557,6 +590,15 @@ mod tests {
             Ok(())
         }
 
+        fn stop_queue(&self, ctx: &QueueContext<'_>, queue: usize) -> Result<(), HostError> {
+            let present = ctx.vrings.get(queue).is_some_and(Option::is_some);
+            let _ = crate::lock(&self.calls).send(format!(
+                "stop {queue} stopping {} vring {present}",
+                ctx.stopping
+            ));
+            Ok(())
+        }
+
         fn save_state(&self) -> Result<u32, HostError> {
             Ok(*crate::lock(&self.saved))
         }
@@ -604,6 +646,27 @@ mod tests {
         b.handle_event(id, EventSet::IN, &worker1, 1).unwrap();
 
         assert_eq!(rx.try_recv().unwrap(), "token 5 vrings [1, 2]");
+    }
+
+    #[test]
+    fn stop_of_a_queue_its_worker_served_gets_a_stopping_context_with_its_vring() {
+        let (b, rx) = backend(false, 0);
+        let worker1 = vrings(&b, 2);
+        b.handle_event(1, EventSet::IN, &worker1, 1).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), "queue 2");
+
+        VhostUserBackend::stop_vring(&b, 2).unwrap();
+
+        assert_eq!(rx.try_recv().unwrap(), "stop 2 stopping true vring true");
+    }
+
+    #[test]
+    fn stop_of_a_queue_never_served_calls_stop_vring() {
+        let (b, rx) = backend(false, 0);
+
+        VhostUserBackend::stop_vring(&b, 0).unwrap();
+
+        assert!(rx.try_recv().is_err(), "stop_queue called without a vring");
     }
 
     #[test]

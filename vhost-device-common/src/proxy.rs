@@ -14,6 +14,16 @@
 //! descriptor that `SET_BACKEND_REQ_FD` carries, from which it builds a
 //! [`ConfigChangeSender`].
 //!
+//! It also signals each call descriptor once when the library has installed
+//! it (`SET_VRING_CALL`), as QEMU's libvhost-user does: a ring that is still
+//! enabled from before a device reset starts at `SET_VRING_KICK`, so a
+//! worker may complete a request before the front end's `SET_VRING_CALL` is
+//! processed, and vhost-user-backend 0.24 drops that notification (no call
+//! descriptor yet) — the guest would wait forever. With `REPLY_ACK` the relay
+//! asks the library to acknowledge the message, swallows that
+//! acknowledgement (unless the front end asked for one) and then writes the
+//! new call eventfd; a spurious notification is harmless to a driver.
+//!
 //! Message framing (QEMU `docs/interop/vhost-user.rst`, "Message
 //! specification"): a 12-byte header `u32 request, u32 flags, u32 size`, then
 //! `size` bytes of payload; descriptors travel as `SCM_RIGHTS` with the
@@ -22,6 +32,7 @@
 //! their message. The control path is not hot: a relay costs two threads per
 //! connection and a copy of each small message.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -36,6 +47,8 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 const SET_PROTOCOL_FEATURES: u32 = 16;
 /// `VHOST_USER_SET_BACKEND_REQ_FD`.
 const SET_BACKEND_REQ_FD: u32 = 21;
+/// `VHOST_USER_SET_VRING_CALL`.
+const SET_VRING_CALL: u32 = 13;
 /// `VHOST_USER_BACKEND_CONFIG_CHANGE_MSG`.
 const CONFIG_CHANGE_MSG: u32 = 2;
 /// `VHOST_USER_PROTOCOL_F_REPLY_ACK`.
@@ -184,6 +197,22 @@ fn send_message(fd: RawFd, msg: &Message) -> io::Result<()> {
     Ok(())
 }
 
+/// A call eventfd to signal once the library has acknowledged the
+/// `SET_VRING_CALL` that carried it.
+struct CallKick {
+    fd: Option<OwnedFd>,
+    /// The front end asked for the acknowledgement itself.
+    forward_reply: bool,
+}
+
+type CallKicks = Arc<Mutex<VecDeque<CallKick>>>;
+
+fn signal_call(fd: &OwnedFd) {
+    if let Err(e) = nix::unistd::write(fd, &1u64.to_ne_bytes()) {
+        log::warn!("cannot signal a new call descriptor: {e}");
+    }
+}
+
 /// The two relay threads of one connection.
 #[derive(Debug)]
 pub struct Relay {
@@ -208,10 +237,12 @@ impl Relay {
         let (fe_in, lib_out) = (frontend.try_clone()?, library.try_clone()?);
         let (lib_in, fe_out) = (library, frontend.try_clone()?);
         let ack = reply_ack.clone();
+        let kicks: CallKicks = Arc::default();
+        let pending = kicks.clone();
         let requests = thread::Builder::new()
             .name("vhost-user-relay".into())
             .spawn(move || {
-                let result = relay_requests(&fe_in, &lib_out, &ack, &on_backend_channel);
+                let result = relay_requests(&fe_in, &lib_out, &ack, &pending, &on_backend_channel);
                 if let Err(e) = result {
                     log::warn!("front-end connection: {e}");
                 }
@@ -222,6 +253,20 @@ impl Relay {
             .name("vhost-user-relay".into())
             .spawn(move || {
                 while let Ok(Some(msg)) = recv_message(lib_in.as_raw_fd()) {
+                    if msg.bytes.len() >= HEADER
+                        && msg.word(0) == SET_VRING_CALL
+                        && msg.word(4) & REPLY != 0
+                    {
+                        let kick = crate::lock(&kicks).pop_front();
+                        if let Some(kick) = kick {
+                            if let Some(fd) = &kick.fd {
+                                signal_call(fd);
+                            }
+                            if !kick.forward_reply {
+                                continue;
+                            }
+                        }
+                    }
                     if send_message(fe_out.as_raw_fd(), &msg).is_err() {
                         break;
                     }
@@ -248,13 +293,33 @@ fn relay_requests<F>(
     from: &UnixStream,
     to: &UnixStream,
     reply_ack: &AtomicBool,
+    kicks: &CallKicks,
     on_backend_channel: &F,
 ) -> io::Result<()>
 where
     F: Fn(ConfigChangeSender),
 {
-    while let Some(msg) = recv_message(from.as_raw_fd())? {
+    while let Some(mut msg) = recv_message(from.as_raw_fd())? {
         let request = msg.word(0);
+        if request == SET_VRING_CALL {
+            let fd = msg.fds.first().and_then(|f| f.try_clone().ok());
+            if reply_ack.load(Ordering::Acquire) {
+                let flags = msg.word(4);
+                crate::lock(kicks).push_back(CallKick {
+                    fd,
+                    forward_reply: flags & NEED_REPLY != 0,
+                });
+                msg.bytes[4..8].copy_from_slice(&(flags | NEED_REPLY).to_le_bytes());
+                send_message(to.as_raw_fd(), &msg)?;
+            } else {
+                // No acknowledgement to wait for: signal right after.
+                send_message(to.as_raw_fd(), &msg)?;
+                if let Some(fd) = &fd {
+                    signal_call(fd);
+                }
+            }
+            continue;
+        }
         if request == SET_PROTOCOL_FEATURES && msg.bytes.len() == HEADER + 8 {
             let mut v = [0u8; 8];
             v.copy_from_slice(&msg.bytes[HEADER..]);
@@ -284,6 +349,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
     use std::sync::mpsc;
 
     fn header(request: u32, flags: u32, size: u32) -> Vec<u8> {
@@ -314,6 +380,58 @@ mod tests {
         assert_eq!(got.fds.len(), 1);
         drop(fe);
         assert!(recv_message(lib_peer.as_raw_fd()).unwrap().is_none());
+        relay.join();
+    }
+
+    fn send(fd: &UnixStream, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
+        send_message(fd.as_raw_fd(), &Message { bytes, fds }).unwrap();
+    }
+
+    #[test]
+    fn new_call_descriptor_is_signalled_once_the_library_installed_it() {
+        let (fe, fe_peer) = UnixStream::pair().unwrap();
+        let (lib, lib_peer) = UnixStream::pair().unwrap();
+        let relay = Relay::start(fe_peer, lib, |_| {}).unwrap();
+        let mut features = header(SET_PROTOCOL_FEATURES, VERSION, 8);
+        features.extend_from_slice(&F_REPLY_ACK.to_le_bytes());
+        send(&fe, features, vec![]);
+        let call =
+            nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_NONBLOCK)
+                .unwrap();
+        let mut set_call = header(SET_VRING_CALL, VERSION, 8);
+        set_call.extend_from_slice(&2u64.to_le_bytes());
+        send(
+            &fe,
+            set_call,
+            vec![call.as_fd().try_clone_to_owned().unwrap()],
+        );
+        let _features = recv_message(lib_peer.as_raw_fd()).unwrap().unwrap();
+        let got = recv_message(lib_peer.as_raw_fd()).unwrap().unwrap();
+        assert_ne!(
+            got.word(4) & NEED_REPLY,
+            0,
+            "the library is not asked to ack"
+        );
+        assert!(
+            call.read().is_err(),
+            "signalled before the library installed it"
+        );
+
+        let mut ack = header(SET_VRING_CALL, VERSION | REPLY, 8);
+        ack.extend_from_slice(&0u64.to_le_bytes());
+        send(&lib_peer, ack, vec![]);
+        let mut other = header(1, VERSION | REPLY, 8);
+        other.extend_from_slice(&7u64.to_le_bytes());
+        send(&lib_peer, other, vec![]);
+
+        let next = recv_message(fe.as_raw_fd()).unwrap().unwrap();
+        assert_eq!(
+            next.word(0),
+            1,
+            "the front end got an ack it did not ask for"
+        );
+        assert_eq!(call.read().unwrap(), 1);
+        drop(fe);
         relay.join();
     }
 

@@ -42,9 +42,10 @@ use serde::{Deserialize, Serialize};
 use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VringRwLock, VringState, VringT};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::bitmap::{Bitmap as _, BS};
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
-    GuestMemoryLoadGuard, GuestMemoryMmap, GuestRegionMmap,
+    GuestMemoryLoadGuard, GuestMemoryMmap, GuestRegionMmap, VolatileSlice,
 };
 
 use crate::error::{GuestErrorLog, HostError};
@@ -245,6 +246,116 @@ pub struct Chain<'m> {
     head: u16,
     raw: Option<RawChain>,
     held: bool,
+    mem: &'m ChainMemory,
+}
+
+/// A guest memory slice of a chain, as [`ChainBuffers::slices`] hands it out.
+pub type GuestSlice<'a> = VolatileSlice<'a, BS<'a, Bitmap>>;
+
+/// Which part of a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The device-readable buffers.
+    Readable,
+    /// The device-writable buffers.
+    Writable,
+}
+
+/// A chain's buffers as guest memory, for I/O that the host kernel does
+/// straight between a file and guest memory (`preadv`/`pwritev`, io_uring):
+/// zero-copy, where [`Reader`]/[`Writer`] copy through host buffers.
+///
+/// It keeps the guest memory it was taken from mapped (a reference to that
+/// memory map) until it is cleared or dropped, so the slices stay valid for
+/// I/O that completes later, even if the front end changes the memory table
+/// meanwhile. Device code sees byte offsets into the readable or writable
+/// part, never descriptors.
+///
+/// Writes into guest memory that do not go through vm-memory (the kernel's,
+/// for a read) are not in the dirty log by themselves: call
+/// [`ChainBuffers::mark_written`] once they are complete, before the chain
+/// is completed.
+#[derive(Default)]
+pub struct ChainBuffers {
+    mem: Option<ChainMemory>,
+    readable: Vec<(GuestAddress, usize)>,
+    writable: Vec<(GuestAddress, usize)>,
+}
+
+impl std::fmt::Debug for ChainBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainBuffers")
+            .field("readable", &self.readable_len())
+            .field("writable", &self.writable_len())
+            .finish()
+    }
+}
+
+impl ChainBuffers {
+    /// Bytes in the device-readable part.
+    pub fn readable_len(&self) -> usize {
+        self.readable.iter().map(|r| r.1).sum()
+    }
+
+    /// Bytes in the device-writable part.
+    pub fn writable_len(&self) -> usize {
+        self.writable.iter().map(|r| r.1).sum()
+    }
+
+    /// Forget the buffers and let go of the guest memory (capacity is kept
+    /// for the next chain).
+    pub fn clear(&mut self) {
+        self.mem = None;
+        self.readable.clear();
+        self.writable.clear();
+    }
+
+    /// Call `f` with the guest memory slices that together cover bytes
+    /// `skip..skip + len` of `part`, in order. Fails (before calling `f`
+    /// for the missing bytes) when the part is shorter.
+    pub fn slices<F>(&self, part: Part, skip: usize, len: usize, mut f: F) -> std::io::Result<()>
+    where
+        F: FnMut(&GuestSlice<'_>) -> std::io::Result<()>,
+    {
+        let short = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        let mem = self.mem.as_ref().ok_or_else(short)?;
+        let ranges = match part {
+            Part::Readable => &self.readable,
+            Part::Writable => &self.writable,
+        };
+        let (mut skip, mut left) = (skip, len);
+        for &(addr, range_len) in ranges {
+            if left == 0 {
+                break;
+            }
+            if skip >= range_len {
+                skip -= range_len;
+                continue;
+            }
+            let n = (range_len - skip).min(left);
+            let start = addr
+                .checked_add(skip as u64)
+                .ok_or_else(|| std::io::Error::other("buffer beyond the address space"))?;
+            for slice in mem.get_slices(start, n) {
+                f(&slice.map_err(std::io::Error::other)?)?;
+            }
+            skip = 0;
+            left -= n;
+        }
+        if left > 0 {
+            return Err(short());
+        }
+        Ok(())
+    }
+
+    /// Log bytes `skip..skip + len` of the writable part in the dirty
+    /// bitmap (after the host wrote them other than through vm-memory).
+    pub fn mark_written(&self, skip: usize, len: usize) -> std::io::Result<()> {
+        self.slices(Part::Writable, skip, len, |s| {
+            s.bitmap().mark_dirty(0, s.len());
+            Ok(())
+        })
+    }
 }
 
 impl Chain<'_> {
@@ -265,6 +376,28 @@ impl Chain<'_> {
     pub fn head(&self) -> u16 {
         self.head
     }
+
+    /// This chain's buffers as guest memory, for zero-copy I/O, into `out`
+    /// (reusing its capacity). Call it before [`Self::hold`].
+    pub fn buffers(&self, out: &mut ChainBuffers) -> std::io::Result<()> {
+        out.clear();
+        let raw = self
+            .raw
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the chain is held already"))?;
+        for desc in raw.clone() {
+            let range = (desc.addr(), desc.len() as usize);
+            if desc.is_write_only() {
+                out.writable.push(range);
+            } else if out.writable.is_empty() {
+                // Device-readable buffers come first (virtio 1.3, 2.7.4.2);
+                // virtio-queue's Reader ignores any after a writable one.
+                out.readable.push(range);
+            }
+        }
+        out.mem = Some(self.mem.clone());
+        Ok(())
+    }
 }
 
 /// Everything a device needs to drain its queues.
@@ -284,6 +417,10 @@ pub struct QueueContext<'a> {
     pub held: &'a HeldHeads,
     /// Requests to the front end (config change, shared memory).
     pub backend: &'a crate::backend::BackendChannel,
+    /// The queue is being stopped (`GET_VRING_BASE`, see
+    /// [`VirtioDevice::stop_queue`](crate::device::VirtioDevice::stop_queue)):
+    /// held chains may still be completed although the ring no longer runs.
+    pub stopping: bool,
 }
 
 impl std::fmt::Debug for QueueContext<'_> {
@@ -430,6 +567,7 @@ where
                             head,
                             raw: Some(raw),
                             held: false,
+                            mem: &mem,
                         };
                         let c = handle(&mut chain)?;
                         if chain.held {
@@ -568,7 +706,7 @@ impl QueueContext<'_> {
             return Ok(Some(held));
         };
         let mut state = vring.get_mut();
-        if !state.get_queue().ready() {
+        if !state.get_queue().ready() && !self.stopping {
             return Ok(Some(held));
         }
         check_rings(self, queue, state.get_queue());
@@ -804,6 +942,75 @@ mod tests {
         assert!(q.used().unwrap().is_empty());
         assert_eq!(q.read(BUFFERS, 8).unwrap(), vec![0; 8]);
         assert_eq!(q.held.count(0), 1);
+    }
+
+    #[test]
+    fn completing_while_stopping_publishes_on_a_stopped_queue() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        let head = q.add(&[(BUFFERS, 8, true)]).unwrap();
+        let mut kept = None;
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept = Some(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        q.vring.set_queue_ready(false);
+        let vrings = [Some(&q.vring)];
+        let ctx = QueueContext {
+            stopping: true,
+            ..context_with(&q, &vrings)
+        };
+
+        let back = ctx
+            .complete(kept.unwrap(), |_, w| {
+                w.write_all(&[3; 8])?;
+                Ok(8)
+            })
+            .unwrap();
+
+        assert!(back.is_none());
+        assert_eq!(q.used().unwrap(), vec![(u32::from(head), 8)]);
+        assert_eq!(q.held.count(0), 0);
+    }
+
+    #[test]
+    fn chain_buffers_map_byte_offsets_across_buffers() {
+        let mut q = TestQueue::new(16, false).unwrap();
+        q.write_bytes(BUFFERS, &[1, 2, 3, 4]).unwrap();
+        q.write_bytes(BUFFERS + 0x1000, &[5, 6, 7, 8]).unwrap();
+        q.add(&[
+            (BUFFERS, 4, false),
+            (BUFFERS + 0x1000, 4, false),
+            (BUFFERS + 0x2000, 4, true),
+            (BUFFERS + 0x3000, 4, true),
+        ])
+        .unwrap();
+        let mut bufs = ChainBuffers::default();
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            chain.buffers(&mut bufs)?;
+            Ok(Completion::Used(0))
+        })
+        .unwrap();
+        let mut seen = Vec::new();
+
+        bufs.slices(Part::Readable, 2, 4, |s| {
+            let mut b = vec![0u8; s.len()];
+            s.copy_to(&mut b[..]);
+            seen.extend(b);
+            Ok(())
+        })
+        .unwrap();
+        bufs.slices(Part::Writable, 3, 2, |s| {
+            s.copy_from(&[9u8; 8][..s.len()]);
+            Ok(())
+        })
+        .unwrap();
+
+        assert_eq!(seen, vec![3, 4, 5, 6]);
+        assert_eq!((bufs.readable_len(), bufs.writable_len()), (8, 8));
+        assert_eq!(q.read(BUFFERS + 0x2000, 4).unwrap(), vec![0, 0, 0, 9]);
+        assert_eq!(q.read(BUFFERS + 0x3000, 4).unwrap(), vec![9, 0, 0, 0]);
+        assert!(bufs.mark_written(6, 4).is_err(), "past the writable part");
     }
 
     #[test]

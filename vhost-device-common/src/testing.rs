@@ -138,6 +138,7 @@ impl TestQueue {
             vrings: &[],
             held: &self.held,
             backend: &self.backend,
+            stopping: false,
         }
     }
 

@@ -6,8 +6,15 @@
 //!
 //! The image lives on tmpfs (`/dev/shm`) so that the daemon, not a disk, is
 //! measured: 4 KiB random reads and writes at queue depth 1 and 32, 1 MiB
-//! sequential reads and writes at depth 4, and the daemon's CPU time per I/O
-//! (from `/proc`). `SCSI_BENCH_SECONDS` sets the time per case (default 2).
+//! sequential reads and writes at depth 4, the median latency and the
+//! daemon's CPU time per I/O (from `/proc`). Then 4 KiB random reads from an
+//! image on the machine's disk opened with `,direct`, at depth 1 and 32.
+//!
+//! `SCSI_BENCH_SECONDS` sets the time per case (default 2),
+//! `SCSI_BENCH_ENGINE` passes `--engine`, `SCSI_BENCH_BIN` measures another
+//! build of the daemon (an older one, for before/after numbers), and
+//! `SCSI_BENCH_DISK_DIR` where the disk image goes (default: cargo's
+//! target directory).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -39,7 +46,7 @@ fn cdb(write: bool, lba: u64, blocks: u32) -> [u8; 16] {
 }
 
 /// Keep `depth` commands of `size` bytes in flight for `secs`.
-/// Returns (I/O per second, MB/s, daemon CPU µs per I/O).
+/// Returns (I/O per second, MB/s, daemon CPU µs per I/O, median latency µs).
 fn run_case(
     d: &DaemonProcess,
     s: &mut Session,
@@ -48,7 +55,7 @@ fn run_case(
     size: u32,
     depth: usize,
     secs: Duration,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, f64) {
     let slots: Vec<Slot> = (0..depth)
         .map(|_| Slot {
             req: s.ram().alloc(u64::from(size) + 4096, 4096).unwrap(),
@@ -94,8 +101,11 @@ fn run_case(
         s.queue(2).unwrap().add(&chain).unwrap()
     };
     let mut by_head = HashMap::new();
+    let mut posted = vec![Instant::now(); depth];
+    let mut latencies = Vec::new();
     let old = s.queue(2).unwrap().avail_index();
     for (i, slot) in slots.iter().enumerate() {
+        posted[i] = Instant::now();
         by_head.insert(post(s, slot, next_lba()), i);
     }
     s.queue(2).unwrap().kick_if_needed(old).unwrap();
@@ -113,8 +123,11 @@ fn run_case(
             .map(|u| by_head.remove(&u.head).unwrap())
             .collect();
         ios += done.len() as u64;
+        let now = Instant::now();
+        latencies.extend(done.iter().map(|&i| (now - posted[i]).as_secs_f64() * 1e6));
         let old = s.queue(2).unwrap().avail_index();
         for i in done {
+            posted[i] = Instant::now();
             by_head.insert(post(s, &slots[i], next_lba()), i);
         }
         s.queue(2).unwrap().kick_if_needed(old).unwrap();
@@ -128,7 +141,36 @@ fn run_case(
             .unwrap();
     }
     let iops = ios as f64 / elapsed;
-    (iops, iops * f64::from(size) / 1e6, cpu / ios.max(1) as f64)
+    latencies.sort_by(f64::total_cmp);
+    let p50 = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
+    (
+        iops,
+        iops * f64::from(size) / 1e6,
+        cpu / ios.max(1) as f64,
+        p50,
+    )
+}
+
+type Case = (&'static str, bool, bool, u32, usize);
+
+/// Start the daemon on `lun` and run `cases` against it.
+fn bench(lun: &str, cases: &[Case], secs: Duration) {
+    let bin = std::env::var("SCSI_BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut args = vec!["--lun".to_string(), lun.to_string()];
+    if let Ok(engine) = std::env::var("SCSI_BENCH_ENGINE") {
+        args.extend(["--engine".to_string(), engine]);
+    }
+    let d = DaemonProcess::start(Path::new(&bin), &args).unwrap();
+    let opts = Options {
+        ram_size: 256 << 20,
+        num_queues: Some(3),
+        ..Options::default()
+    };
+    let mut s = Session::start(&d.socket, &opts).unwrap();
+    for &(name, write, random, size, depth) in cases {
+        let (iops, mbs, cpu, p50) = run_case(&d, &mut s, write, random, size, depth, secs);
+        println!("| {name} | {depth} | {iops:.0} | {mbs:.0} | {p50:.1} µs | {cpu:.1} µs |");
+    }
 }
 
 fn main() {
@@ -147,21 +189,22 @@ fn main() {
     let dir = tempfile::tempdir_in(shm).unwrap();
     let img = dir.path().join("bench.img");
     std::fs::write(&img, vec![0x11u8; LUN_BYTES as usize]).unwrap();
-    let d = DaemonProcess::start(Path::new(BIN), ["--lun", img.to_str().unwrap()]).unwrap();
-    let opts = Options {
-        ram_size: 256 << 20,
-        num_queues: Some(3),
-        ..Options::default()
-    };
-    let mut s = Session::start(&d.socket, &opts).unwrap();
+    let disk_dir = std::env::var("SCSI_BENCH_DISK_DIR")
+        .unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
+    let disk_tmp = tempfile::tempdir_in(disk_dir).unwrap();
+    let disk_img = disk_tmp.path().join("bench.img");
+    std::fs::write(&disk_img, vec![0x22u8; LUN_BYTES as usize]).unwrap();
 
     println!(
-        "vhost-device-scsi benchmark on {}, image on {shm}",
-        vhost_device_test_frontend::machine_description()
+        "vhost-device-scsi benchmark on {}, image on {shm}{}",
+        vhost_device_test_frontend::machine_description(),
+        std::env::var("SCSI_BENCH_ENGINE")
+            .map(|e| format!(", --engine {e}"))
+            .unwrap_or_default()
     );
     println!();
-    println!("| workload | queue depth | IOPS | MB/s | daemon CPU per I/O |");
-    println!("|---|---|---|---|---|");
+    println!("| workload | queue depth | IOPS | MB/s | p50 latency | daemon CPU per I/O |");
+    println!("|---|---|---|---|---|---|");
     let cases = [
         ("4 KiB random read", false, true, 4096, 1),
         ("4 KiB random read", false, true, 4096, 32),
@@ -170,8 +213,14 @@ fn main() {
         ("1 MiB sequential read", false, false, 1 << 20, 4),
         ("1 MiB sequential write", true, false, 1 << 20, 4),
     ];
-    for (name, write, random, size, depth) in cases {
-        let (iops, mbs, cpu) = run_case(&d, &mut s, write, random, size, depth, secs);
-        println!("| {name} | {depth} | {iops:.0} | {mbs:.0} | {cpu:.1} µs |");
-    }
+    bench(img.to_str().unwrap(), &cases, secs);
+    let direct = [
+        ("4 KiB random read, disk, direct", false, true, 4096, 1),
+        ("4 KiB random read, disk, direct", false, true, 4096, 32),
+    ];
+    bench(
+        &format!("{},direct", disk_img.to_str().unwrap()),
+        &direct,
+        secs,
+    );
 }

@@ -45,6 +45,23 @@ pub struct DeviceArgs {
     /// Commands per LUN the driver may queue (advertised)
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub cmd_per_lun: u32,
+
+    /// How reads, writes and flushes reach image files: `io_uring` (many in
+    /// flight per queue; falls back to `sync` where the kernel refuses it)
+    /// or `sync` (one `preadv`/`pwritev` at a time per queue)
+    #[arg(long, value_enum, default_value_t = Engine::IoUring)]
+    pub engine: Engine,
+}
+
+/// The I/O engine.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// One synchronous `preadv`/`pwritev`/`fdatasync` at a time per queue.
+    Sync,
+    /// io_uring: every command of a queue in flight at once.
+    #[default]
+    #[value(name = "io_uring", alias = "io-uring", alias = "uring")]
+    IoUring,
 }
 
 /// Where a LUN's data is.
@@ -84,6 +101,8 @@ pub struct Config {
     pub max_sectors: u32,
     /// Commands per LUN.
     pub cmd_per_lun: u32,
+    /// I/O engine.
+    pub engine: Engine,
 }
 
 /// Invalid options.
@@ -220,6 +239,7 @@ impl TryFrom<DeviceArgs> for Config {
             num_queues: args.num_queues,
             max_sectors: args.max_sectors,
             cmd_per_lun: args.cmd_per_lun,
+            engine: args.engine,
         })
     }
 }
@@ -282,6 +302,18 @@ mod tests {
     #[test]
     fn at_least_one_lun_is_required() {
         assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn engine_defaults_to_io_uring_and_sync_can_be_chosen() {
+        assert_eq!(parse(&["--lun", "a.img"]).unwrap().engine, Engine::IoUring);
+        assert_eq!(
+            parse(&["--lun", "a.img", "--engine", "sync"])
+                .unwrap()
+                .engine,
+            Engine::Sync
+        );
+        assert!(parse(&["--lun", "a.img", "--engine", "aio"]).is_err());
     }
 
     #[test]

@@ -37,9 +37,15 @@ pub fn run(args: args::Args) -> Result<(), daemon::Error> {
                     .into(),
             );
         }
-        let config = args::Config::try_from(device)?;
+        let mut config = args::Config::try_from(device)?;
+        if config.engine == args::Engine::IoUring && !host::uring::available() {
+            log::warn!(
+                "io_uring is not available here (kernel or seccomp policy): using --engine sync"
+            );
+            config.engine = args::Engine::Sync;
+        }
         // LUNs are opened once: their data outlives any one front end.
         let target = Arc::new(device::open_target(&config)?);
-        Ok(move |_index| Ok(device::ScsiDevice::new(target.clone(), &config)))
+        Ok(move |_index| Ok(device::ScsiDevice::new(target.clone(), &config)?))
     })
 }

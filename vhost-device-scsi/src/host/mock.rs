@@ -5,7 +5,10 @@
 //! daemon without a file system. Contents are lost when the daemon exits.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
+
+use vhost_device_common::queue::{ChainBuffers, Part};
 
 use super::BlockHost;
 
@@ -14,6 +17,10 @@ use super::BlockHost;
 pub struct MemBlock {
     data: Mutex<Vec<u8>>,
     fail_io: bool,
+    fail_next_flush: AtomicBool,
+    write_errno: AtomicI32,
+    thick: bool,
+    fail_discard: bool,
 }
 
 impl MemBlock {
@@ -22,14 +29,47 @@ impl MemBlock {
         Self {
             data: Mutex::new(vec![0; size]),
             fail_io: false,
+            fail_next_flush: AtomicBool::new(false),
+            write_errno: AtomicI32::new(0),
+            thick: false,
+            fail_discard: false,
         }
+    }
+
+    /// A LUN without hole punching (a block device, say): not thin.
+    pub fn thick(self) -> Self {
+        Self {
+            thick: true,
+            ..self
+        }
+    }
+
+    /// Every discard fails with EOPNOTSUPP.
+    pub fn failing_discard(self) -> Self {
+        Self {
+            fail_discard: true,
+            ..self
+        }
+    }
+
+    /// The next flush fails with EIO (later ones succeed, as `fdatasync`
+    /// does after the kernel dropped the pages it could not write).
+    pub fn fail_next_flush(self) -> Self {
+        self.fail_next_flush.store(true, Ordering::Release);
+        self
+    }
+
+    /// Every write fails with `errno`.
+    pub fn fail_writes_with(self, errno: i32) -> Self {
+        self.write_errno.store(errno, Ordering::Release);
+        self
     }
 
     /// A LUN whose reads, writes and flushes fail with EIO.
     pub fn failing(size: usize) -> Self {
         Self {
-            data: Mutex::new(vec![0; size]),
             fail_io: true,
+            ..Self::new(size)
         }
     }
 
@@ -64,6 +104,10 @@ impl BlockHost for MemBlock {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check()?;
+        match self.write_errno.load(Ordering::Acquire) {
+            0 => {}
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
         let mut data = vhost_device_common::lock(&self.data);
         let len = data.len();
         let r = self.range(offset, buf.len(), len)?;
@@ -71,11 +115,62 @@ impl BlockHost for MemBlock {
         Ok(())
     }
 
+    fn read_into(
+        &self,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<()> {
+        self.check()?;
+        let data = vhost_device_common::lock(&self.data);
+        let r = self.range(offset, len, data.len())?;
+        let mut src = &data[r];
+        bufs.slices(Part::Writable, skip, len, |s| {
+            let (now, rest) = src.split_at(s.len().min(src.len()));
+            s.copy_from(now);
+            src = rest;
+            Ok(())
+        })
+    }
+
+    fn write_from(
+        &self,
+        bufs: &ChainBuffers,
+        skip: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<()> {
+        self.check()?;
+        match self.write_errno.load(Ordering::Acquire) {
+            0 => {}
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
+        let mut data = vhost_device_common::lock(&self.data);
+        let size = data.len();
+        let r = self.range(offset, len, size)?;
+        let mut dst = &mut data[r];
+        bufs.slices(Part::Readable, skip, len, |s| {
+            let n = s.len().min(dst.len());
+            let (now, rest) = std::mem::take(&mut dst).split_at_mut(n);
+            s.copy_to(now);
+            dst = rest;
+            Ok(())
+        })
+    }
+
     fn flush(&self) -> io::Result<()> {
-        self.check()
+        self.check()?;
+        if self.fail_next_flush.swap(false, Ordering::AcqRel) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.thick || self.fail_discard {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
         let mut data = vhost_device_common::lock(&self.data);
         let size = data.len();
         let r = self.range(
@@ -88,7 +183,7 @@ impl BlockHost for MemBlock {
     }
 
     fn thin(&self) -> bool {
-        true
+        !self.thick
     }
 
     fn name(&self) -> String {
