@@ -268,3 +268,20 @@ impl Drop for DaemonProcess {
         }
     }
 }
+
+/// The back-end type that `bin --print-capabilities` names (the `"type"` of
+/// QEMU's `docs/interop/vhost-user.json`), checking that the command succeeds.
+pub fn capabilities_type(bin: &Path) -> std::io::Result<String> {
+    let out = Command::new(bin).arg("--print-capabilities").output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "--print-capabilities failed: {}",
+            DaemonProcess::describe(out.status)
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_once("\"type\": \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(kind, _)| kind.to_owned())
+        .ok_or_else(|| std::io::Error::other(format!("no \"type\" in {text}")))
+}
