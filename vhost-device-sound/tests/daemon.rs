@@ -66,6 +66,10 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// A virtio-snd driver over the test front end.
 struct Snd {
     s: Session,
+    /// Used chains already taken off each queue's used ring but not yet
+    /// handed to the test (a device may use several chains between two
+    /// looks at the ring; none may be lost).
+    backlog: [std::collections::VecDeque<Used>; 4],
 }
 
 /// An I/O message in flight.
@@ -82,7 +86,24 @@ impl Snd {
     }
 
     fn with(s: Session) -> Self {
-        Self { s }
+        Self {
+            s,
+            backlog: Default::default(),
+        }
+    }
+
+    /// Move the driver to the daemon at `socket` (live migration), keeping
+    /// the used chains it has not looked at yet.
+    fn migrate(self, socket: &Path) -> Self {
+        let s = self
+            .s
+            .migrate_to(socket, &Options::default())
+            .map_err(|e| e.error)
+            .expect("migration");
+        Self {
+            s,
+            backlog: self.backlog,
+        }
     }
 
     fn alloc(&self, data: &[u8]) -> u64 {
@@ -99,24 +120,26 @@ impl Snd {
         head
     }
 
-    /// Wait for `n` used chains of queue `q`.
+    /// Wait for the next `n` used chains of queue `q`, in the order the
+    /// device used them (more that came meanwhile wait for the next call).
     fn used(&mut self, q: usize, n: usize) -> Vec<Used> {
-        let mut all = Vec::new();
-        while all.len() < n {
-            all.extend(
-                self.s
-                    .queue(q)
-                    .unwrap()
-                    .wait_used(WAIT)
-                    .expect("device answers"),
-            );
+        while self.backlog[q].len() < n {
+            let more = self
+                .s
+                .queue(q)
+                .unwrap()
+                .wait_used(WAIT)
+                .expect("device answers");
+            self.backlog[q].extend(more);
         }
-        all
+        self.backlog[q].drain(..n).collect()
     }
 
-    /// Whatever queue `q` used so far.
+    /// Every chain queue `q` used so far and the test has not seen.
     fn used_now(&mut self, q: usize) -> Vec<Used> {
-        self.s.queue(q).unwrap().take_used().unwrap()
+        let more = self.s.queue(q).unwrap().take_used().unwrap();
+        self.backlog[q].extend(more);
+        self.backlog[q].drain(..).collect()
     }
 
     /// A control request with a response buffer of `resp` bytes: (status,
@@ -264,7 +287,9 @@ fn write_wav(path: &Path, data: &[u8]) {
 
 /// Play `audio` on stream 0 as Linux does: pre-buffer `depth` periods in
 /// PREPARE, START, re-post a period whenever one completes, STOP at the end.
-/// Returns each completion's time since START.
+/// Returns when the test saw each completion, counted from just before it
+/// sent START (so no completion the device paces correctly can appear
+/// early, however late the test or the device run).
 fn play(snd: &mut Snd, audio: &[u8], depth: usize) -> Vec<Duration> {
     let periods: Vec<&[u8]> = audio.chunks(PERIOD as usize).collect();
     let mut next = 0;
@@ -273,8 +298,8 @@ fn play(snd: &mut Snd, audio: &[u8], depth: usize) -> Vec<Duration> {
         in_flight.push_back(snd.tx(0, periods[next]));
         next += 1;
     }
-    assert_eq!(snd.cmd(START, 0), OK);
     let start = Instant::now();
+    assert_eq!(snd.cmd(START, 0), OK);
     let mut times = Vec::new();
     while !in_flight.is_empty() {
         for u in snd.used(TX, 1) {
@@ -479,7 +504,7 @@ fn sine_played_through_the_wav_backend_is_in_the_file_sample_by_sample() {
 }
 
 #[test]
-fn two_seconds_of_playback_take_two_seconds() {
+fn playback_is_paced_never_faster_than_real_time() {
     let d = daemon(&[]);
     let mut snd = Snd::new(&d);
     let audio = vec![0u8; 2 * 192_000];
@@ -487,22 +512,15 @@ fn two_seconds_of_playback_take_two_seconds() {
 
     let times = play(&mut snd, &audio, 4);
 
-    let total = *times.last().unwrap();
+    // Period k (10 ms each) is never done before (k + 1) * 10 ms after
+    // START: completions are the guest's clock, so 2 s of audio take at
+    // least 2 s. How close to real time they come (jitter, the ±5 % of
+    // the issue) depends on the machine's load and is measured by the
+    // benchmark (`cargo bench -p vhost-device-sound`), not asserted here.
     assert_eq!(times.len(), 200);
-    // Never faster than real time (that is the guest's clock); the upper
-    // bound only catches a stall: a busy CI machine may re-post late and
-    // underrun, so precision (±5 % measured here) belongs to a benchmark.
-    assert!(
-        total >= Duration::from_millis(1900) && total <= Duration::from_millis(3000),
-        "2 s of audio completed in {total:?}"
-    );
-    // Completions are paced, not bunched: period k is not done before k periods.
     for (k, t) in times.iter().enumerate() {
         let ideal = Duration::from_millis(10 * (k as u64 + 1));
-        assert!(
-            *t + Duration::from_millis(2) >= ideal,
-            "period {k} done at {t:?}"
-        );
+        assert!(*t >= ideal, "period {k} done at {t:?}, before {ideal:?}");
     }
 }
 
@@ -533,24 +551,39 @@ fn stop_pauses_and_start_resumes_playback() {
     let mut snd = Snd::new(&d);
     snd.prepare(0);
     let a = snd.tx(0, &[0; PERIOD as usize]);
-    let b = snd.tx(0, &[0; (PERIOD * 20) as usize]);
+    // 2 s of audio: long enough that it is still playing at STOP.
+    let long = PERIOD * 200;
+    let b = snd.tx(0, &vec![0; long as usize]);
+    let play_time = Duration::from_millis(10 + 2000);
+    let started = Instant::now();
     assert_eq!(snd.cmd(START, 0), OK);
     assert_eq!(snd.used(TX, 1)[0].head, a.head);
-
     assert_eq!(snd.cmd(STOP, 0), OK);
-    let paused = Instant::now();
-    // A round trip on the control queue, then the long buffer is still held.
-    assert_eq!(snd.query(PCM_INFO, 0, 1, 32).0, OK);
-    assert!(snd.used_now(TX).is_empty(), "completed while stopped");
+    // The device played at most this long before it stopped.
+    let ran = started.elapsed();
+
+    // A pause a device that ignored STOP would spend playing.
     std::thread::sleep(Duration::from_millis(250));
-    assert!(snd.used_now(TX).is_empty(), "completed while stopped");
+    let during_pause = snd.used_now(TX);
+    assert!(
+        during_pause.is_empty() || ran >= play_time,
+        "completed while stopped"
+    );
+    if !during_pause.is_empty() {
+        // The test itself took more than 2 s to STOP: nothing was paused.
+        eprintln!("STOP came after the whole buffer played; no pause to check");
+        return;
+    }
+    let resumed = Instant::now();
     assert_eq!(snd.cmd(START, 0), OK);
     let used = snd.used(TX, 1);
 
     assert_eq!(used[0].head, b.head);
+    // Played only while started: before the pause and after it.
+    let played = ran + resumed.elapsed();
     assert!(
-        paused.elapsed() >= Duration::from_millis(250 + 150),
-        "the pause was not kept"
+        played >= play_time,
+        "2.01 s of audio done after {played:?} of play: the pause was not kept"
     );
 }
 
@@ -593,6 +626,38 @@ fn release_returns_every_pending_buffer_before_it_is_answered() {
     let mut expected: Vec<u16> = held.iter().map(|m| m.head).collect();
     expected.sort_unstable();
     assert_eq!(heads, expected);
+}
+
+#[test]
+fn release_returns_buffers_whose_kick_the_device_has_not_handled_yet() {
+    // On a busy machine the control worker can handle a RELEASE before the
+    // tx worker has handled the kick of buffers the driver sent earlier.
+    // Not kicking the tx queue at all makes that order certain.
+    let d = daemon(&[]);
+    let mut snd = Snd::new(&d);
+    snd.prepare(0);
+    let x = snd.alloc(&le32(0));
+    let data = snd.alloc(&[0; PERIOD as usize]);
+    let mut expected: Vec<u16> = (0..3)
+        .map(|_| {
+            let st = snd.s.ram().alloc(8, 8).unwrap();
+            let chain = Chain::new()
+                .readable(x, 4)
+                .readable(data, PERIOD)
+                .writable(st, 8);
+            snd.s.queue(TX).unwrap().add(&chain).unwrap()
+        })
+        .collect();
+
+    assert_eq!(snd.cmd(RELEASE, 0), OK);
+
+    let mut heads: Vec<u16> = snd.used_now(TX).iter().map(|u| u.head).collect();
+    heads.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(
+        heads, expected,
+        "RELEASE answered while buffers were pending"
+    );
 }
 
 #[test]
@@ -962,12 +1027,7 @@ fn playback_with_held_buffers_continues_on_a_second_daemon() {
     assert_eq!(done_on_a[0].head, first[0].head);
 
     // Three periods are held by daemon A when the guest moves.
-    let mut snd = Snd::with(
-        snd.s
-            .migrate_to(&b.socket, &Options::default())
-            .map_err(|e| e.error)
-            .expect("migration"),
-    );
+    let mut snd = snd.migrate(&b.socket);
     let mut rest: std::collections::VecDeque<Msg> = first[1..].iter().copied().collect();
     for p in &periods[4..] {
         rest.push_back(snd.tx(0, p));
@@ -996,12 +1056,7 @@ fn buffers_held_at_migration_are_returned_by_release_on_the_second_daemon() {
     let mut snd = Snd::new(&a);
     snd.prepare(0);
     let held: Vec<Msg> = (0..2).map(|_| snd.tx(0, &[0; PERIOD as usize])).collect();
-    let mut snd = Snd::with(
-        snd.s
-            .migrate_to(&b.socket, &Options::default())
-            .map_err(|e| e.error)
-            .expect("migration"),
-    );
+    let mut snd = snd.migrate(&b.socket);
 
     assert_eq!(snd.cmd(RELEASE, 0), OK);
 

@@ -16,10 +16,13 @@
 //! # Requests
 //!
 //! - control: parsed by [`crate::request`], answered at once, except
-//!   RELEASE of a stream that holds I/O: that request is held, the stream's
-//!   worker is woken through the stream's timer, returns every held I/O
-//!   message, and wakes the first worker, which then answers the RELEASE
-//!   (5.14.6.6.5: never before the I/O is back);
+//!   RELEASE: that request is held, and the stream's worker is woken
+//!   through the stream's timer. It first takes whatever the driver made
+//!   available on the stream's queue (messages sent before the RELEASE
+//!   whose kick it has not handled yet: on a busy machine the control
+//!   worker can run first), then returns every held I/O message of the
+//!   stream, and wakes the first worker, which then answers the RELEASE
+//!   (5.14.6.6.5.1: never while I/O of the stream is pending);
 //! - tx/rx: the `stream_id` is checked against the streams and the queue's
 //!   direction; a message is held in its stream's FIFO (see [`pcm`]) and
 //!   completed when due, so one stream never blocks another;
@@ -82,6 +85,14 @@ fn worker_of(direction: Direction) -> usize {
     match direction {
         Direction::Output => 1,
         Direction::Input => 2,
+    }
+}
+
+/// The queue that carries a stream's I/O.
+fn queue_of(direction: Direction) -> usize {
+    match direction {
+        Direction::Output => TX_QUEUE,
+        Direction::Input => RX_QUEUE,
     }
 }
 
@@ -404,7 +415,10 @@ impl SoundDevice {
             d.poke(id)
                 .map_err(|e| Error::Host(format!("timer of stream {id}"), io::Error::other(e)))
         };
-        if command == PcmCommand::Release && !s.io.is_empty() {
+        if command == PcmCommand::Release {
+            // Answered by the stream's worker once every pending message is
+            // back, including any still on the avail ring that the worker
+            // has not seen yet (5.14.6.6.5.1).
             s.release_waiters.push(chain.hold());
             drop(s);
             wake(self)?;
@@ -539,7 +553,9 @@ impl SoundDevice {
         if s.spec.direction != direction {
             return refuse(chain, format!("stream {id} is not on this queue"));
         }
-        if !s.state.takes_io() {
+        // A message that arrives while a RELEASE waits was pending when the
+        // driver sent the RELEASE: it goes back with the held ones.
+        if !s.state.takes_io() && s.release_waiters.is_empty() {
             return refuse(chain, format!("stream {id} is in state {}", s.state.name()));
         }
         let Ok(len) = u32::try_from(len) else {
@@ -818,6 +834,19 @@ impl VirtioDevice for SoundDevice {
                 // Non-blocking: EAGAIN only means it was consumed already.
                 let mut buf = [0u8; 8];
                 let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&t.as_fd()), &mut buf);
+            }
+            let releasing = self
+                .stream(id)
+                .filter(|s| !s.release_waiters.is_empty())
+                .map(|s| queue_of(s.spec.direction));
+            if let Some(queue) = releasing {
+                // The driver may have made messages available before its
+                // RELEASE that this worker has not taken yet (the kick is
+                // still on its way): take them now, so the RELEASE is
+                // answered only after they are back too.
+                if let Some(vring) = ctx.vrings.get(queue).copied().flatten() {
+                    self.serve_io(ctx, queue, vring)?;
+                }
             }
         } else if let Some(mut s) = self.stream(id) {
             s.host.clear_ready();
