@@ -853,6 +853,17 @@ mod tests {
         assert!(q.used().unwrap().is_empty());
     }
 
+    /// Drain queue 0 of `q`, holding every chain; the held chains in order.
+    fn hold_all(q: &TestQueue) -> Vec<HeldChain> {
+        let mut kept = Vec::new();
+        drain_chains(&q.context(), 0, &q.vring, |chain| {
+            kept.push(chain.hold());
+            Ok(Completion::Held)
+        })
+        .unwrap();
+        kept
+    }
+
     fn context_with<'a>(q: &'a TestQueue, vrings: &'a [Option<&'a Vring>]) -> QueueContext<'a> {
         QueueContext {
             vrings,
@@ -922,12 +933,7 @@ mod tests {
     fn completing_on_a_stopped_queue_gives_the_chain_back_untouched() {
         let mut q = TestQueue::new(16, false).unwrap();
         q.add(&[(BUFFERS, 8, true)]).unwrap();
-        let mut kept = None;
-        drain_chains(&q.context(), 0, &q.vring, |chain| {
-            kept = Some(chain.hold());
-            Ok(Completion::Held)
-        })
-        .unwrap();
+        let kept = hold_all(&q).pop();
         q.vring.set_queue_ready(false);
         let vrings = [Some(&q.vring)];
 
@@ -948,12 +954,7 @@ mod tests {
     fn completing_while_stopping_publishes_on_a_stopped_queue() {
         let mut q = TestQueue::new(16, false).unwrap();
         let head = q.add(&[(BUFFERS, 8, true)]).unwrap();
-        let mut kept = None;
-        drain_chains(&q.context(), 0, &q.vring, |chain| {
-            kept = Some(chain.hold());
-            Ok(Completion::Held)
-        })
-        .unwrap();
+        let kept = hold_all(&q).pop();
         q.vring.set_queue_ready(false);
         let vrings = [Some(&q.vring)];
         let ctx = QueueContext {
@@ -1019,12 +1020,7 @@ mod tests {
         let head = q
             .add(&[(BUFFERS, 4, true), (BUFFERS + 0x1000, 4, true)])
             .unwrap();
-        let mut kept = None;
-        drain_chains(&q.context(), 0, &q.vring, |chain| {
-            kept = Some(chain.hold());
-            Ok(Completion::Held)
-        })
-        .unwrap();
+        let kept = hold_all(&q).pop();
         let saved = postcard::to_stdvec(&kept.unwrap()).unwrap();
         let restored: HeldChain = postcard::from_bytes(&saved).unwrap();
         let vrings = [Some(&q.vring)];
@@ -1045,12 +1041,7 @@ mod tests {
     fn saved_copy_of_a_held_chain_completes_on_the_destination_and_the_original_stays_held() {
         let mut q = TestQueue::new(16, false).unwrap();
         let head = q.add(&[(BUFFERS, 8, true)]).unwrap();
-        let mut kept = None;
-        drain_chains(&q.context(), 0, &q.vring, |chain| {
-            kept = Some(chain.hold());
-            Ok(Completion::Held)
-        })
-        .unwrap();
+        let kept = hold_all(&q).pop();
         let kept = kept.unwrap();
         let blob = postcard::to_stdvec(&kept.to_saved()).unwrap();
         let restored: HeldChain = postcard::from_bytes(&blob).unwrap();
@@ -1101,12 +1092,7 @@ mod tests {
     fn chains_held_from_rings_a_reset_driver_left_are_never_completed() {
         let mut q = TestQueue::new(16, false).unwrap();
         q.add(&[(BUFFERS, 8, true)]).unwrap();
-        let mut kept = None;
-        drain_chains(&q.context(), 0, &q.vring, |chain| {
-            kept = Some(chain.hold());
-            Ok(Completion::Held)
-        })
-        .unwrap();
+        let kept = hold_all(&q).pop();
         // The guest rebooted: its new driver set the queue up on other rings.
         let (desc, avail, used) = (0x8_0000, 0x8_1000, 0x8_2000);
         q.vring.set_queue_info(desc, avail, used).unwrap();
