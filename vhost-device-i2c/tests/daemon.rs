@@ -117,6 +117,29 @@ fn failure_in_the_middle_of_a_group_fails_it_and_the_rest_which_never_run() {
 }
 
 #[test]
+fn groups_failing_in_the_middle_answer_every_request_exactly_once() {
+    let d = daemon(&["--device-list", SIM]);
+    let mut g = guest(&d);
+
+    for _ in 0..200 {
+        let replies = xfer(
+            &mut g,
+            &[
+                w(SENSOR, &[0x10, 0xaa]),
+                w(SENSOR, &[0xfe, 0x00]),
+                w(EEPROM, &[0x00, 0x77]),
+            ],
+        );
+        assert_eq!(statuses(&replies), vec![MSG_OK, MSG_ERR, MSG_ERR]);
+        let probe = xfer(&mut g, &[w(SENSOR, &[0x10]), r(SENSOR, 1)]);
+        assert_eq!(statuses(&probe), vec![MSG_OK, MSG_OK]);
+    }
+
+    // No used entry beyond the answers collected: none late, none twice.
+    assert!(g.s.queue(0).unwrap().take_used().unwrap().is_empty());
+}
+
+#[test]
 fn unlisted_address_in_a_group_stops_it_there() {
     let d = daemon(&["--device-list", SIM]);
     let mut g = guest(&d);
