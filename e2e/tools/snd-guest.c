@@ -27,6 +27,18 @@
  *       guest did not read for the 0.96 s of its buffer) fails with exit
  *       status 4
  *
+ *   snd-guest ctl-get CTL NAME INDEX
+ *       print "NAME INDEX = VALUE": the first value of the mixer control
+ *       element NAME (index INDEX) of the control device node CTL
+ *   snd-guest ctl-set CTL NAME INDEX VALUE
+ *       write VALUE to it and print as ctl-get
+ *   snd-guest ctl-wait CTL NAME INDEX VALUE MS
+ *       subscribe to the card's control events, print "subscribed", then
+ *       wait up to MS ms for a value-change event of the element after which
+ *       it reads VALUE; print "NAME INDEX = VALUE after N events".  The
+ *       value is read only when an event came, so this succeeds only if
+ *       the change was notified (virtio-snd's CTL_NOTIFY)
+ *
  * Exit status: 0 success, 2 usage, 3 an ioctl failed or a wait timed out,
  * 4 an overrun.
  */
@@ -283,6 +295,92 @@ static int record(const char *path, unsigned long frames)
 	return 0;
 }
 
+static void ctl_id(struct snd_ctl_elem_id *id, const char *name, unsigned int index)
+{
+	memset(id, 0, sizeof(*id));
+	id->iface = SNDRV_CTL_ELEM_IFACE_MIXER;
+	strncpy((char *)id->name, name, sizeof(id->name) - 1);
+	id->index = index;
+}
+
+static long ctl_get(int fd, const char *name, unsigned int index)
+{
+	struct snd_ctl_elem_value v;
+
+	memset(&v, 0, sizeof(v));
+	ctl_id(&v.id, name, index);
+	if (ioctl(fd, SNDRV_CTL_IOCTL_ELEM_READ, &v) < 0)
+		die("SNDRV_CTL_IOCTL_ELEM_READ");
+	return v.value.integer.value[0];
+}
+
+static int ctl_open(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		die(path);
+	return fd;
+}
+
+static int ctl_set(const char *path, const char *name, unsigned int index, long value)
+{
+	int fd = ctl_open(path);
+	struct snd_ctl_elem_value v;
+
+	memset(&v, 0, sizeof(v));
+	ctl_id(&v.id, name, index);
+	v.value.integer.value[0] = value;
+	if (ioctl(fd, SNDRV_CTL_IOCTL_ELEM_WRITE, &v) < 0)
+		die("SNDRV_CTL_IOCTL_ELEM_WRITE");
+	printf("%s %u = %ld\n", name, index, ctl_get(fd, name, index));
+	close(fd);
+	return 0;
+}
+
+static int ctl_wait(const char *path, const char *name, unsigned int index, long want, int ms)
+{
+	int fd = ctl_open(path);
+	int on = 1;
+	unsigned long events = 0;
+
+	if (ioctl(fd, SNDRV_CTL_IOCTL_SUBSCRIBE_EVENTS, &on) < 0)
+		die("SNDRV_CTL_IOCTL_SUBSCRIBE_EVENTS");
+	printf("subscribed\n");
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int n = poll(&p, 1, ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die("poll");
+		if (n == 0) {
+			fprintf(stderr, "snd-guest: no change of %s %u to %ld notified within %d ms "
+				"(%lu events; it reads %ld)\n", name, index, want, ms, events,
+				ctl_get(fd, name, index));
+			exit(3);
+		}
+		struct snd_ctl_event ev;
+		ssize_t r = read(fd, &ev, sizeof(ev));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r != (ssize_t)sizeof(ev))
+			die("read of a control event");
+		if (ev.type != SNDRV_CTL_EVENT_ELEM ||
+		    !(ev.data.elem.mask & SNDRV_CTL_EVENT_MASK_VALUE) ||
+		    ev.data.elem.mask == SNDRV_CTL_EVENT_MASK_REMOVE ||
+		    strcmp((const char *)ev.data.elem.id.name, name) != 0 ||
+		    ev.data.elem.id.index != index)
+			continue;
+		events++;
+		long v = ctl_get(fd, name, index);
+		if (v == want) {
+			printf("%s %u = %ld after %lu events\n", name, index, v, events);
+			close(fd);
+			return 0;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	crc_init();
@@ -291,6 +389,21 @@ int main(int argc, char **argv)
 		return play(argv[2], strtoul(argv[3], NULL, 0));
 	if (argc == 4 && strcmp(argv[1], "record") == 0)
 		return record(argv[2], strtoul(argv[3], NULL, 0));
-	fprintf(stderr, "usage: snd-guest play|record PCM FRAMES\n");
+	if (argc == 5 && strcmp(argv[1], "ctl-get") == 0) {
+		int fd = ctl_open(argv[2]);
+		unsigned int index = (unsigned int)strtoul(argv[4], NULL, 0);
+		printf("%s %u = %ld\n", argv[3], index, ctl_get(fd, argv[3], index));
+		return 0;
+	}
+	if (argc == 6 && strcmp(argv[1], "ctl-set") == 0)
+		return ctl_set(argv[2], argv[3], (unsigned int)strtoul(argv[4], NULL, 0),
+			       strtol(argv[5], NULL, 0));
+	if (argc == 7 && strcmp(argv[1], "ctl-wait") == 0)
+		return ctl_wait(argv[2], argv[3], (unsigned int)strtoul(argv[4], NULL, 0),
+				strtol(argv[5], NULL, 0), (int)strtol(argv[6], NULL, 0));
+	fprintf(stderr, "usage: snd-guest play|record PCM FRAMES\n"
+		"       snd-guest ctl-get CTL NAME INDEX\n"
+		"       snd-guest ctl-set CTL NAME INDEX VALUE\n"
+		"       snd-guest ctl-wait CTL NAME INDEX VALUE MS\n");
 	return 2;
 }
