@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sound/asound.h>
@@ -337,6 +338,14 @@ static int ctl_set(const char *path, const char *name, unsigned int index, long 
 	return 0;
 }
 
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 static int ctl_wait(const char *path, const char *name, unsigned int index, long want, int ms)
 {
 	int fd = ctl_open(path);
@@ -346,9 +355,12 @@ static int ctl_wait(const char *path, const char *name, unsigned int index, long
 	if (ioctl(fd, SNDRV_CTL_IOCTL_SUBSCRIBE_EVENTS, &on) < 0)
 		die("SNDRV_CTL_IOCTL_SUBSCRIBE_EVENTS");
 	printf("subscribed\n");
+	/* MS bounds the whole wait, however many other events come. */
+	long long deadline = now_ms() + ms;
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int n = poll(&p, 1, ms);
+		long long left = deadline - now_ms();
+		int n = left > 0 ? poll(&p, 1, (int)left) : 0;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)

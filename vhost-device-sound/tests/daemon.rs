@@ -1032,7 +1032,7 @@ fn an_unchanged_host_value_sends_no_notification() {
 fn a_driver_control_write_reaches_the_host_and_is_not_echoed() {
     let d = daemon(&["--controls"]);
     let mut snd = Snd::new(&d);
-    event_buffers(&mut snd, 1);
+    let buffers = event_buffers(&mut snd, 1);
     let mut mixer = Mixer::connect(&d);
 
     assert_eq!(ctl_write(&mut snd, 2, 55), OK);
@@ -1041,12 +1041,39 @@ fn a_driver_control_write_reaches_the_host_and_is_not_echoed() {
         mixer.say("wait 2 55 10000"),
         "ok id=2 stream=1 index=0 min=0 max=100 value=55 name=Capture Volume"
     );
-    // A host change afterwards is the first (and only) event: the
-    // driver's own write was not echoed.
+    // A host change afterwards is the first (and only) event: had the
+    // driver's own write been echoed, the one buffer would hold control 2.
     assert_eq!(mixer.say("set 3 0"), "ok changed");
     let used = snd.used(EVENT, 1);
     assert_eq!(used.len(), 1);
+    let event = snd.s.ram().read(buffers[0].1, 8).unwrap();
+    assert_eq!(u16::from_le_bytes([event[4], event[5]]), 3, "control id");
     assert!(snd.used_now(EVENT).is_empty());
+}
+
+#[test]
+fn a_host_volume_ramp_does_not_push_out_other_pending_events() {
+    let d = daemon(&["--controls"]);
+    let mut snd = Snd::new(&d);
+    let mut mixer = Mixer::connect(&d);
+    // No event buffers yet: every notice waits in the device.
+    assert_eq!(mixer.say("set 2 10"), "ok changed");
+    for i in 0..300 {
+        mixer.say(&format!("set 0 {}", 50 + i % 2));
+    }
+
+    let buffers = event_buffers(&mut snd, 4);
+    let used = snd.used(EVENT, 2);
+
+    let ids: Vec<u16> = used
+        .iter()
+        .map(|u| {
+            let at = buffers.iter().find(|(h, _)| *h == u.head).unwrap().1;
+            let event = snd.s.ram().read(at, 8).unwrap();
+            u16::from_le_bytes([event[4], event[5]])
+        })
+        .collect();
+    assert_eq!(ids[..2], [2, 0], "the oldest notice was dropped");
 }
 
 #[test]

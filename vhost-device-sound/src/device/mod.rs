@@ -495,12 +495,18 @@ impl SoundDevice {
                 control_id: u16::try_from(id).unwrap_or(u16::MAX).into(),
                 mask: ctl::EVT_MASK_VALUE.into(),
             };
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(event.as_slice());
+            // The driver reads the value when told, so one pending notice
+            // per control is enough: a host that ramps a volume while the
+            // driver gives no event buffers does not push out other events.
+            if ev.pending.contains(&bytes) {
+                continue;
+            }
             if ev.pending.len() >= MAX_PENDING_EVENTS {
                 log::warn!("the driver takes no events; dropping the oldest");
                 ev.pending.pop_front();
             }
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(event.as_slice());
             ev.pending.push_back(bytes);
         }
     }
