@@ -22,7 +22,11 @@
 //!   `/proc/PID/task/*/schedstat`, in nanoseconds) per second of audio;
 //! - **jitter**: when the driver saw period *k* complete against the ideal
 //!   `(k + 1) × 10 ms` after it sent START (p50, p99, max), and how far the
-//!   intervals between completions stray from 10 ms (p50, p99);
+//!   intervals between completions stray from 10 ms (p50, p99). On a busy
+//!   machine this program itself is sometimes not scheduled long enough to
+//!   keep the device fed; the device then waits for the next period (an
+//!   underrun) and its clock restarts, and the ideal restarts with it (the
+//!   underruns are counted);
 //! - **latency_bytes**: its range, and how well it predicts when the
 //!   completed audio is heard. For completion *k* at time *t*, the last
 //!   completed byte is heard at `t + latency_bytes / byte_rate`, which for
@@ -108,8 +112,14 @@ fn cpu_ns(pid: i32) -> u64 {
 struct Run {
     /// When the driver saw each completion, from START.
     times_ms: Vec<f64>,
+    /// When each completion was due: `(k + 1) × 10 ms` after START, or
+    /// after the driver's last underrun (see [`play`]).
+    ideal_ms: Vec<f64>,
     /// latency_bytes of each completion.
     latency: Vec<u32>,
+    /// Times the driver (this program, starved on a busy machine) let the
+    /// device's queue run dry.
+    underruns: usize,
     cpu_ms_per_s: f64,
 }
 
@@ -161,7 +171,15 @@ fn play(d: &DaemonProcess, periods: usize) -> Run {
     let start = Instant::now();
     assert_eq!(cmd(&mut s, START), OK, "START");
     let mut times_ms = Vec::with_capacity(periods);
+    let mut ideal_ms = Vec::with_capacity(periods);
     let mut latency = Vec::with_capacity(periods);
+    // The device's clock as the driver sees it: periods complete at
+    // `anchor + n × 10 ms`; when the driver is so late that every posted
+    // period has completed and the clock has passed the end of them, the
+    // device restarts the clock when the next period arrives (an underrun:
+    // it waits rather than racing ahead), and so does this.
+    let (mut anchor_ms, mut since_anchor) = (0.0f64, 0usize);
+    let mut underruns = 0;
     while times_ms.len() < periods {
         let used = match s.queue(TX).unwrap().wait_used(WAIT) {
             Ok(u) => u,
@@ -172,6 +190,7 @@ fn play(d: &DaemonProcess, periods: usize) -> Run {
             ),
         };
         let now = start.elapsed().as_secs_f64() * 1e3;
+        let completed = used.len();
         for u in used {
             let (head, st) = in_flight.pop_front().unwrap();
             assert_eq!(u.head, head, "completions out of order");
@@ -183,7 +202,21 @@ fn play(d: &DaemonProcess, periods: usize) -> Run {
             );
             latency.push(u32::from_le_bytes(status[4..8].try_into().unwrap()));
             times_ms.push(now);
+            since_anchor += 1;
+            ideal_ms.push(anchor_ms + since_anchor as f64 * PERIOD_MS);
+        }
+        let dry = in_flight.is_empty();
+        for _ in 0..completed {
             if posted < periods {
+                let at = start.elapsed().as_secs_f64() * 1e3;
+                if dry
+                    && posted == times_ms.len()
+                    && at > anchor_ms + since_anchor as f64 * PERIOD_MS
+                {
+                    anchor_ms = at;
+                    since_anchor = 0;
+                    underruns += 1;
+                }
                 in_flight.push_back(post(&mut s));
                 posted += 1;
             }
@@ -195,7 +228,9 @@ fn play(d: &DaemonProcess, periods: usize) -> Run {
     let audio_s = periods as f64 * PERIOD_MS / 1e3;
     Run {
         times_ms,
+        ideal_ms,
         latency,
+        underruns,
         cpu_ms_per_s: cpu as f64 / 1e6 / audio_s,
     }
 }
@@ -237,7 +272,7 @@ struct Summary {
 }
 
 fn summarize(r: &Run) -> Summary {
-    let ideal = |k: usize| (k as f64 + 1.0) * PERIOD_MS;
+    let ideal = |k: usize| r.ideal_ms[k];
     let lateness: Vec<f64> = (0..r.times_ms.len())
         .map(|k| r.times_ms[k] - ideal(k))
         .collect();
@@ -338,21 +373,21 @@ fn main() {
             // Clock-paced: a period completes when its last byte is due.
             assert!(r.latency.iter().all(|&l| l == 0), "{name}: latency_bytes");
         }
-        rows.push((name.clone(), r.cpu_ms_per_s, summarize(&r)));
+        rows.push((name.clone(), r.cpu_ms_per_s, r.underruns, summarize(&r)));
     }
     println!();
-    println!("| backend | CPU ms per s of audio | completion − ideal p50 / p99 / max (ms) | interval − 10 ms p50 / p99 (ms) |");
-    println!("|---|---|---|---|");
-    for (name, cpu, s) in &rows {
+    println!("| backend | CPU ms per s of audio | completion − ideal p50 / p99 / max (ms) | interval − 10 ms p50 / p99 (ms) | driver underruns |");
+    println!("|---|---|---|---|---|");
+    for (name, cpu, underruns, s) in &rows {
         println!(
-            "| {name} | {cpu:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} |",
+            "| {name} | {cpu:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {underruns} |",
             s.lateness.0, s.lateness.1, s.lateness.2, s.interval.0, s.interval.1
         );
     }
     println!();
     println!("| backend | latency_bytes min / p50 / max (ms of audio) | implied host start after START (ms) | play-out estimate spread p50 / p99 (ms) | the same with latency_bytes taken as 0 |");
     println!("|---|---|---|---|---|");
-    for (name, _, s) in &rows {
+    for (name, _, _, s) in &rows {
         println!(
             "| {name} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
             s.latency_ms.0,
