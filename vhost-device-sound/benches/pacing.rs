@@ -14,7 +14,9 @@
 //! set (with `ALSA_CONFIG_PATH` if the PCM needs a private configuration;
 //! `benches/alsa-on-pipewire.sh` sets up a clocked one on a private
 //! PipeWire). `SND_BENCH_BACKENDS=null,wav,alsa` picks a subset;
-//! `SND_BENCH_SETTLE_MS` pauses between PREPARE and START.
+//! `SND_BENCH_SETTLE_MS` pauses between PREPARE and START;
+//! `SND_BENCH_DUMP=PATH` writes each completion (ms after START, ideal ms,
+//! latency_bytes) to `PATH.<backend>`.
 //!
 //! Reported:
 //!
@@ -30,20 +32,26 @@
 //!   own, so the ideal stays. Underruns are counted: a host-paced run with
 //!   one is not a measure of latency_bytes;
 //! - **latency_bytes**: its range, and how well it predicts when the
-//!   completed audio is heard. For completion *k* at time *t*, the last
-//!   completed byte is heard at `t + latency_bytes / byte_rate`, which for
-//!   a host that plays continuously must be `T0 + (k + 1) × 10 ms` for one
-//!   constant `T0`, when the host began playing. The median of
-//!   `t + latency / rate − (k + 1) × 10 ms` is that implied `T0` (it
-//!   cannot truly be before START: a negative one means latency_bytes is
-//!   too small), and its spread around the median (p50, p99 of the
-//!   absolute deviation) is the error of the prediction, jitter included;
-//!   the spread is also shown as if latency_bytes were 0. For `null` and
-//!   `wav` the host queue is empty by construction (a period completes when
-//!   its last byte is due, and `T0` is START itself), so latency_bytes must
-//!   be 0 and the spread is the completion jitter. For a host-paced
-//!   backend the true `T0` is not observable from here, so only the
-//!   spread, and `T0 ≥ 0`, are checks.
+//!   completed audio is heard. For completion *k* seen at time *t*, the
+//!   last completed byte is heard at `t + latency_bytes / byte_rate`; for a
+//!   host that plays continuously that is `T0 + (k + 1) × 10 ms`, with
+//!   `T0` when the host began playing. So `t + latency / rate − (k + 1) ×
+//!   10 ms` must stay constant:
+//!   - its median over the first completions is the implied `T0` (it
+//!     cannot truly be before START: a negative one means latency_bytes is
+//!     too small);
+//!   - its median over the last completions minus that is how far the host
+//!     fell behind during the run (it paused, and made up with silence);
+//!   - each value's distance from the median of its 51 neighbours (p50,
+//!     p99) is the error of the prediction, jitter of the driver's own
+//!     wake-ups included; a step where the host fell behind counts only
+//!     where it happens. The same is shown as if latency_bytes were 0.
+//!
+//!   For `null` and `wav` the host queue is empty by construction (a period
+//!   completes when its last byte is due, and `T0` is START itself), so
+//!   latency_bytes must be 0 (the smoke run checks it) and the error is
+//!   the completion jitter. For a host-paced backend the true `T0` is not
+//!   observable from here: only `T0 ≥ 0` and the error are checks.
 //!
 //! Prints Markdown tables with the machine it ran on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -259,20 +267,41 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[i.min(s.len() - 1)]
 }
 
-/// p50 and p99 of the absolute deviation from the median.
+/// Completions on either side that [`spread`] compares each one with.
+const NEIGHBOURS: usize = 25;
+
+/// p50 and p99 of how far each value is from the median of its
+/// neighbourhood (itself and up to [`NEIGHBOURS`] on either side). A step
+/// in the values (the host paused and resumed later: every later byte is
+/// heard later) only counts where it happens, not for the rest of the run.
 fn spread(v: &[f64]) -> (f64, f64) {
-    let mid = percentile(v, 0.5);
-    let dev: Vec<f64> = v.iter().map(|x| (x - mid).abs()).collect();
+    let dev: Vec<f64> = (0..v.len())
+        .map(|k| {
+            let window = &v[k.saturating_sub(NEIGHBOURS)..(k + NEIGHBOURS + 1).min(v.len())];
+            (v[k] - percentile(window, 0.5)).abs()
+        })
+        .collect();
     (percentile(&dev, 0.5), percentile(&dev, 0.99))
+}
+
+/// The median of the first and of the last `2 × NEIGHBOURS` values.
+fn ends(v: &[f64]) -> (f64, f64) {
+    let n = (2 * NEIGHBOURS).min(v.len());
+    (percentile(&v[..n], 0.5), percentile(&v[v.len() - n..], 0.5))
 }
 
 struct Summary {
     lateness: (f64, f64, f64),
     interval: (f64, f64),
     latency_ms: (f64, f64, f64),
-    /// The median of `t + latency / rate − (k + 1) × 10 ms`: when the host
-    /// began playing, after START, as latency_bytes implies.
+    /// The median of `t + latency / rate − (k + 1) × 10 ms` over the first
+    /// completions: when the host began playing, after START, as
+    /// latency_bytes implies.
     host_start: f64,
+    /// The same over the last completions, minus `host_start`: how much
+    /// later than at first the host plays (pauses it made up for with
+    /// silence).
+    drift: f64,
     playout: (f64, f64),
     playout_without: (f64, f64),
 }
@@ -309,7 +338,8 @@ fn summarize(r: &Run) -> Summary {
             percentile(&latency_ms, 0.5),
             max(&latency_ms),
         ),
-        host_start: percentile(&playout, 0.5),
+        host_start: ends(&playout).0,
+        drift: ends(&playout).1 - ends(&playout).0,
         playout: spread(&playout),
         playout_without: spread(&lateness),
     }
@@ -379,6 +409,19 @@ fn main() {
             // Clock-paced: a period completes when its last byte is due.
             assert!(r.latency.iter().all(|&l| l == 0), "{name}: latency_bytes");
         }
+        if let Ok(dump) = std::env::var("SND_BENCH_DUMP") {
+            // One line per completion: ms after START, ideal ms, latency_bytes.
+            let lines: String = (0..r.times_ms.len())
+                .map(|k| {
+                    format!(
+                        "{:.3} {:.3} {}\n",
+                        r.times_ms[k], r.ideal_ms[k], r.latency[k]
+                    )
+                })
+                .collect();
+            let first = name.split_whitespace().next().unwrap_or("run");
+            std::fs::write(format!("{dump}.{first}"), lines).unwrap();
+        }
         rows.push((name.clone(), r.cpu_ms_per_s, r.underruns, summarize(&r)));
     }
     println!();
@@ -391,15 +434,16 @@ fn main() {
         );
     }
     println!();
-    println!("| backend | latency_bytes min / p50 / max (ms of audio) | implied host start after START (ms) | play-out estimate spread p50 / p99 (ms) | the same with latency_bytes taken as 0 |");
-    println!("|---|---|---|---|---|");
+    println!("| backend | latency_bytes min / p50 / max (ms of audio) | implied host start after START (ms) | host fell behind by (ms) | play-out estimate error p50 / p99 (ms) | the same with latency_bytes taken as 0 |");
+    println!("|---|---|---|---|---|---|");
     for (name, _, _, s) in &rows {
         println!(
-            "| {name} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            "| {name} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
             s.latency_ms.0,
             s.latency_ms.1,
             s.latency_ms.2,
             s.host_start,
+            s.drift,
             s.playout.0,
             s.playout.1,
             s.playout_without.0,
