@@ -31,6 +31,9 @@ dir=$(mktemp -d)
 pw_pid=
 linker_pid=
 cleanup() {
+	# Not under `set -e`: a linker that has already finished must not keep
+	# PipeWire running.
+	set +e
 	[ -n "$linker_pid" ] && kill "$linker_pid" 2>/dev/null
 	[ -n "$pw_pid" ] && kill "$pw_pid" 2>/dev/null
 	rm -rf "$dir"
