@@ -4,11 +4,11 @@
 //! Command line of `vhost-device-sound`, its validation, and the device
 //! topology it describes (streams, channel ranges, formats, rates).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use thiserror::Error;
-use vhost_device_common::cli::{parse_key_values, CommonArgs, KeyValueError};
+use vhost_device_common::cli::{parse_key_values, CommonArgs, KeyValueError, SocketSource};
 
 use crate::virtio::{rate_bit, Direction, Format, RATES};
 
@@ -75,6 +75,13 @@ pub struct DeviceArgs {
     /// switch. Only with QEMU's `vhost-user-snd-pci,controls=on`
     #[arg(long)]
     pub controls: bool,
+
+    /// With --controls: Unix socket through which the host reads and
+    /// changes the controls (default: the device's socket path followed by
+    /// `.ctl`; with --socket-count N > 1, PATH0 … PATH{N-1}; none with
+    /// --socket-fd unless given)
+    #[arg(long, value_name = "PATH", requires = "controls")]
+    pub control_socket: Option<PathBuf>,
 }
 
 /// One PCM stream of the topology.
@@ -148,6 +155,41 @@ pub struct Config {
     pub streams: Vec<StreamSpec>,
     /// Offer controls.
     pub controls: bool,
+    /// `--control-socket`, as given.
+    pub control_socket: Option<PathBuf>,
+}
+
+impl Config {
+    /// The host control socket of each device (`--controls` only): the
+    /// given path (suffixed with the device index when there are several),
+    /// or the device's socket path followed by `.ctl`.
+    pub fn control_sockets(&self, sockets: Option<&SocketSource>) -> Vec<Option<PathBuf>> {
+        let suffixed = |p: &Path, suffix: &str| {
+            let mut name = p.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        let count = match sockets {
+            Some(SocketSource::Paths(p)) => p.len(),
+            Some(SocketSource::Fds(f)) => f.len(),
+            None => 0,
+        };
+        (0..count)
+            .map(|i| {
+                if !self.controls {
+                    return None;
+                }
+                match (&self.control_socket, sockets) {
+                    (Some(p), _) if count > 1 => Some(suffixed(p, &i.to_string())),
+                    (Some(p), _) => Some(p.clone()),
+                    (None, Some(SocketSource::Paths(paths))) => {
+                        paths.get(i).map(|p| suffixed(p, ".ctl"))
+                    }
+                    (None, _) => None,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Invalid options.
@@ -297,6 +339,7 @@ impl TryFrom<DeviceArgs> for Config {
             backend,
             streams,
             controls: args.controls,
+            control_socket: args.control_socket,
         })
     }
 }
@@ -304,6 +347,58 @@ impl TryFrom<DeviceArgs> for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config_with(controls: bool, control_socket: Option<&str>) -> Config {
+        Config::try_from(DeviceArgs {
+            controls,
+            control_socket: control_socket.map(PathBuf::from),
+            ..DeviceArgs::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn control_sockets_default_to_the_socket_path_plus_ctl() {
+        let paths = SocketSource::Paths(vec!["/run/a0".into(), "/run/a1".into()]);
+
+        let got = config_with(true, None).control_sockets(Some(&paths));
+
+        assert_eq!(
+            got,
+            vec![
+                Some(PathBuf::from("/run/a0.ctl")),
+                Some(PathBuf::from("/run/a1.ctl"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_given_control_socket_is_suffixed_only_for_several_devices() {
+        let one = SocketSource::Fds(vec![3]);
+        let two = SocketSource::Fds(vec![3, 4]);
+        let c = config_with(true, Some("/run/m"));
+
+        assert_eq!(c.control_sockets(Some(&one)), vec![Some("/run/m".into())]);
+        assert_eq!(
+            c.control_sockets(Some(&two)),
+            vec![Some("/run/m0".into()), Some("/run/m1".into())]
+        );
+    }
+
+    #[test]
+    fn no_control_socket_without_controls_or_a_path() {
+        let fds = SocketSource::Fds(vec![3]);
+        let paths = SocketSource::Paths(vec!["/run/a".into()]);
+
+        assert_eq!(
+            config_with(true, None).control_sockets(Some(&fds)),
+            vec![None]
+        );
+        assert_eq!(
+            config_with(false, None).control_sockets(Some(&paths)),
+            vec![None]
+        );
+    }
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(
