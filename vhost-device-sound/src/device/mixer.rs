@@ -24,44 +24,24 @@
 //! | `wait ID VALUE [MS]` | wait (default 10 s, at most 600 s) until the value is VALUE, then answer like `get`; `err timeout …` otherwise |
 //! | `info` | `ok controls=4 guest=connected` (or `guest=none`) |
 //!
-//! The socket is the host's, but its clients are still held to bounds, so a
-//! broken or hostile one cannot take it away from the others or stall the
-//! device: at most [`MAX_CONTROL_CONNECTIONS`] at once, lines of at most
-//! [`MAX_COMMAND`] bytes (a longer or non-UTF-8 line is answered `err` and
-//! the connection closed), a client that does not read its answers is
-//! dropped after [`WRITE_TIMEOUT`], a `wait` ends early when its client
-//! hangs up, and a failing `accept` (out of descriptors) backs off instead
-//! of spinning. The vring workers only ever take the mixer's locks for a
+//! The socket is the runtime's [`vhost_device_common::control`], which
+//! holds its clients to bounds (connections, line length, clients that do
+//! not read, waits of clients that hung up, failing accepts), so a broken
+//! or hostile one cannot take it from the others or stall the device. The
+//! vring workers only ever take the mixer's locks for a
 //! few instructions; nothing here waits while holding them.
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use vhost_device_common::control::{self, Client, Commands, ControlSocket};
 
 use super::controls::{Controls, Kind, VOLUME_MAX};
 use crate::request::Error;
-
-/// Longest command line, newline included.
-pub const MAX_COMMAND: u64 = 256;
-/// Control connections served at once.
-pub const MAX_CONTROL_CONNECTIONS: usize = 16;
-/// `wait` without a timeout.
-const WAIT_DEFAULT: Duration = Duration::from_secs(10);
-/// Longest `wait`.
-const WAIT_MAX: Duration = Duration::from_secs(600);
-/// How often a `wait` checks that its client is still there.
-const HANGUP_CHECK: Duration = Duration::from_millis(250);
-/// How long an answer may wait for a client that does not read.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed `accept` (EMFILE does not go away by retrying).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What a connected device needs to hear about host-side changes.
 #[derive(Debug)]
@@ -130,25 +110,6 @@ impl Drop for Subscription {
         if l.current.as_ref().is_some_and(|(id, _)| *id == self.id) {
             l.current = None;
         }
-    }
-}
-
-/// The listening control socket; the file goes when this is dropped.
-#[derive(Debug)]
-pub struct ControlSocket {
-    path: PathBuf,
-}
-
-impl ControlSocket {
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -233,7 +194,7 @@ impl Mixer {
         id: u32,
         want: i32,
         timeout: Duration,
-        gone: &dyn Fn() -> bool,
+        client: &Client,
     ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let mut l = vhost_device_common::lock(&self.listener);
@@ -250,32 +211,24 @@ impl Mixer {
                     timeout.as_millis()
                 ));
             }
-            l = match self.changed.wait_timeout(l, left.min(HANGUP_CHECK)) {
-                Ok((g, _)) => g,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-            if gone() {
-                return Err("the client hung up".into());
-            }
+            l = client.wait_changed(&self.changed, l, deadline)?;
         }
     }
 
     /// Answer one command line (without the newline).
     pub fn command(&self, line: &str) -> String {
-        self.command_from(line, &|| false)
+        self.answer(line, &Client::detached())
     }
 
-    /// Answer one command line of a client; `gone` tells whether the
-    /// client hung up (a `wait` then ends early).
-    fn command_from(&self, line: &str, gone: &dyn Fn() -> bool) -> String {
-        match self.run(line, gone) {
-            Ok(s) if s.is_empty() => "ok".into(),
-            Ok(s) => format!("ok {s}"),
-            Err(e) => format!("err {e}"),
-        }
+    /// Listen on `path` for control connections (see
+    /// [`vhost_device_common::control`]).
+    pub fn serve(self: &Arc<Self>, path: &Path) -> io::Result<ControlSocket> {
+        ControlSocket::serve(path, "snd-control", self.clone())
     }
+}
 
-    fn run(&self, line: &str, gone: &dyn Fn() -> bool) -> Result<String, String> {
+impl Commands for Mixer {
+    fn run(&self, line: &str, client: &Client) -> Result<String, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let number = |i: usize, what: &str| -> Result<i64, String> {
             let w = words.get(i).ok_or_else(|| format!("missing {what}"))?;
@@ -304,15 +257,8 @@ impl Mixer {
                 Ok(if changed { "changed" } else { "unchanged" }.into())
             }
             Some("wait") => {
-                let timeout = match words.get(3) {
-                    Some(_) => Duration::from_millis(
-                        u64::try_from(number(3, "timeout")?)
-                            .map_err(|_| "bad timeout".to_string())?,
-                    )
-                    .min(WAIT_MAX),
-                    None => WAIT_DEFAULT,
-                };
-                self.wait(id(1)?, value(2)?, timeout, gone)
+                let timeout = control::wait_timeout(words.get(3).copied())?;
+                self.wait(id(1)?, value(2)?, timeout, client)
             }
             Some("info") => {
                 let guest = if vhost_device_common::lock(&self.listener).current.is_some() {
@@ -331,118 +277,6 @@ impl Mixer {
             None => Err("empty command".into()),
         }
     }
-
-    /// Listen on `path` for control connections, on a thread of its own
-    /// (one more thread per connection, at most
-    /// [`MAX_CONTROL_CONNECTIONS`]). A stale socket file is replaced; a
-    /// live one is refused.
-    pub fn serve(self: &Arc<Self>, path: &Path) -> io::Result<ControlSocket> {
-        let listener = match UnixListener::bind(path) {
-            Ok(l) => l,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                let is_socket = std::fs::symlink_metadata(path)
-                    .map(|m| m.file_type().is_socket())
-                    .unwrap_or(false);
-                if !is_socket || UnixStream::connect(path).is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("{} is in use", path.display()),
-                    ));
-                }
-                std::fs::remove_file(path)?;
-                UnixListener::bind(path)?
-            }
-            Err(e) => return Err(e),
-        };
-        let mixer = self.clone();
-        let active = Arc::new(AtomicUsize::new(0));
-        std::thread::Builder::new()
-            .name("snd-control".into())
-            .spawn(move || {
-                let mut failing = false;
-                for conn in listener.incoming() {
-                    let mut conn = match conn {
-                        Ok(c) => {
-                            failing = false;
-                            c
-                        }
-                        Err(e) => {
-                            if !failing {
-                                log::warn!("control socket: accept failed: {e}");
-                                failing = true;
-                            }
-                            std::thread::sleep(ACCEPT_BACKOFF);
-                            continue;
-                        }
-                    };
-                    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONTROL_CONNECTIONS {
-                        active.fetch_sub(1, Ordering::AcqRel);
-                        let _ = conn.write_all(b"err too many control connections\n");
-                        continue;
-                    }
-                    let mixer = mixer.clone();
-                    let active = active.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("snd-control-client".into())
-                        .spawn(move || {
-                            mixer.serve_client(conn);
-                            active.fetch_sub(1, Ordering::AcqRel);
-                        });
-                    if spawned.is_err() {
-                        log::warn!("cannot start a control connection thread");
-                    }
-                }
-            })?;
-        Ok(ControlSocket { path: path.into() })
-    }
-
-    fn serve_client(&self, conn: UnixStream) {
-        let Ok(mut out) = conn.try_clone() else {
-            return;
-        };
-        if out.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
-            return;
-        }
-        let probe = match conn.try_clone() {
-            Ok(p) => p,
-            Err(_) => return,
-        };
-        let gone = move || hung_up(&probe);
-        let mut reader = BufReader::new(conn);
-        loop {
-            let mut line = String::new();
-            match (&mut reader).take(MAX_COMMAND).read_line(&mut line) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    let _ = out.write_all(b"err command is not UTF-8 text\n");
-                    return;
-                }
-                Err(_) => return,
-            }
-            if !line.ends_with('\n') {
-                let _ = out.write_all(b"err command too long\n");
-                return;
-            }
-            let answer = self.command_from(line.trim(), &gone);
-            if out.write_all(format!("{answer}\n").as_bytes()).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Whether the peer of `conn` is gone: closed both ways (a client that
-/// only shut down its sending side, as `socat` does at the end of its
-/// input, still reads its answers).
-fn hung_up(conn: &UnixStream) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::empty())];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 #[cfg(test)]
@@ -554,91 +388,18 @@ mod tests {
         assert_eq!(answer, "err timeout: control 0 is 100 after 1 ms");
     }
 
-    fn served(m: &Arc<Mixer>) -> (tempfile::TempDir, ControlSocket) {
+    #[test]
+    fn the_control_socket_answers_the_mixer_commands() {
+        use std::io::{BufRead, BufReader, Write};
+        let m = mixer();
         let dir = tempfile::tempdir().unwrap();
         let sock = m.serve(&dir.path().join("c.ctl")).unwrap();
-        (dir, sock)
-    }
+        let mut c = std::os::unix::net::UnixStream::connect(sock.path()).unwrap();
 
-    fn try_ask(conn: &mut UnixStream, line: &[u8]) -> io::Result<String> {
-        conn.set_read_timeout(Some(Duration::from_secs(60)))?;
-        // A refused connection may be closed before the line is written.
-        let sent = conn.write_all(line);
-        let mut answer = String::new();
-        BufReader::new(conn).read_line(&mut answer)?;
-        sent.map(|()| answer)
-    }
+        c.write_all(b"set 2 40\nget 2\n").unwrap();
 
-    fn ask(conn: &mut UnixStream, line: &[u8]) -> String {
-        try_ask(conn, line).unwrap()
-    }
-
-    #[test]
-    fn a_line_that_is_not_utf8_is_refused_and_closed() {
-        let m = mixer();
-        let (_dir, sock) = served(&m);
-        let mut c = UnixStream::connect(sock.path()).unwrap();
-
-        let answer = ask(&mut c, b"set 0 \xff\xfe\n");
-
-        assert_eq!(answer, "err command is not UTF-8 text\n");
-        assert_eq!(c.read(&mut [0u8; 8]).unwrap(), 0, "connection kept");
-        assert_eq!(m.controls.value(0).unwrap(), 100);
-    }
-
-    #[test]
-    fn an_overlong_line_is_refused_and_closed() {
-        let m = mixer();
-        let (_dir, sock) = served(&m);
-        let mut c = UnixStream::connect(sock.path()).unwrap();
-        let long = vec![b'x'; 4096];
-
-        let answer = ask(&mut c, &long);
-
-        assert_eq!(answer, "err command too long\n");
-    }
-
-    #[test]
-    fn a_wait_answers_a_client_that_only_shut_down_its_sending_side() {
-        let m = mixer();
-        let (_dir, sock) = served(&m);
-        let mut c = UnixStream::connect(sock.path()).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        c.write_all(b"wait 0 5 60000\n").unwrap();
-        c.shutdown(std::net::Shutdown::Write).unwrap();
-        // Let the wait see the half-closed socket before the change.
-        std::thread::sleep(HANGUP_CHECK * 2);
-
-        m.host_set(0, 5).unwrap();
-
-        let mut answer = String::new();
-        BufReader::new(c).read_line(&mut answer).unwrap();
-        assert!(answer.starts_with("ok id=0 "), "{answer}");
-    }
-
-    #[test]
-    fn waits_of_clients_that_hung_up_free_their_connections() {
-        let m = mixer();
-        let (_dir, sock) = served(&m);
-        // Fill every connection with a long wait, then hang up.
-        for _ in 0..MAX_CONTROL_CONNECTIONS {
-            let mut c = UnixStream::connect(sock.path()).unwrap();
-            c.write_all(b"wait 0 5 600000\n").unwrap();
-            drop(c);
-        }
-
-        // A new client is served once the waits have noticed (well before
-        // their 600 s); without that it is refused for ten minutes.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let answer = loop {
-            let mut c = UnixStream::connect(sock.path()).unwrap();
-            let answer = try_ask(&mut c, b"info\n").unwrap_or_else(|e| e.to_string());
-            if answer.starts_with("ok") || Instant::now() > deadline {
-                break answer;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-
-        assert_eq!(answer, "ok controls=4 guest=none\n");
+        let mut answers = BufReader::new(c).lines();
+        assert_eq!(answers.next().unwrap().unwrap(), "ok changed");
+        assert!(answers.next().unwrap().unwrap().contains(" value=40 "));
     }
 }
