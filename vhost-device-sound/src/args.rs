@@ -39,6 +39,8 @@ pub enum BackendKind {
     Wav,
     /// A host ALSA PCM per stream.
     Alsa,
+    /// A stream per PCM stream on the user's PipeWire.
+    Pipewire,
 }
 
 /// Options of the sound device.
@@ -70,6 +72,28 @@ pub struct DeviceArgs {
     /// `alsa` backend: PCM for capture streams
     #[arg(long, value_name = "PCM", default_value = "default")]
     pub alsa_capture: String,
+
+    /// `pipewire` backend: the node (name or serial) playback streams are
+    /// linked to (`target.object`; default: the session manager's default
+    /// sink)
+    #[arg(long, value_name = "NODE")]
+    pub pipewire_playback: Option<String>,
+
+    /// `pipewire` backend: the node (name or serial) capture streams are
+    /// linked to (`target.object`; default: the session manager's default
+    /// source)
+    #[arg(long, value_name = "NODE")]
+    pub pipewire_capture: Option<String>,
+
+    /// `pipewire` backend: the streams' node names are NAME-0, NAME-1, …
+    #[arg(long, value_name = "NAME", default_value = "vhost-device-sound")]
+    pub pipewire_name: String,
+
+    /// `pipewire` backend: one more stream property, KEY=VALUE (repeat for
+    /// more; set after the daemon's own, so it may override them), e.g.
+    /// `node.latency=256/48000`
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub pipewire_property: Vec<String>,
 
     /// Offer audio controls (VIRTIO_SND_F_CTLS): per stream volume and
     /// switch. Only with QEMU's `vhost-user-snd-pci,controls=on`
@@ -143,6 +167,17 @@ pub enum BackendConfig {
         playback: String,
         /// Capture PCM name.
         capture: String,
+    },
+    /// PipeWire streams.
+    Pipewire {
+        /// Node name prefix.
+        name: String,
+        /// Playback target node, if any.
+        playback: Option<String>,
+        /// Capture target node, if any.
+        capture: Option<String>,
+        /// More stream properties.
+        properties: Vec<(String, String)>,
     },
 }
 
@@ -218,6 +253,9 @@ pub enum ArgsError {
     /// A backend that this build lacks.
     #[error("this build has no {0} backend (cargo feature '{0}')")]
     NotBuilt(&'static str),
+    /// A bad backend option.
+    #[error("{0}")]
+    Backend(String),
 }
 
 fn parse_channels(v: &str) -> Option<(u8, u8)> {
@@ -332,6 +370,34 @@ impl TryFrom<DeviceArgs> for Config {
                 BackendConfig::Alsa {
                     playback: args.alsa_playback,
                     capture: args.alsa_capture,
+                }
+            }
+            BackendKind::Pipewire => {
+                if !cfg!(feature = "pipewire") {
+                    return Err(ArgsError::NotBuilt("pipewire"));
+                }
+                if args.pipewire_name.is_empty() {
+                    return Err(ArgsError::Backend(
+                        "--pipewire-name must not be empty".into(),
+                    ));
+                }
+                let properties = args
+                    .pipewire_property
+                    .iter()
+                    .map(|p| match p.split_once('=') {
+                        Some((k, v)) if !k.trim().is_empty() => {
+                            Ok((k.trim().to_string(), v.to_string()))
+                        }
+                        _ => Err(ArgsError::Backend(format!(
+                            "--pipewire-property '{p}': KEY=VALUE"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?;
+                BackendConfig::Pipewire {
+                    name: args.pipewire_name,
+                    playback: args.pipewire_playback.filter(|t| !t.is_empty()),
+                    capture: args.pipewire_capture.filter(|t| !t.is_empty()),
+                    properties,
                 }
             }
         };

@@ -1,0 +1,875 @@
+// Copyright 2026 vhost-device developers
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The `pipewire` backend: a PipeWire stream per PCM stream, host-paced by
+//! the PipeWire graph's clock.
+//!
+//! PipeWire objects live on the thread that made them, and PipeWire calls
+//! back from its own main loop, so each stream has one bounded thread that
+//! owns a connection to the user's PipeWire (main loop, context, core) and,
+//! between PREPARE and RELEASE, a `pw_stream` node. The vring worker never
+//! calls PipeWire; the two sides share only a byte ring and a few flags
+//! under a mutex, and commands go to the thread through a
+//! `pipewire::channel` that wakes its main loop:
+//!
+//! - playback: [`PcmHost::write`] puts a guest buffer into the ring when it
+//!   fits (else `Ok(false)`: the worker keeps the buffer held). PipeWire's
+//!   `process` callback, once per graph cycle, takes the quantum it asks
+//!   for from the ring and then signals the eventfd
+//!   ([`PcmHost::ready_fd`], in the worker's epoll), so the next guest
+//!   buffer is taken as soon as PipeWire has consumed room for it: the
+//!   graph's clock paces the guest, and a guest buffer completes when
+//!   PipeWire has taken the audio before it.
+//! - capture: `process` appends what the graph captured to the ring and
+//!   signals; [`PcmHost::read`] takes a whole guest buffer once the ring
+//!   holds one.
+//!
+//! The ring holds [`RING_PERIODS`] of the guest's periods plus one PipeWire
+//! quantum (playback), or twice the guest's buffer (capture). The stream
+//! asks for a quantum of one guest period (`node.latency`). A playback
+//! cycle that finds the ring short is padded with silence; if the guest's
+//! audio then goes on without a STOP, that gap was an underrun and is
+//! reported as an xrun (the end of playback is not one). A capture ring
+//! that overflows drops the oldest bytes and reports an xrun.
+//! `delay_bytes` (the guest's `latency_bytes`) is the ring plus what
+//! PipeWire reports as queued and delayed in the graph.
+//!
+//! Nodes are named `NAME-N` (stream *N*, `NAME` from `--pipewire-name`) and
+//! carry `target.object` when a target is given; linking them is the
+//! session manager's job (WirePlumber), as for any PipeWire client.
+//!
+//! A PipeWire that cannot be reached fails PREPARE (`IO_ERR`) with a message
+//! that says where the daemon looked; a PipeWire that goes away while
+//! streams run fails their I/O (`IO_ERR`) until the next PREPARE, which
+//! connects again.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::rc::Rc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use pipewire as pw;
+use pw::spa;
+use pw::spa::param::audio::AudioFormat;
+
+use super::{silence, PcmHost, PcmParams};
+use crate::virtio::{Direction, Format};
+
+/// The default prefix of the node names.
+pub const DEFAULT_NAME: &str = "vhost-device-sound";
+
+/// Guest periods the playback ring holds (plus one PipeWire quantum).
+pub const RING_PERIODS: usize = 4;
+
+/// How long PREPARE waits for a new connection to PipeWire (a local socket
+/// connect; only the first PREPARE, or the first after PipeWire went away,
+/// makes one).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SPA sample format of a stream format.
+pub fn spa_format(format: Format) -> AudioFormat {
+    match format {
+        Format::U8 => AudioFormat::U8,
+        Format::S16 => AudioFormat::S16LE,
+        // virtio's S24 is ALSA's S24_LE: 24 bits in the low bytes of 32.
+        Format::S24 => AudioFormat::S24_32LE,
+        Format::S32 => AudioFormat::S32LE,
+        Format::Float => AudioFormat::F32LE,
+    }
+}
+
+/// The SPA channel positions of `channels` interleaved channels, in ALSA's
+/// order (the device's channel maps): mono, FL FR, FL FR FC, FL FR RL RR,
+/// … 7.1; channels beyond eight are AUX0, AUX1, ….
+pub fn spa_positions(channels: u8) -> Vec<u32> {
+    use spa::sys::*;
+    let standard: &[u32] = match channels {
+        1 => &[SPA_AUDIO_CHANNEL_MONO],
+        2 => &[SPA_AUDIO_CHANNEL_FL, SPA_AUDIO_CHANNEL_FR],
+        3 => &[
+            SPA_AUDIO_CHANNEL_FL,
+            SPA_AUDIO_CHANNEL_FR,
+            SPA_AUDIO_CHANNEL_FC,
+        ],
+        4 => &[
+            SPA_AUDIO_CHANNEL_FL,
+            SPA_AUDIO_CHANNEL_FR,
+            SPA_AUDIO_CHANNEL_RL,
+            SPA_AUDIO_CHANNEL_RR,
+        ],
+        5 => &[
+            SPA_AUDIO_CHANNEL_FL,
+            SPA_AUDIO_CHANNEL_FR,
+            SPA_AUDIO_CHANNEL_RL,
+            SPA_AUDIO_CHANNEL_RR,
+            SPA_AUDIO_CHANNEL_FC,
+        ],
+        _ => &[
+            SPA_AUDIO_CHANNEL_FL,
+            SPA_AUDIO_CHANNEL_FR,
+            SPA_AUDIO_CHANNEL_RL,
+            SPA_AUDIO_CHANNEL_RR,
+            SPA_AUDIO_CHANNEL_FC,
+            SPA_AUDIO_CHANNEL_LFE,
+            SPA_AUDIO_CHANNEL_SL,
+            SPA_AUDIO_CHANNEL_SR,
+        ],
+    };
+    (0..u32::from(channels))
+        .map(|i| {
+            standard
+                .get(i as usize)
+                .copied()
+                .unwrap_or(SPA_AUDIO_CHANNEL_AUX0 + i - 8)
+        })
+        .collect()
+}
+
+/// What a stream's node is called and where it wants to be linked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// `node.name`.
+    pub node_name: String,
+    /// `target.object`: the node (name or serial) the session manager
+    /// should link the stream to; `None` for its default.
+    pub target: Option<String>,
+    /// Playback or capture.
+    pub direction: Direction,
+    /// Stream id (for the description).
+    pub id: u32,
+    /// More properties (`--pipewire-property`), set last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl NodeSettings {
+    /// The settings of stream `id` named after `name`.
+    pub fn new(
+        name: &str,
+        id: u32,
+        direction: Direction,
+        target: Option<&str>,
+        extra: &[(String, String)],
+    ) -> Self {
+        Self {
+            node_name: format!("{name}-{id}"),
+            target: target.map(str::to_string),
+            direction,
+            id,
+            extra: extra.to_vec(),
+        }
+    }
+
+    /// The stream's properties for `params`, in the order they are set (a
+    /// later one wins).
+    pub fn properties(&self, params: &PcmParams) -> Vec<(String, String)> {
+        let (category, what) = match self.direction {
+            Direction::Output => ("Playback", "playback"),
+            Direction::Input => ("Capture", "capture"),
+        };
+        let frame = u64::from(params.frame_bytes().max(1));
+        let period = (u64::from(params.period_bytes) / frame).max(1);
+        let mut p = vec![
+            (*pw::keys::MEDIA_TYPE, "Audio".to_string()),
+            (*pw::keys::MEDIA_CATEGORY, category.to_string()),
+            (*pw::keys::MEDIA_ROLE, "Game".to_string()),
+            (*pw::keys::APP_NAME, DEFAULT_NAME.to_string()),
+            (*pw::keys::NODE_NAME, self.node_name.clone()),
+            (
+                *pw::keys::NODE_DESCRIPTION,
+                format!("virtio-snd stream {} ({what})", self.id),
+            ),
+            (
+                *pw::keys::MEDIA_NAME,
+                format!("virtio-snd stream {} ({what})", self.id),
+            ),
+            // Ask the graph for a quantum of one guest period.
+            (
+                *pw::keys::NODE_LATENCY,
+                format!("{period}/{}", params.rate),
+            ),
+            (*pw::keys::AUDIO_CHANNELS, params.channels.to_string()),
+        ];
+        if let Some(target) = &self.target {
+            p.push(("target.object", target.clone()));
+        }
+        p.into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(self.extra.iter().cloned())
+            .collect()
+    }
+}
+
+/// Where libpipewire looks for the daemon, for messages.
+fn remote_description() -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let remote = var("PIPEWIRE_REMOTE").unwrap_or_else(|| "pipewire-0".to_string());
+    if remote.starts_with('/') {
+        return remote;
+    }
+    match var("PIPEWIRE_RUNTIME_DIR").or_else(|| var("XDG_RUNTIME_DIR")) {
+        Some(dir) => format!("{dir}/{remote}"),
+        None => format!("{remote} (neither PIPEWIRE_RUNTIME_DIR nor XDG_RUNTIME_DIR is set)"),
+    }
+}
+
+/// The error for a PipeWire that cannot be reached, saying what to do.
+fn connect_error(cause: &dyn std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        format!(
+            "cannot connect to PipeWire at {}: {cause}; is PipeWire running for this user? \
+             The socket is PIPEWIRE_REMOTE (default pipewire-0) in PIPEWIRE_RUNTIME_DIR or \
+             XDG_RUNTIME_DIR: when the daemon runs as another user than the desktop \
+             (root, a service), set XDG_RUNTIME_DIR=/run/user/<uid> of the user whose \
+             PipeWire to use",
+            remote_description()
+        ),
+    )
+}
+
+/// Connect to PipeWire once, so that a daemon started without one says so
+/// at startup rather than at the guest's first PREPARE.
+pub fn check_connection() -> io::Result<()> {
+    pw::init();
+    let mainloop = pw::main_loop::MainLoopRc::new(None).map_err(|e| connect_error(&e))?;
+    let context = pw::context::ContextRc::new(&mainloop, None).map_err(|e| connect_error(&e))?;
+    let core = context.connect_rc(None).map_err(|e| {
+        // libpipewire leaves the reason of a failed connect in errno.
+        let os = io::Error::last_os_error();
+        connect_error(&format!("{e} ({os})"))
+    })?;
+    drop(core);
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    ring: VecDeque<u8>,
+    /// Bumped at every PREPARE and RELEASE: a stream of an older
+    /// generation (still in the thread's hands) touches nothing.
+    generation: u64,
+    direction: Option<Direction>,
+    /// The guest's period, bytes.
+    period: usize,
+    /// Capture: the ring's bound.
+    capture_cap: usize,
+    /// Playback: the last quantum PipeWire asked for, bytes.
+    quantum: usize,
+    running: bool,
+    /// Playback: data came since START.
+    had_data: bool,
+    /// Playback: a cycle found the ring short after data had come.
+    starved: bool,
+    xrun: bool,
+    /// Bytes queued or delayed inside PipeWire.
+    pw_delay: u32,
+    failed: Option<String>,
+}
+
+impl Inner {
+    /// The state after PREPARE with `params`.
+    fn prepared(generation: u64, params: &PcmParams) -> Self {
+        let period = usize::try_from(params.period_bytes).unwrap_or(usize::MAX);
+        let buffer = usize::try_from(params.buffer_bytes).unwrap_or(period);
+        Inner {
+            generation,
+            direction: Some(params.direction),
+            period,
+            // Capture: the guest's whole buffer and more, so that a late
+            // worker does not lose samples.
+            capture_cap: buffer.max(period.saturating_mul(4)).saturating_mul(2),
+            ..Inner::default()
+        }
+    }
+
+    fn cap(&self) -> usize {
+        match self.direction {
+            Some(Direction::Input) => self.capture_cap,
+            _ => self
+                .period
+                .saturating_mul(RING_PERIODS)
+                .saturating_add(self.quantum.max(self.period)),
+        }
+    }
+
+    /// Playback: take a guest buffer if it fits.
+    fn put(&mut self, data: &[u8]) -> bool {
+        if !self.ring.is_empty() && self.ring.len() + data.len() > self.cap() {
+            return false;
+        }
+        if self.starved && self.running {
+            // PipeWire played silence between audio: an underrun.
+            self.xrun = true;
+            log::debug!("PipeWire playback: underrun");
+        }
+        self.starved = false;
+        self.had_data = true;
+        self.ring.extend(data);
+        true
+    }
+
+    /// Capture: give a whole guest buffer if the ring holds one.
+    fn take(&mut self, buf: &mut [u8]) -> bool {
+        if self.ring.len() < buf.len() {
+            return false;
+        }
+        let n = buf.len();
+        for (dst, src) in buf.iter_mut().zip(self.ring.drain(..n)) {
+            *dst = src;
+        }
+        true
+    }
+
+    /// Playback, one graph cycle: fill `out` (a whole number of frames of
+    /// `frame` bytes) from the ring, the rest with `silence`.
+    fn play(&mut self, out: &mut [u8], frame: usize, silence: u8) {
+        let n = if self.running {
+            (self.ring.len() / frame * frame).min(out.len())
+        } else {
+            0
+        };
+        for (dst, src) in out[..n].iter_mut().zip(self.ring.drain(..n)) {
+            *dst = src;
+        }
+        out[n..].fill(silence);
+        if self.running && n < out.len() && self.had_data {
+            self.starved = true;
+        }
+        self.quantum = out.len();
+    }
+
+    /// Capture, one graph cycle: keep what PipeWire captured.
+    fn record(&mut self, data: &[u8]) {
+        if !self.running {
+            return;
+        }
+        self.ring.extend(data);
+        let cap = self.cap();
+        if self.ring.len() > cap {
+            let extra = self.ring.len() - cap;
+            self.ring.drain(..extra);
+            self.xrun = true;
+            log::debug!("PipeWire capture: the guest is late, {extra} bytes dropped");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    ready: EventFd,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        vhost_device_common::lock(&self.inner)
+    }
+
+    fn signal(&self) {
+        let _ = self.ready.write(1);
+    }
+
+    /// A host failure: I/O fails with `why` until the next PREPARE.
+    fn fail(&self, generation: Option<u64>, why: String) {
+        let mut g = self.lock();
+        if generation.is_some_and(|gen| gen != g.generation) {
+            return;
+        }
+        if g.failed.is_none() {
+            log::error!("{why}");
+            g.failed = Some(why);
+        }
+        drop(g);
+        self.signal();
+    }
+}
+
+/// What the vring side asks of the PipeWire thread.
+enum Command {
+    /// Make a new stream (after dropping the old one).
+    Prepare(PcmParams, u64),
+    /// Activate or pause the stream.
+    Active(bool),
+    /// Drop the stream.
+    Release,
+    /// Drop everything and end the thread.
+    Quit,
+}
+
+struct Link {
+    commands: pw::channel::Sender<Command>,
+    thread: JoinHandle<()>,
+}
+
+/// One stream on the user's PipeWire.
+pub struct PipewirePcm {
+    node: NodeSettings,
+    shared: Arc<Shared>,
+    link: Option<Link>,
+}
+
+impl std::fmt::Debug for PipewirePcm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipewirePcm")
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl PipewirePcm {
+    /// A stream with these node settings; it connects to PipeWire at its
+    /// first PREPARE.
+    pub fn new(node: NodeSettings) -> io::Result<Self> {
+        Ok(Self {
+            node,
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner::default()),
+                ready: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            }),
+            link: None,
+        })
+    }
+
+    /// Make sure a thread with a live connection runs: start one (and wait
+    /// for its connect, at most [`CONNECT_TIMEOUT`]) if there is none or
+    /// the last one ended (PipeWire went away).
+    fn connect(&mut self) -> io::Result<()> {
+        if self.link.as_ref().is_some_and(|l| !l.thread.is_finished()) {
+            return Ok(());
+        }
+        self.stop_thread();
+        let (commands, receiver) = pw::channel::channel();
+        let (connected_tx, connected) = mpsc::sync_channel(1);
+        let (node, shared) = (self.node.clone(), self.shared.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("snd-pw-{}", self.node.id))
+            .spawn(move || run(&node, receiver, &connected_tx, &shared))?;
+        match connected.recv_timeout(CONNECT_TIMEOUT) {
+            Ok(Ok(())) => {
+                self.link = Some(Link { commands, thread });
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                // The thread ends when its connect returns and it sees Quit.
+                let _ = commands.send(Command::Quit);
+                Err(connect_error(&"no answer in time"))
+            }
+        }
+    }
+
+    fn send(&self, command: Command) -> io::Result<()> {
+        let link = self.link.as_ref().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "not connected to PipeWire")
+        })?;
+        link.commands.send(command).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the PipeWire thread has ended",
+            )
+        })
+    }
+
+    fn stop_thread(&mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = link.commands.send(Command::Quit);
+            let _ = link.thread.join();
+        }
+    }
+
+    fn failure(&self, g: &Inner) -> Option<io::Error> {
+        g.failed
+            .as_ref()
+            .map(|e| io::Error::other(format!("PipeWire node '{}': {e}", self.node.node_name)))
+    }
+}
+
+impl Drop for PipewirePcm {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// A live stream on the PipeWire thread. The listener goes first, so it
+/// is removed before the stream is destroyed.
+struct Active {
+    _listener: pw::stream::StreamListener<Process>,
+    stream: pw::stream::StreamRc,
+    params: PcmParams,
+    /// The generation the callbacks serve (see [`Inner::generation`]).
+    generation: Rc<Cell<u64>>,
+    /// The stream reported an error.
+    broken: Rc<Cell<bool>>,
+}
+
+impl Active {
+    /// PREPARE again with the same parameters (as Linux does after every
+    /// pause or underrun): keep the node, so that its links stay.
+    fn reuse(&self, params: &PcmParams, generation: u64) -> bool {
+        if self.broken.get() || self.params != *params {
+            return false;
+        }
+        self.generation.set(generation);
+        let _ = self.stream.set_active(false);
+        let _ = self.stream.flush(false);
+        true
+    }
+}
+
+/// The PipeWire thread: connect, report, then serve commands and the
+/// stream's callbacks until Quit or the connection fails.
+fn run(
+    node: &NodeSettings,
+    commands: pw::channel::Receiver<Command>,
+    connected: &mpsc::SyncSender<io::Result<()>>,
+    shared: &Arc<Shared>,
+) {
+    pw::init();
+    let setup = (|| {
+        let mainloop = pw::main_loop::MainLoopRc::new(None)?;
+        let context = pw::context::ContextRc::new(&mainloop, None)?;
+        let core = context.connect_rc(None).inspect_err(|_| {
+            // Read errno before anything else can change it.
+            let os = io::Error::last_os_error();
+            log::debug!("PipeWire connect: {os}");
+        })?;
+        Ok::<_, pw::Error>((mainloop, context, core))
+    })();
+    let (mainloop, _context, core) = match setup {
+        Ok(v) => v,
+        Err(e) => {
+            let os = io::Error::last_os_error();
+            let _ = connected.send(Err(connect_error(&format!("{e} ({os})"))));
+            return;
+        }
+    };
+    let quit = {
+        let weak = Rc::new(mainloop.downgrade());
+        move || {
+            if let Some(m) = weak.upgrade() {
+                m.quit();
+            }
+        }
+    };
+    let _core_listener = {
+        let (shared, quit) = (shared.clone(), quit.clone());
+        core.add_listener_local()
+            .error(move |id, _seq, res, message| {
+                if id == pw::sys::PW_ID_CORE {
+                    let errno = io::Error::from_raw_os_error(res.saturating_neg());
+                    shared.fail(
+                        None,
+                        format!("the PipeWire connection failed: {message} ({errno})"),
+                    );
+                    quit();
+                }
+            })
+            .register()
+    };
+    let _ = connected.send(Ok(()));
+
+    let current: Rc<RefCell<Option<Active>>> = Rc::default();
+    let _commands = {
+        let (current, shared, node, core) =
+            (current.clone(), shared.clone(), node.clone(), core.clone());
+        commands.attach(mainloop.loop_(), move |command| match command {
+            Command::Prepare(params, generation) => {
+                if current
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|a| a.reuse(&params, generation))
+                {
+                    return;
+                }
+                current.borrow_mut().take();
+                match open_stream(&core, &node, &params, generation, &shared) {
+                    Ok(active) => *current.borrow_mut() = Some(active),
+                    Err(e) => shared.fail(
+                        Some(generation),
+                        format!("cannot create PipeWire stream '{}': {e}", node.node_name),
+                    ),
+                }
+            }
+            Command::Active(on) => {
+                if let Some(a) = &*current.borrow() {
+                    if let Err(e) = a.stream.set_active(on) {
+                        shared.fail(None, format!("PipeWire stream (de)activation: {e}"));
+                    }
+                }
+            }
+            Command::Release => {
+                current.borrow_mut().take();
+            }
+            Command::Quit => {
+                current.borrow_mut().take();
+                quit();
+            }
+        })
+    };
+    mainloop.run();
+    current.borrow_mut().take();
+}
+
+/// The stream's format: exactly the guest's (PipeWire converts to and from
+/// the graph's).
+fn format_pod(params: &PcmParams) -> Result<Vec<u8>, String> {
+    let mut info = spa::param::audio::AudioInfoRaw::new();
+    info.set_format(spa_format(params.format));
+    info.set_rate(params.rate);
+    info.set_channels(u32::from(params.channels));
+    let mut position = [0; spa::param::audio::MAX_CHANNELS];
+    for (slot, p) in position.iter_mut().zip(spa_positions(params.channels)) {
+        *slot = p;
+    }
+    info.set_position(position);
+    let object = spa::pod::Object {
+        type_: spa::utils::SpaTypes::ObjectParamFormat.as_raw(),
+        id: spa::param::ParamType::EnumFormat.as_raw(),
+        properties: info.into(),
+    };
+    spa::pod::serialize::PodSerializer::serialize(
+        io::Cursor::new(Vec::new()),
+        &spa::pod::Value::Object(object),
+    )
+    .map(|(cursor, _)| cursor.into_inner())
+    .map_err(|e| format!("format: {e:?}"))
+}
+
+fn open_stream(
+    core: &pw::core::CoreRc,
+    node: &NodeSettings,
+    params: &PcmParams,
+    generation: u64,
+    shared: &Arc<Shared>,
+) -> Result<Active, String> {
+    let mut props = pw::properties::PropertiesBox::new();
+    for (key, value) in node.properties(params) {
+        props.insert(key, value);
+    }
+    let stream = pw::stream::StreamRc::new(core.clone(), &node.node_name, props)
+        .map_err(|e| e.to_string())?;
+    let generation = Rc::new(Cell::new(generation));
+    let broken = Rc::new(Cell::new(false));
+    let process = Process {
+        shared: shared.clone(),
+        generation: generation.clone(),
+        broken: broken.clone(),
+        params: *params,
+        frame: usize::try_from(params.frame_bytes()).unwrap_or(4).max(1),
+    };
+    let listener = stream
+        .add_local_listener_with_user_data(process)
+        .state_changed(|_, p, _, new| {
+            log::debug!("PipeWire stream: {new:?}");
+            if let pw::stream::StreamState::Error(e) = new {
+                p.broken.set(true);
+                p.shared.fail(
+                    Some(p.generation.get()),
+                    format!("PipeWire stream error: {e}"),
+                );
+            }
+        })
+        .process(|stream, p| p.process(stream))
+        .register()
+        .map_err(|e| e.to_string())?;
+    let pod = format_pod(params)?;
+    let mut pods = [spa::pod::Pod::from_bytes(&pod).ok_or("format: not a pod")?];
+    let direction = match node.direction {
+        Direction::Output => spa::utils::Direction::Output,
+        Direction::Input => spa::utils::Direction::Input,
+    };
+    stream
+        .connect(
+            direction,
+            None,
+            pw::stream::StreamFlags::AUTOCONNECT
+                | pw::stream::StreamFlags::MAP_BUFFERS
+                | pw::stream::StreamFlags::INACTIVE,
+            &mut pods,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(Active {
+        _listener: listener,
+        stream,
+        params: *params,
+        generation,
+        broken,
+    })
+}
+
+/// The state of one stream's `process` callback (on the PipeWire thread).
+struct Process {
+    shared: Arc<Shared>,
+    generation: Rc<Cell<u64>>,
+    broken: Rc<Cell<bool>>,
+    params: PcmParams,
+    frame: usize,
+}
+
+impl Process {
+    /// One graph cycle: give PipeWire a quantum (playback) or take what it
+    /// captured, then wake the worker.
+    fn process(&mut self, stream: &pw::stream::Stream) {
+        let delay = self.graph_delay(stream);
+        let Some(mut buffer) = stream.dequeue_buffer() else {
+            return;
+        };
+        let requested = usize::try_from(buffer.requested()).unwrap_or(0);
+        let Some(data) = buffer.datas_mut().first_mut() else {
+            return;
+        };
+        let mut g = self.shared.lock();
+        if g.generation != self.generation.get() {
+            return;
+        }
+        g.pw_delay = delay;
+        match self.params.direction {
+            Direction::Output => {
+                let Some(out) = data.data() else {
+                    return;
+                };
+                let room = out.len() / self.frame * self.frame;
+                let want = match requested {
+                    0 => room,
+                    n => n.saturating_mul(self.frame).min(room),
+                };
+                g.play(&mut out[..want], self.frame, silence(self.params.format));
+                drop(g);
+                let chunk = data.chunk_mut();
+                *chunk.offset_mut() = 0;
+                *chunk.stride_mut() = i32::try_from(self.frame).unwrap_or(0);
+                *chunk.size_mut() = u32::try_from(want).unwrap_or(0);
+            }
+            Direction::Input => {
+                let (offset, size) = (data.chunk().offset(), data.chunk().size());
+                let Some(captured) = data.data() else {
+                    return;
+                };
+                let start = (offset as usize).min(captured.len());
+                let end = start.saturating_add(size as usize).min(captured.len());
+                g.record(&captured[start..end]);
+                drop(g);
+            }
+        }
+        drop(buffer);
+        self.shared.signal();
+    }
+
+    /// Bytes PipeWire holds on the way to (or from) the device: what it
+    /// has queued of ours plus the graph's delay, at most a second.
+    fn graph_delay(&self, stream: &pw::stream::Stream) -> u32 {
+        let Ok(t) = stream.time() else {
+            return 0;
+        };
+        let rate = t.rate();
+        let ticks = u64::try_from(t.delay()).unwrap_or(0);
+        let ns = if rate.denom > 0 {
+            u64::try_from(
+                u128::from(ticks) * 1_000_000_000 * u128::from(rate.num) / u128::from(rate.denom),
+            )
+            .unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let bytes = self
+            .params
+            .bytes_in(ns)
+            .saturating_add(t.queued())
+            .min(self.params.byte_rate());
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+impl PcmHost for PipewirePcm {
+    fn prepare(&mut self, params: &PcmParams) -> io::Result<()> {
+        self.connect()?;
+        let generation = {
+            let mut g = self.shared.lock();
+            *g = Inner::prepared(g.generation + 1, params);
+            g.generation
+        };
+        self.send(Command::Prepare(*params, generation))
+    }
+
+    fn start(&mut self) -> io::Result<()> {
+        {
+            let mut g = self.shared.lock();
+            if let Some(e) = self.failure(&g) {
+                return Err(e);
+            }
+            g.running = true;
+            g.had_data = !g.ring.is_empty();
+            g.starved = false;
+        }
+        self.send(Command::Active(true))
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        self.shared.lock().running = false;
+        // A stream whose PipeWire went away is stopped already.
+        let _ = self.send(Command::Active(false));
+        Ok(())
+    }
+
+    fn release(&mut self) -> io::Result<()> {
+        {
+            let mut g = self.shared.lock();
+            *g = Inner {
+                generation: g.generation + 1,
+                ..Inner::default()
+            };
+        }
+        let _ = self.send(Command::Release);
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<bool> {
+        let mut g = self.shared.lock();
+        if let Some(e) = self.failure(&g) {
+            return Err(e);
+        }
+        Ok(g.put(data))
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        let mut g = self.shared.lock();
+        if let Some(e) = self.failure(&g) {
+            return Err(e);
+        }
+        Ok(g.take(buf))
+    }
+
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.shared.ready.as_fd())
+    }
+
+    fn clear_ready(&mut self) {
+        let _ = self.shared.ready.read();
+    }
+
+    fn delay_bytes(&self) -> u32 {
+        let g = self.shared.lock();
+        u32::try_from(g.ring.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(g.pw_delay)
+    }
+
+    fn take_xrun(&mut self) -> bool {
+        std::mem::take(&mut self.shared.lock().xrun)
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "PipeWire node '{}' (stream {})",
+            self.node.node_name, self.node.id
+        )
+    }
+}
