@@ -26,7 +26,12 @@
 //!
 //! The ring holds [`RING_PERIODS`] of the guest's periods plus one PipeWire
 //! quantum (playback), or twice the guest's buffer (capture). The stream
-//! asks for a quantum of one guest period (`node.latency`). A playback
+//! asks for a quantum of one guest period, at least [`MIN_LATENCY_MS`]
+//! and rounded up to a power of two as PipeWire's quanta are
+//! (`node.latency`; see [`latency_frames`]): the graph's quantum is the
+//! smallest any of its nodes asks for, and a guest with 5 ms periods
+//! should not make the whole desktop's graph run at that pace, nor leave
+//! the stream's thread only 5 ms to answer each cycle. A playback
 //! cycle that finds the ring short is padded with silence; if the guest's
 //! audio then goes on without a STOP, that gap was an underrun and is
 //! reported as an xrun (the end of playback is not one). A capture ring
@@ -130,6 +135,21 @@ pub fn spa_positions(channels: u8) -> Vec<u32> {
         .collect()
 }
 
+/// The shortest quantum a stream asks for.
+pub const MIN_LATENCY_MS: u32 = 20;
+
+/// The quantum a stream asks for (`node.latency`), in frames at its rate:
+/// one guest period, at least [`MIN_LATENCY_MS`], rounded up to a power of
+/// two.
+pub fn latency_frames(params: &PcmParams) -> u32 {
+    let period = params.period_bytes / params.frame_bytes().max(1);
+    period
+        .max(params.rate / (1000 / MIN_LATENCY_MS))
+        .max(1)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
+}
+
 /// What a stream's node is called and where it wants to be linked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSettings {
@@ -171,8 +191,6 @@ impl NodeSettings {
             Direction::Output => ("Playback", "playback"),
             Direction::Input => ("Capture", "capture"),
         };
-        let frame = u64::from(params.frame_bytes().max(1));
-        let period = (u64::from(params.period_bytes) / frame).max(1);
         let mut p = vec![
             (*pw::keys::MEDIA_TYPE, "Audio".to_string()),
             (*pw::keys::MEDIA_CATEGORY, category.to_string()),
@@ -187,10 +205,9 @@ impl NodeSettings {
                 *pw::keys::MEDIA_NAME,
                 format!("virtio-snd stream {} ({what})", self.id),
             ),
-            // Ask the graph for a quantum of one guest period.
             (
                 *pw::keys::NODE_LATENCY,
-                format!("{period}/{}", params.rate),
+                format!("{}/{}", latency_frames(params), params.rate),
             ),
             (*pw::keys::AUDIO_CHANNELS, params.channels.to_string()),
         ];
@@ -741,6 +758,10 @@ impl Process {
                     0 => room,
                     n => n.saturating_mul(self.frame).min(room),
                 };
+                log::trace!(
+                    "PipeWire playback cycle: {want} bytes asked, {} in the ring",
+                    g.ring.len()
+                );
                 g.play(&mut out[..want], self.frame, silence(self.params.format));
                 drop(g);
                 let chunk = data.chunk_mut();
@@ -755,6 +776,11 @@ impl Process {
                 };
                 let start = (offset as usize).min(captured.len());
                 let end = start.saturating_add(size as usize).min(captured.len());
+                log::trace!(
+                    "PipeWire capture cycle: {} bytes, {} in the ring",
+                    end - start,
+                    g.ring.len()
+                );
                 g.record(&captured[start..end]);
                 drop(g);
             }
