@@ -566,6 +566,55 @@ mod tests {
     }
 
     #[test]
+    fn pipewire_backend_takes_its_targets_name_and_properties() {
+        let c = config(&[
+            "--backend",
+            "pipewire",
+            "--pipewire-playback",
+            "hdmi-sink",
+            "--pipewire-name",
+            "vm1",
+            "--pipewire-property",
+            "node.latency=256/48000",
+            "--pipewire-property",
+            "a.b={ x = 1 }",
+        ]);
+        if !cfg!(feature = "pipewire") {
+            assert_eq!(c.unwrap_err(), ArgsError::NotBuilt("pipewire"));
+            return;
+        }
+        assert_eq!(
+            c.unwrap().backend,
+            BackendConfig::Pipewire {
+                name: "vm1".into(),
+                playback: Some("hdmi-sink".into()),
+                capture: None,
+                properties: vec![
+                    ("node.latency".into(), "256/48000".into()),
+                    ("a.b".into(), "{ x = 1 }".into())
+                ],
+            }
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "pipewire")]
+    fn pipewire_properties_without_a_key_and_an_empty_name_are_refused() {
+        for bad in [
+            &["--pipewire-property", "latency"][..],
+            &["--pipewire-property", "=1"],
+            &["--pipewire-name", ""],
+        ] {
+            let mut args = vec!["--backend", "pipewire"];
+            args.extend_from_slice(bad);
+            assert!(
+                matches!(config(&args), Err(ArgsError::Backend(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn controls_are_off_unless_asked() {
         assert!(config(&["--controls"]).unwrap().controls);
     }

@@ -312,7 +312,8 @@ impl Player {
     /// PREPARE of stream 0.
     fn prepare(&mut self) -> u32 {
         let mut req = SET_PARAMS.to_le_bytes().to_vec();
-        for v in [0, PERIOD as u32 * 4, PERIOD as u32, 0] {
+        let period = u32::try_from(PERIOD).unwrap();
+        for v in [0, period * 4, period, 0] {
             req.extend_from_slice(&v.to_le_bytes());
         }
         req.extend_from_slice(&[2, 5, 7, 0]);
@@ -398,7 +399,10 @@ fn playback_completes_at_the_graphs_pace_never_faster() {
     for (k, t) in times.iter().enumerate() {
         let consumed = ((k + 1) * PERIOD).saturating_sub(ahead) as u64;
         let floor = Duration::from_micros(consumed * 1_000_000 / 192_000);
-        assert!(*t >= floor, "period {k} completed at {t:?}, before {floor:?}");
+        assert!(
+            *t >= floor,
+            "period {k} completed at {t:?}, before {floor:?}"
+        );
     }
 }
 

@@ -239,29 +239,39 @@ fn connect_error(cause: &dyn std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
         format!(
-            "cannot connect to PipeWire at {}: {cause}; is PipeWire running for this user? \
-             The socket is PIPEWIRE_REMOTE (default pipewire-0) in PIPEWIRE_RUNTIME_DIR or \
-             XDG_RUNTIME_DIR: when the daemon runs as another user than the desktop \
-             (root, a service), set XDG_RUNTIME_DIR=/run/user/<uid> of the user whose \
-             PipeWire to use",
+            "cannot connect to PipeWire at {} ({cause}): is PipeWire running? Set \
+             PIPEWIRE_RUNTIME_DIR or XDG_RUNTIME_DIR to the directory of its socket \
+             (PIPEWIRE_REMOTE names the socket, default pipewire-0); as root or from a \
+             service, XDG_RUNTIME_DIR=/run/user/<uid> of the user whose PipeWire to use",
             remote_description()
         ),
     )
 }
 
-/// Connect to PipeWire once, so that a daemon started without one says so
-/// at startup rather than at the guest's first PREPARE.
-pub fn check_connection() -> io::Result<()> {
+/// Connect: a main loop, a context and a core on this thread.
+fn connect_core() -> io::Result<(
+    pw::main_loop::MainLoopRc,
+    pw::context::ContextRc,
+    pw::core::CoreRc,
+)> {
     pw::init();
-    let mainloop = pw::main_loop::MainLoopRc::new(None).map_err(|e| connect_error(&e))?;
-    let context = pw::context::ContextRc::new(&mainloop, None).map_err(|e| connect_error(&e))?;
+    let mainloop = pw::main_loop::MainLoopRc::new(None).map_err(io::Error::other)?;
+    let context = pw::context::ContextRc::new(&mainloop, None).map_err(io::Error::other)?;
     let core = context.connect_rc(None).map_err(|e| {
         // libpipewire leaves the reason of a failed connect in errno.
         let os = io::Error::last_os_error();
-        connect_error(&format!("{e} ({os})"))
+        match os.raw_os_error() {
+            Some(n) if n != 0 => connect_error(&os),
+            _ => connect_error(&e),
+        }
     })?;
-    drop(core);
-    Ok(())
+    Ok((mainloop, context, core))
+}
+
+/// Connect to PipeWire once, so that a daemon started without one says so
+/// at startup rather than at the guest's first PREPARE.
+pub fn check_connection() -> io::Result<()> {
+    connect_core().map(drop)
 }
 
 #[derive(Debug, Default)]
@@ -488,10 +498,7 @@ impl PipewirePcm {
             io::Error::new(io::ErrorKind::NotConnected, "not connected to PipeWire")
         })?;
         link.commands.send(command).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the PipeWire thread has ended",
-            )
+            io::Error::new(io::ErrorKind::NotConnected, "the PipeWire thread has ended")
         })
     }
 
@@ -549,22 +556,10 @@ fn run(
     connected: &mpsc::SyncSender<io::Result<()>>,
     shared: &Arc<Shared>,
 ) {
-    pw::init();
-    let setup = (|| {
-        let mainloop = pw::main_loop::MainLoopRc::new(None)?;
-        let context = pw::context::ContextRc::new(&mainloop, None)?;
-        let core = context.connect_rc(None).inspect_err(|_| {
-            // Read errno before anything else can change it.
-            let os = io::Error::last_os_error();
-            log::debug!("PipeWire connect: {os}");
-        })?;
-        Ok::<_, pw::Error>((mainloop, context, core))
-    })();
-    let (mainloop, _context, core) = match setup {
+    let (mainloop, _context, core) = match connect_core() {
         Ok(v) => v,
         Err(e) => {
-            let os = io::Error::last_os_error();
-            let _ = connected.send(Err(connect_error(&format!("{e} ({os})"))));
+            let _ = connected.send(Err(e));
             return;
         }
     };
@@ -897,5 +892,210 @@ impl PcmHost for PipewirePcm {
             "PipeWire node '{}' (stream {})",
             self.node.node_name, self.node.id
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spa::sys::*;
+
+    fn params(direction: Direction, period_bytes: u32) -> PcmParams {
+        PcmParams {
+            direction,
+            channels: 2,
+            format: Format::S16,
+            rate: 48000,
+            period_bytes,
+            buffer_bytes: period_bytes * 4,
+            features: 0,
+        }
+    }
+
+    fn prop<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn every_format_maps_to_its_spa_format() {
+        assert_eq!(spa_format(Format::U8), AudioFormat::U8);
+        assert_eq!(spa_format(Format::S16), AudioFormat::S16LE);
+        assert_eq!(spa_format(Format::S24), AudioFormat::S24_32LE);
+        assert_eq!(spa_format(Format::S32), AudioFormat::S32LE);
+        assert_eq!(spa_format(Format::Float), AudioFormat::F32LE);
+    }
+
+    #[test]
+    fn channel_positions_follow_alsas_maps_and_extra_channels_are_aux() {
+        assert_eq!(spa_positions(1), vec![SPA_AUDIO_CHANNEL_MONO]);
+        assert_eq!(
+            spa_positions(2),
+            vec![SPA_AUDIO_CHANNEL_FL, SPA_AUDIO_CHANNEL_FR]
+        );
+        assert_eq!(
+            spa_positions(6),
+            vec![
+                SPA_AUDIO_CHANNEL_FL,
+                SPA_AUDIO_CHANNEL_FR,
+                SPA_AUDIO_CHANNEL_RL,
+                SPA_AUDIO_CHANNEL_RR,
+                SPA_AUDIO_CHANNEL_FC,
+                SPA_AUDIO_CHANNEL_LFE
+            ]
+        );
+        let ten = spa_positions(10);
+        assert_eq!(ten.len(), 10);
+        assert_eq!(ten[7], SPA_AUDIO_CHANNEL_SR);
+        assert_eq!(
+            &ten[8..],
+            &[SPA_AUDIO_CHANNEL_AUX0, SPA_AUDIO_CHANNEL_AUX0 + 1]
+        );
+    }
+
+    #[test]
+    fn every_stream_format_serializes_to_a_format_pod() {
+        for format in Format::ALL {
+            let p = PcmParams {
+                format,
+                channels: 18,
+                ..params(Direction::Output, 1920)
+            };
+            let pod = format_pod(&p).unwrap();
+            assert!(spa::pod::Pod::from_bytes(&pod).is_some(), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn the_quantum_asked_for_is_a_period_at_least_20_ms_as_a_power_of_two() {
+        // 10 ms periods: 480 frames, at least 960, so 1024.
+        assert_eq!(latency_frames(&params(Direction::Output, 1920)), 1024);
+        // 100 ms periods: 4800 frames, so 8192.
+        assert_eq!(latency_frames(&params(Direction::Output, 19200)), 8192);
+        let tiny = PcmParams {
+            rate: 8000,
+            ..params(Direction::Output, 4)
+        };
+        assert_eq!(latency_frames(&tiny), 256);
+    }
+
+    #[test]
+    fn node_properties_name_the_stream_and_its_target_and_extras_win() {
+        let plain = NodeSettings::new("vm1", 3, Direction::Input, None, &[]);
+        let props = plain.properties(&params(Direction::Input, 1920));
+        assert_eq!(prop(&props, "node.name"), Some("vm1-3"));
+        assert_eq!(prop(&props, "media.category"), Some("Capture"));
+        assert_eq!(prop(&props, "node.latency"), Some("1024/48000"));
+        assert_eq!(prop(&props, "target.object"), None);
+
+        let extra = [("node.latency".to_string(), "256/48000".to_string())];
+        let aimed = NodeSettings::new("vm1", 0, Direction::Output, Some("hdmi"), &extra);
+        let props = aimed.properties(&params(Direction::Output, 1920));
+        assert_eq!(prop(&props, "target.object"), Some("hdmi"));
+        assert_eq!(prop(&props, "media.category"), Some("Playback"));
+        assert_eq!(prop(&props, "node.latency"), Some("256/48000"));
+    }
+
+    fn playback() -> Inner {
+        let mut g = Inner::prepared(1, &params(Direction::Output, 8));
+        g.running = true;
+        g
+    }
+
+    #[test]
+    fn the_playback_ring_takes_buffers_until_it_holds_its_periods_and_a_quantum() {
+        let mut g = playback();
+        // 4 periods of 8 bytes plus a quantum (a period until one is seen).
+        for _ in 0..5 {
+            assert!(g.put(&[1; 8]));
+        }
+        assert!(!g.put(&[1; 8]), "a full ring takes no more");
+        assert_eq!(g.ring.len(), 40);
+
+        let mut empty = playback();
+        assert!(empty.put(&[1; 100]), "an empty ring takes any buffer");
+    }
+
+    #[test]
+    fn a_cycle_plays_the_ring_then_silence() {
+        let mut g = playback();
+        assert!(g.put(&[1, 2, 3, 4, 5, 6, 7, 8]));
+        let mut out = [9u8; 12];
+
+        g.play(&mut out, 4, 0);
+
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0]);
+        assert_eq!(g.quantum, 12);
+        assert!(g.ring.is_empty());
+    }
+
+    #[test]
+    fn a_gap_inside_playback_is_an_xrun_but_its_end_and_prebuffering_are_not() {
+        let mut g = playback();
+        let mut out = [0u8; 8];
+        g.play(&mut out, 4, 0);
+        assert!(!g.starved, "silence before the first data is no underrun");
+
+        assert!(g.put(&[1; 8]));
+        g.play(&mut out, 4, 0);
+        g.play(&mut out, 4, 0);
+        assert!(!g.xrun, "running dry at the end of playback is no underrun");
+
+        assert!(g.put(&[1; 8]));
+        assert!(g.xrun, "audio after silence: there was a gap");
+    }
+
+    #[test]
+    fn a_paused_stream_keeps_its_ring_and_plays_silence() {
+        let mut g = playback();
+        assert!(g.put(&[1; 8]));
+        g.running = false;
+        let mut out = [9u8; 8];
+
+        g.play(&mut out, 4, 0x80);
+
+        assert_eq!(out, [0x80; 8]);
+        assert_eq!(g.ring.len(), 8);
+        assert!(!g.starved);
+    }
+
+    #[test]
+    fn capture_keeps_what_the_graph_gives_and_drops_the_oldest_when_late() {
+        let mut g = Inner::prepared(1, &params(Direction::Input, 4));
+        g.record(&[1; 4]);
+        assert!(g.ring.is_empty(), "nothing is kept before START");
+        g.running = true;
+        // The ring holds twice the guest's buffer (or 4 periods): 32 bytes.
+        for i in 0..9u8 {
+            g.record(&[i; 4]);
+        }
+        assert!(g.xrun);
+        assert_eq!(g.ring.len(), 32);
+        let mut buf = [0u8; 4];
+        assert!(g.take(&mut buf));
+        assert_eq!(buf, [1; 4], "the oldest 4 bytes were dropped");
+        let mut big = [0u8; 64];
+        assert!(!g.take(&mut big), "only whole guest buffers are given");
+    }
+
+    #[test]
+    fn a_stream_without_pipewire_fails_io_with_the_reason() {
+        let mut pcm =
+            PipewirePcm::new(NodeSettings::new("t", 0, Direction::Output, None, &[])).unwrap();
+        pcm.shared.lock().failed = Some("the PipeWire connection failed".into());
+
+        let err = pcm.write(&[0; 4]).unwrap_err();
+
+        assert!(err.to_string().contains("connection failed"), "{err}");
+        assert!(err.to_string().contains("'t-0'"), "{err}");
+        assert!(pcm.stop().is_ok(), "a failed stream can still be stopped");
+        assert!(pcm.release().is_ok());
+        assert!(
+            pcm.shared.lock().failed.is_none(),
+            "RELEASE clears the failure"
+        );
     }
 }
