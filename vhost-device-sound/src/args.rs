@@ -16,7 +16,7 @@ use crate::virtio::{rate_bit, Direction, Format, RATES};
 pub const MAX_STREAMS: usize = 64;
 
 /// vhost-user virtio-sound daemon: plays and records a guest's audio in real
-/// time through ALSA, WAV files or nothing.
+/// time through ALSA, PipeWire, WAV files or nothing.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about, long_about = None)]
 pub struct Args {
