@@ -226,7 +226,7 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// The end of a log.
 fn tail(text: &str) -> &str {
-    let mut at = text.len().saturating_sub(2_000_000);
+    let mut at = text.len().saturating_sub(20_000);
     while !text.is_char_boundary(at) {
         at += 1;
     }

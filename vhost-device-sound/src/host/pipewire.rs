@@ -43,7 +43,9 @@
 //! carry `target.object` when a target is given; linking them is the
 //! session manager's job (WirePlumber), as for any PipeWire client.
 //!
-//! A PipeWire that cannot be reached fails PREPARE (`IO_ERR`) with a message
+//! The thread connects at the stream's first PREPARE, which waits for that
+//! (a local socket connect, bounded by 5 s); later commands never wait. A
+//! PipeWire that cannot be reached fails PREPARE (`IO_ERR`) with a message
 //! that says where the daemon looked; a PipeWire that goes away while
 //! streams run fails their I/O (`IO_ERR`) until the next PREPARE, which
 //! connects again.
@@ -53,6 +55,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -390,6 +393,9 @@ impl Inner {
 struct Shared {
     inner: Mutex<Inner>,
     ready: EventFd,
+    /// The connection failed: the thread is ending, the next PREPARE
+    /// connects again.
+    lost: AtomicBool,
 }
 
 impl Shared {
@@ -457,6 +463,7 @@ impl PipewirePcm {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner::default()),
                 ready: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+                lost: AtomicBool::new(false),
             }),
             link: None,
         })
@@ -466,10 +473,13 @@ impl PipewirePcm {
     /// for its connect, at most [`CONNECT_TIMEOUT`]) if there is none or
     /// the last one ended (PipeWire went away).
     fn connect(&mut self) -> io::Result<()> {
-        if self.link.as_ref().is_some_and(|l| !l.thread.is_finished()) {
+        let alive = self.link.as_ref().is_some_and(|l| !l.thread.is_finished());
+        if alive && !self.shared.lost.load(Ordering::Acquire) {
             return Ok(());
         }
+        // A lost connection's thread is quitting: joining it is quick.
         self.stop_thread();
+        self.shared.lost.store(false, Ordering::Release);
         let (commands, receiver) = pw::channel::channel();
         let (connected_tx, connected) = mpsc::sync_channel(1);
         let (node, shared) = (self.node.clone(), self.shared.clone());
@@ -576,6 +586,7 @@ fn run(
         core.add_listener_local()
             .error(move |id, _seq, res, message| {
                 if id == pw::sys::PW_ID_CORE {
+                    shared.lost.store(true, Ordering::Release);
                     let errno = io::Error::from_raw_os_error(res.saturating_neg());
                     shared.fail(
                         None,
