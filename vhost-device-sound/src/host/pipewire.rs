@@ -7,10 +7,13 @@
 //! PipeWire objects live on the thread that made them, and PipeWire calls
 //! back from its own main loop, so each stream has one bounded thread that
 //! owns a connection to the user's PipeWire (main loop, context, core) and,
-//! between PREPARE and RELEASE, a `pw_stream` node. The vring worker never
-//! calls PipeWire; the two sides share only a byte ring and a few flags
-//! under a mutex, and commands go to the thread through a
-//! `pipewire::channel` that wakes its main loop:
+//! between PREPARE and RELEASE, a `pw_stream` node. The stream's `process`
+//! callback runs on libpipewire's data thread of that connection, inside
+//! the graph cycle (`RT_PROCESS`), so a busy main loop cannot make it miss
+//! a cycle. The vring worker never calls PipeWire; the sides share only a
+//! byte ring and a few flags under a mutex (held for one copy at most),
+//! and commands go to the thread through a `pipewire::channel` that wakes
+//! its main loop:
 //!
 //! - playback: [`PcmHost::write`] puts a guest buffer into the ring when it
 //!   fits (else `Ok(false)`: the worker keeps the buffer held). PipeWire's
@@ -25,7 +28,8 @@
 //!   holds one.
 //!
 //! The ring holds [`RING_PERIODS`] of the guest's periods plus one PipeWire
-//! quantum (playback), or twice the guest's buffer (capture). The stream
+//! quantum (playback), or twice the guest's buffer and at least 250 ms
+//! (capture). The stream
 //! asks for a quantum of one guest period, at least [`MIN_LATENCY_MS`]
 //! and rounded up to a power of two as PipeWire's quanta are
 //! (`node.latency`; see [`latency_frames`]): the graph's quantum is the
@@ -50,12 +54,12 @@
 //! streams run fails their I/O (`IO_ERR`) until the next PREPARE, which
 //! connects again.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -73,6 +77,9 @@ pub const DEFAULT_NAME: &str = "vhost-device-sound";
 
 /// Guest periods the playback ring holds (plus one PipeWire quantum).
 pub const RING_PERIODS: usize = 4;
+
+/// Most buffers one capture callback takes (PipeWire's own limit).
+const MAX_BUFFERS: usize = 64;
 
 /// How long PREPARE waits for a new connection to PipeWire (a local socket
 /// connect; only the first PREPARE, or the first after PipeWire went away,
@@ -251,15 +258,26 @@ fn connect_error(cause: &dyn std::fmt::Display) -> io::Error {
     )
 }
 
-/// Connect: a main loop, a context and a core on this thread.
-fn connect_core() -> io::Result<(
+/// Connect: a main loop, a context and a core on this thread. `realtime`:
+/// with libpipewire's `client-rt.conf`, whose `module-rt` gives the data
+/// thread (where `process` runs) real-time priority where the system allows
+/// it (RTKit, or `CAP_SYS_NICE`/`RLIMIT_RTPRIO`), as PipeWire's own players
+/// have.
+fn connect_core(
+    realtime: bool,
+) -> io::Result<(
     pw::main_loop::MainLoopRc,
     pw::context::ContextRc,
     pw::core::CoreRc,
 )> {
     pw::init();
     let mainloop = pw::main_loop::MainLoopRc::new(None).map_err(io::Error::other)?;
-    let context = pw::context::ContextRc::new(&mainloop, None).map_err(io::Error::other)?;
+    let props = realtime.then(|| {
+        let mut p = pw::properties::PropertiesBox::new();
+        p.insert("config.name", "client-rt.conf");
+        p
+    });
+    let context = pw::context::ContextRc::new(&mainloop, props).map_err(io::Error::other)?;
     let core = context.connect_rc(None).map_err(|e| {
         // libpipewire leaves the reason of a failed connect in errno.
         let os = io::Error::last_os_error();
@@ -274,7 +292,7 @@ fn connect_core() -> io::Result<(
 /// Connect to PipeWire once, so that a daemon started without one says so
 /// at startup rather than at the guest's first PREPARE.
 pub fn check_connection() -> io::Result<()> {
-    connect_core().map(drop)
+    connect_core(false).map(drop)
 }
 
 #[derive(Debug, Default)]
@@ -310,9 +328,12 @@ impl Inner {
             generation,
             direction: Some(params.direction),
             period,
-            // Capture: the guest's whole buffer and more, so that a late
-            // worker does not lose samples.
-            capture_cap: buffer.max(period.saturating_mul(4)).saturating_mul(2),
+            // Capture: twice the guest's buffer, and at least a quarter of
+            // a second, so that a late worker does not lose samples.
+            capture_cap: buffer
+                .max(period.saturating_mul(4))
+                .saturating_mul(2)
+                .max(usize::try_from(params.byte_rate() / 4).unwrap_or(usize::MAX)),
             ..Inner::default()
         }
     }
@@ -536,22 +557,23 @@ impl Drop for PipewirePcm {
 /// is removed before the stream is destroyed.
 struct Active {
     _listener: pw::stream::StreamListener<Process>,
+    _watch: pw::stream::StreamListener<()>,
     stream: pw::stream::StreamRc,
     params: PcmParams,
     /// The generation the callbacks serve (see [`Inner::generation`]).
-    generation: Rc<Cell<u64>>,
+    generation: Arc<AtomicU64>,
     /// The stream reported an error.
-    broken: Rc<Cell<bool>>,
+    broken: Arc<AtomicBool>,
 }
 
 impl Active {
     /// PREPARE again with the same parameters (as Linux does after every
     /// pause or underrun): keep the node, so that its links stay.
     fn reuse(&self, params: &PcmParams, generation: u64) -> bool {
-        if self.broken.get() || self.params != *params {
+        if self.broken.load(Ordering::Acquire) || self.params != *params {
             return false;
         }
-        self.generation.set(generation);
+        self.generation.store(generation, Ordering::Release);
         let _ = self.stream.set_active(false);
         let _ = self.stream.flush(false);
         true
@@ -566,7 +588,7 @@ fn run(
     connected: &mpsc::SyncSender<io::Result<()>>,
     shared: &Arc<Shared>,
 ) {
-    let (mainloop, _context, core) = match connect_core() {
+    let (mainloop, _context, core) = match connect_core(true) {
         Ok(v) => v,
         Err(e) => {
             let _ = connected.send(Err(e));
@@ -679,27 +701,36 @@ fn open_stream(
     }
     let stream = pw::stream::StreamRc::new(core.clone(), &node.node_name, props)
         .map_err(|e| e.to_string())?;
-    let generation = Rc::new(Cell::new(generation));
-    let broken = Rc::new(Cell::new(false));
+    let generation = Arc::new(AtomicU64::new(generation));
+    let broken = Arc::new(AtomicBool::new(false));
+    // Two listeners, so that each one's data is touched by one thread:
+    // state changes come on this thread, `process` on PipeWire's data
+    // thread (RT_PROCESS).
+    let watch = {
+        let (shared, generation, broken) = (shared.clone(), generation.clone(), broken.clone());
+        stream
+            .add_local_listener_with_user_data(())
+            .state_changed(move |_, (), _, new| {
+                log::debug!("PipeWire stream: {new:?}");
+                if let pw::stream::StreamState::Error(e) = new {
+                    broken.store(true, Ordering::Release);
+                    shared.fail(
+                        Some(generation.load(Ordering::Acquire)),
+                        format!("PipeWire stream error: {e}"),
+                    );
+                }
+            })
+            .register()
+            .map_err(|e| e.to_string())?
+    };
     let process = Process {
         shared: shared.clone(),
         generation: generation.clone(),
-        broken: broken.clone(),
         params: *params,
         frame: usize::try_from(params.frame_bytes()).unwrap_or(4).max(1),
     };
     let listener = stream
         .add_local_listener_with_user_data(process)
-        .state_changed(|_, p, _, new| {
-            log::debug!("PipeWire stream: {new:?}");
-            if let pw::stream::StreamState::Error(e) = new {
-                p.broken.set(true);
-                p.shared.fail(
-                    Some(p.generation.get()),
-                    format!("PipeWire stream error: {e}"),
-                );
-            }
-        })
         .process(|stream, p| p.process(stream))
         .register()
         .map_err(|e| e.to_string())?;
@@ -715,12 +746,14 @@ fn open_stream(
             None,
             pw::stream::StreamFlags::AUTOCONNECT
                 | pw::stream::StreamFlags::MAP_BUFFERS
+                | pw::stream::StreamFlags::RT_PROCESS
                 | pw::stream::StreamFlags::INACTIVE,
             &mut pods,
         )
         .map_err(|e| e.to_string())?;
     Ok(Active {
         _listener: listener,
+        _watch: watch,
         stream,
         params: *params,
         generation,
@@ -728,11 +761,12 @@ fn open_stream(
     })
 }
 
-/// The state of one stream's `process` callback (on the PipeWire thread).
+/// The state of one stream's `process` callback, which runs on
+/// libpipewire's data thread of the stream's connection (`RT_PROCESS`): only
+/// thread-safe parts.
 struct Process {
     shared: Arc<Shared>,
-    generation: Rc<Cell<u64>>,
-    broken: Rc<Cell<bool>>,
+    generation: Arc<AtomicU64>,
     params: PcmParams,
     frame: usize,
 }
@@ -742,22 +776,43 @@ impl Process {
     /// captured, then wake the worker.
     fn process(&mut self, stream: &pw::stream::Stream) {
         let delay = self.graph_delay(stream);
+        match self.params.direction {
+            // One quantum per cycle, as asked.
+            Direction::Output => {
+                self.one_buffer(stream, delay);
+            }
+            // Every buffer captured so far: a callback that came late may
+            // find several, and one left behind would be late for good
+            // (and PipeWire drops audio once all its buffers wait).
+            Direction::Input => {
+                for _ in 0..MAX_BUFFERS {
+                    if !self.one_buffer(stream, delay) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.shared.signal();
+    }
+
+    /// Serve one buffer; `false` if there was none.
+    fn one_buffer(&mut self, stream: &pw::stream::Stream, delay: u32) -> bool {
         let Some(mut buffer) = stream.dequeue_buffer() else {
-            return;
+            return false;
         };
         let requested = usize::try_from(buffer.requested()).unwrap_or(0);
         let Some(data) = buffer.datas_mut().first_mut() else {
-            return;
+            return true;
         };
         let mut g = self.shared.lock();
-        if g.generation != self.generation.get() {
-            return;
+        if g.generation != self.generation.load(Ordering::Acquire) {
+            return true;
         }
         g.pw_delay = delay;
         match self.params.direction {
             Direction::Output => {
                 let Some(out) = data.data() else {
-                    return;
+                    return true;
                 };
                 let room = out.len() / self.frame * self.frame;
                 let want = match requested {
@@ -778,7 +833,7 @@ impl Process {
             Direction::Input => {
                 let (offset, size) = (data.chunk().offset(), data.chunk().size());
                 let Some(captured) = data.data() else {
-                    return;
+                    return true;
                 };
                 let start = (offset as usize).min(captured.len());
                 let end = start.saturating_add(size as usize).min(captured.len());
@@ -791,8 +846,7 @@ impl Process {
                 drop(g);
             }
         }
-        drop(buffer);
-        self.shared.signal();
+        true
     }
 
     /// Bytes PipeWire holds on the way to (or from) the device: what it
@@ -1079,16 +1133,17 @@ mod tests {
         g.record(&[1; 4]);
         assert!(g.ring.is_empty(), "nothing is kept before START");
         g.running = true;
-        // The ring holds twice the guest's buffer (or 4 periods): 32 bytes.
-        for i in 0..9u8 {
-            g.record(&[i; 4]);
+        // A quarter of a second of 48 kHz S16 stereo: 48000 bytes.
+        assert_eq!(g.cap(), 48000);
+        for i in 0..=12_000u32 {
+            g.record(&i.to_le_bytes());
         }
         assert!(g.xrun);
-        assert_eq!(g.ring.len(), 32);
+        assert_eq!(g.ring.len(), 48000);
         let mut buf = [0u8; 4];
         assert!(g.take(&mut buf));
-        assert_eq!(buf, [1; 4], "the oldest 4 bytes were dropped");
-        let mut big = [0u8; 64];
+        assert_eq!(buf, 1u32.to_le_bytes(), "the oldest 4 bytes were dropped");
+        let mut big = [0u8; 64_000];
         assert!(!g.take(&mut big), "only whole guest buffers are given");
     }
 
