@@ -553,8 +553,8 @@ impl Drop for PipewirePcm {
     }
 }
 
-/// A live stream on the PipeWire thread. The listener goes first, so it
-/// is removed before the stream is destroyed.
+/// A live stream on the PipeWire thread. The listeners go first, so they
+/// are removed before the stream is destroyed.
 struct Active {
     _listener: pw::stream::StreamListener<Process>,
     _watch: pw::stream::StreamListener<()>,
@@ -564,6 +564,15 @@ struct Active {
     generation: Arc<AtomicU64>,
     /// The stream reported an error.
     broken: Arc<AtomicBool>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        // Out of the graph first: after this the data thread calls no
+        // `process`, so removing the listeners (next, as the fields drop)
+        // races with nothing.
+        let _ = self.stream.disconnect();
+    }
 }
 
 impl Active {
