@@ -29,17 +29,16 @@
 //!
 //! The ring holds [`RING_PERIODS`] of the guest's periods plus one PipeWire
 //! quantum (playback), or twice the guest's buffer and at least 250 ms
-//! (capture). The stream
-//! asks for a quantum of one guest period, at least [`MIN_LATENCY_MS`]
-//! and rounded up to a power of two as PipeWire's quanta are
-//! (`node.latency`; see [`latency_frames`]): the graph's quantum is the
+//! (capture). The stream asks for a quantum of one guest period, at least
+//! [`MIN_LATENCY_MS`] and rounded up to a power of two as PipeWire's quanta
+//! are (`node.latency`; see [`latency_frames`]): the graph's quantum is the
 //! smallest any of its nodes asks for, and a guest with 5 ms periods
 //! should not make the whole desktop's graph run at that pace, nor leave
-//! the stream's thread only 5 ms to answer each cycle. A playback
-//! cycle that finds the ring short is padded with silence; if the guest's
-//! audio then goes on without a STOP, that gap was an underrun and is
-//! reported as an xrun (the end of playback is not one). A capture ring
-//! that overflows drops the oldest bytes and reports an xrun.
+//! the stream only 5 ms to answer each cycle. A playback cycle that finds
+//! the ring short is padded with silence; if the guest's audio then goes
+//! on without a STOP, that gap was an underrun and is reported as an xrun
+//! (the end of playback is not one). A capture ring that overflows drops
+//! the oldest bytes and reports an xrun.
 //! `delay_bytes` (the guest's `latency_bytes`) is the ring plus what
 //! PipeWire reports as queued and delayed in the graph.
 //!
@@ -204,7 +203,6 @@ impl NodeSettings {
         let mut p = vec![
             (*pw::keys::MEDIA_TYPE, "Audio".to_string()),
             (*pw::keys::MEDIA_CATEGORY, category.to_string()),
-            (*pw::keys::MEDIA_ROLE, "Game".to_string()),
             (*pw::keys::APP_NAME, DEFAULT_NAME.to_string()),
             (*pw::keys::NODE_NAME, self.node_name.clone()),
             (
