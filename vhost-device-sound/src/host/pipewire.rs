@@ -38,7 +38,8 @@
 //! the ring short is padded with silence; if the guest's audio then goes
 //! on without a STOP, that gap was an underrun and is reported as an xrun
 //! (the end of playback is not one). A capture ring that overflows drops
-//! the oldest bytes and reports an xrun.
+//! the oldest bytes and reports an xrun, and so does a graph cycle the
+//! stream's node missed (seen from the graph's clock).
 //! `delay_bytes` (the guest's `latency_bytes`) is the ring plus what
 //! PipeWire reports as queued and delayed in the graph.
 //!
@@ -314,6 +315,10 @@ struct Inner {
     xrun: bool,
     /// Bytes queued or delayed inside PipeWire.
     pw_delay: u32,
+    /// The graph's clock at the last cycle, and how far it went in the one
+    /// before (to see a cycle the stream missed).
+    ticks: Option<u64>,
+    tick_step: u64,
     failed: Option<String>,
 }
 
@@ -390,6 +395,25 @@ impl Inner {
             self.starved = true;
         }
         self.quantum = out.len();
+    }
+
+    /// A graph cycle at `ticks` of the graph's clock. A clock that went on
+    /// more than half a cycle further than the cycle before is a cycle
+    /// this stream's node missed (it did not run in time): PipeWire played
+    /// silence for it, or dropped what it captured. That is an xrun.
+    fn cycle(&mut self, ticks: u64) {
+        if let Some(prev) = self.ticks {
+            let step = ticks.wrapping_sub(prev);
+            if self.running && self.tick_step > 0 && step > self.tick_step + self.tick_step / 2 {
+                self.xrun = true;
+                log::debug!(
+                    "PipeWire: missed a graph cycle (the clock moved {step} ticks, not {})",
+                    self.tick_step
+                );
+            }
+            self.tick_step = step;
+        }
+        self.ticks = Some(ticks);
     }
 
     /// Capture, one graph cycle: keep what PipeWire captured.
@@ -782,7 +806,13 @@ impl Process {
     /// One graph cycle: give PipeWire a quantum (playback) or take what it
     /// captured, then wake the worker.
     fn process(&mut self, stream: &pw::stream::Stream) {
-        let delay = self.graph_delay(stream);
+        let (delay, ticks) = self.graph_time(stream);
+        if let Some(ticks) = ticks {
+            let mut g = self.shared.lock();
+            if g.generation == self.generation.load(Ordering::Acquire) {
+                g.cycle(ticks);
+            }
+        }
         match self.params.direction {
             // One quantum per cycle, as asked.
             Direction::Output => {
@@ -856,11 +886,12 @@ impl Process {
         true
     }
 
-    /// Bytes PipeWire holds on the way to (or from) the device: what it
-    /// has queued of ours plus the graph's delay, at most a second.
-    fn graph_delay(&self, stream: &pw::stream::Stream) -> u32 {
+    /// Bytes PipeWire holds on the way to (or from) the device (what it
+    /// has queued of ours plus the graph's delay, at most a second), and
+    /// the graph's clock.
+    fn graph_time(&self, stream: &pw::stream::Stream) -> (u32, Option<u64>) {
         let Ok(t) = stream.time() else {
-            return 0;
+            return (0, None);
         };
         let rate = t.rate();
         let ticks = u64::try_from(t.delay()).unwrap_or(0);
@@ -877,7 +908,7 @@ impl Process {
             .bytes_in(ns)
             .saturating_add(t.queued())
             .min(self.params.byte_rate());
-        u32::try_from(bytes).unwrap_or(u32::MAX)
+        (u32::try_from(bytes).unwrap_or(u32::MAX), Some(t.ticks()))
     }
 }
 
@@ -901,6 +932,9 @@ impl PcmHost for PipewirePcm {
             g.running = true;
             g.had_data = !g.ring.is_empty();
             g.starved = false;
+            // The graph's clock went on while the stream was paused.
+            g.ticks = None;
+            g.tick_step = 0;
         }
         self.send(Command::Active(true))
     }
@@ -1118,6 +1152,22 @@ mod tests {
 
         assert!(g.put(&[1; 8]));
         assert!(g.xrun, "audio after silence: there was a gap");
+    }
+
+    #[test]
+    fn a_graph_cycle_the_stream_missed_is_an_xrun() {
+        let mut g = playback();
+        for ticks in [1000, 2024, 3048, 4072] {
+            g.cycle(ticks);
+        }
+        assert!(!g.xrun, "cycles of 1024 ticks");
+
+        g.cycle(6120);
+
+        assert!(g.xrun, "a cycle of 2048 ticks: one was missed");
+        g.xrun = false;
+        g.cycle(7144);
+        assert!(!g.xrun, "one missed cycle is one xrun");
     }
 
     #[test]
