@@ -467,7 +467,8 @@ impl Shared {
 
 /// What the vring side asks of the PipeWire thread.
 enum Command {
-    /// Make a new stream (after dropping the old one).
+    /// A stream for these parameters, of this generation: the one there
+    /// is if it has them (so its links stay), else a new one.
     Prepare(PcmParams, u64),
     /// Activate or pause the stream.
     Active(bool),
