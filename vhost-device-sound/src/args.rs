@@ -16,7 +16,7 @@ use crate::virtio::{rate_bit, Direction, Format, RATES};
 pub const MAX_STREAMS: usize = 64;
 
 /// vhost-user virtio-sound daemon: plays and records a guest's audio in real
-/// time through ALSA, WAV files or nothing.
+/// time through ALSA, PipeWire, WAV files or nothing.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about, long_about = None)]
 pub struct Args {
@@ -39,6 +39,8 @@ pub enum BackendKind {
     Wav,
     /// A host ALSA PCM per stream.
     Alsa,
+    /// A stream per PCM stream on the user's PipeWire.
+    Pipewire,
 }
 
 /// Options of the sound device.
@@ -70,6 +72,28 @@ pub struct DeviceArgs {
     /// `alsa` backend: PCM for capture streams
     #[arg(long, value_name = "PCM", default_value = "default")]
     pub alsa_capture: String,
+
+    /// `pipewire` backend: the node (name or serial) playback streams are
+    /// linked to (`target.object`; default: the session manager's default
+    /// sink)
+    #[arg(long, value_name = "NODE")]
+    pub pipewire_playback: Option<String>,
+
+    /// `pipewire` backend: the node (name or serial) capture streams are
+    /// linked to (`target.object`; default: the session manager's default
+    /// source)
+    #[arg(long, value_name = "NODE")]
+    pub pipewire_capture: Option<String>,
+
+    /// `pipewire` backend: the streams' node names are NAME-0, NAME-1, …
+    #[arg(long, value_name = "NAME", default_value = "vhost-device-sound")]
+    pub pipewire_name: String,
+
+    /// `pipewire` backend: one more stream property, KEY=VALUE (repeat for
+    /// more; set after the daemon's own, so it may override them), e.g.
+    /// `node.latency=256/48000`
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub pipewire_property: Vec<String>,
 
     /// Offer audio controls (VIRTIO_SND_F_CTLS): per stream volume and
     /// switch. Only with QEMU's `vhost-user-snd-pci,controls=on`
@@ -143,6 +167,17 @@ pub enum BackendConfig {
         playback: String,
         /// Capture PCM name.
         capture: String,
+    },
+    /// PipeWire streams.
+    Pipewire {
+        /// Node name prefix.
+        name: String,
+        /// Playback target node, if any.
+        playback: Option<String>,
+        /// Capture target node, if any.
+        capture: Option<String>,
+        /// More stream properties.
+        properties: Vec<(String, String)>,
     },
 }
 
@@ -218,6 +253,9 @@ pub enum ArgsError {
     /// A backend that this build lacks.
     #[error("this build has no {0} backend (cargo feature '{0}')")]
     NotBuilt(&'static str),
+    /// A bad backend option.
+    #[error("{0}")]
+    Backend(String),
 }
 
 fn parse_channels(v: &str) -> Option<(u8, u8)> {
@@ -332,6 +370,34 @@ impl TryFrom<DeviceArgs> for Config {
                 BackendConfig::Alsa {
                     playback: args.alsa_playback,
                     capture: args.alsa_capture,
+                }
+            }
+            BackendKind::Pipewire => {
+                if !cfg!(feature = "pipewire") {
+                    return Err(ArgsError::NotBuilt("pipewire"));
+                }
+                if args.pipewire_name.is_empty() {
+                    return Err(ArgsError::Backend(
+                        "--pipewire-name must not be empty".into(),
+                    ));
+                }
+                let properties = args
+                    .pipewire_property
+                    .iter()
+                    .map(|p| match p.split_once('=') {
+                        Some((k, v)) if !k.trim().is_empty() => {
+                            Ok((k.trim().to_string(), v.to_string()))
+                        }
+                        _ => Err(ArgsError::Backend(format!(
+                            "--pipewire-property '{p}': KEY=VALUE"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?;
+                BackendConfig::Pipewire {
+                    name: args.pipewire_name,
+                    playback: args.pipewire_playback.filter(|t| !t.is_empty()),
+                    capture: args.pipewire_capture.filter(|t| !t.is_empty()),
+                    properties,
                 }
             }
         };
@@ -497,6 +563,55 @@ mod tests {
                 capture: Some("in.wav".into())
             }
         );
+    }
+
+    #[test]
+    fn pipewire_backend_takes_its_targets_name_and_properties() {
+        let c = config(&[
+            "--backend",
+            "pipewire",
+            "--pipewire-playback",
+            "hdmi-sink",
+            "--pipewire-name",
+            "vm1",
+            "--pipewire-property",
+            "node.latency=256/48000",
+            "--pipewire-property",
+            "a.b={ x = 1 }",
+        ]);
+        if !cfg!(feature = "pipewire") {
+            assert_eq!(c.unwrap_err(), ArgsError::NotBuilt("pipewire"));
+            return;
+        }
+        assert_eq!(
+            c.unwrap().backend,
+            BackendConfig::Pipewire {
+                name: "vm1".into(),
+                playback: Some("hdmi-sink".into()),
+                capture: None,
+                properties: vec![
+                    ("node.latency".into(), "256/48000".into()),
+                    ("a.b".into(), "{ x = 1 }".into())
+                ],
+            }
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "pipewire")]
+    fn pipewire_properties_without_a_key_and_an_empty_name_are_refused() {
+        for bad in [
+            &["--pipewire-property", "latency"][..],
+            &["--pipewire-property", "=1"],
+            &["--pipewire-name", ""],
+        ] {
+            let mut args = vec!["--backend", "pipewire"];
+            args.extend_from_slice(bad);
+            assert!(
+                matches!(config(&args), Err(ArgsError::Backend(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! Four queues (control, event, tx, rx) on three workers; PCM streams with
 //! the spec's state machine; I/O messages held per stream and completed at
 //! the real-time rate, by the device's timer for the `null` and `wav`
-//! backends and by the host's clock for `alsa`; jacks, channel maps and, with
-//! `--controls`, volume and switch controls applied as software gain; live
-//! migration of stream states and held buffers.
+//! backends and by the host's clock for `alsa` and `pipewire`; jacks,
+//! channel maps and, with `--controls`, volume and switch controls applied
+//! as software gain; live migration of stream states and held buffers.
 
 pub mod args;
 pub mod device;
