@@ -31,7 +31,6 @@
 //! vring workers only ever take the mixer's locks for a
 //! few instructions; nothing here waits while holding them.
 
-use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -46,8 +45,10 @@ use crate::request::Error;
 /// What a connected device needs to hear about host-side changes.
 #[derive(Debug)]
 pub struct Subscriber {
-    /// Control ids the host changed since the device last looked.
-    pending: Mutex<BTreeSet<u32>>,
+    /// Control ids the host changed since the device last looked, each
+    /// once, in the order of their first change (so at most one entry per
+    /// control).
+    pending: Mutex<Vec<u32>>,
     /// Readable when `pending` is not empty (in the device's first worker).
     wake: EventFd,
 }
@@ -56,7 +57,7 @@ impl Subscriber {
     /// A subscriber with nothing pending.
     pub fn new() -> io::Result<Self> {
         Ok(Self {
-            pending: Mutex::new(BTreeSet::new()),
+            pending: Mutex::new(Vec::new()),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
         })
     }
@@ -70,12 +71,14 @@ impl Subscriber {
     pub fn take(&self) -> Vec<u32> {
         let _ = self.wake.read();
         std::mem::take(&mut *vhost_device_common::lock(&self.pending))
-            .into_iter()
-            .collect()
     }
 
     fn changed(&self, id: u32) {
-        vhost_device_common::lock(&self.pending).insert(id);
+        let mut pending = vhost_device_common::lock(&self.pending);
+        if !pending.contains(&id) {
+            pending.push(id);
+        }
+        drop(pending);
         if let Err(e) = self.wake.write(1) {
             log::warn!("cannot signal a control change to the device: {e}");
         }
@@ -303,6 +306,19 @@ mod tests {
         assert_eq!(s.take(), vec![2]);
         assert!(s.take().is_empty(), "told twice");
         assert_eq!(m.controls.value(2).unwrap(), 40);
+    }
+
+    #[test]
+    fn host_changes_are_told_once_each_in_the_order_they_were_made() {
+        let m = mixer();
+        let s = Arc::new(Subscriber::new().unwrap());
+        let _sub = m.subscribe(s.clone());
+
+        m.command("set 2 10");
+        m.command("set 0 50");
+        m.command("set 2 11");
+
+        assert_eq!(s.take(), vec![2, 0]);
     }
 
     #[test]
