@@ -4,24 +4,27 @@
 //! The `pipewire` backend against a real PipeWire: each test starts its
 //! own headless `pipewire` daemon (a private `XDG_RUNTIME_DIR`, a minimal
 //! configuration with a null sink that drives the graph, no session
-//! manager), runs the real daemon binary on it, links the daemon's nodes
-//! with `pw-link` and drives the daemon through the test front end.
+//! manager; `private_pipewire/mod.rs`, shared with the benchmark), runs
+//! the real daemon binary on it, links the daemon's nodes with `pw-link`
+//! and drives the daemon through the test front end.
 //!
 //! These tests need the `pipewire` and `pipewire-bin` packages
 //! (`tools/setup` installs them); without them they fail, they do not skip.
 #![cfg(feature = "pipewire")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod private_pipewire;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vhost_device_test_frontend::process::DaemonProcess;
+use private_pipewire::{PipeWire, MAX_QUANTUM, PORTS, WAIT};
+use vhost_device_test_frontend::process::{wait_until, DaemonProcess};
 use vhost_device_test_frontend::{Chain, Options, Session};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-device-sound");
-const WAIT: Duration = Duration::from_secs(10);
 /// How long a test records at most, waiting for what was played to come
 /// back (a second, unless the machine is very busy).
 const RECORD_LIMIT: Duration = Duration::from_secs(30);
@@ -43,289 +46,7 @@ const STOP: u32 = 0x0105;
 /// 10 ms of 48 kHz S16 stereo.
 const PERIOD: usize = 1920;
 /// The largest quantum of the test graph, in bytes of 48 kHz S16 stereo.
-const QUANTUM: usize = 1024 * 4;
-
-/// Without a session manager nobody configures the stream nodes' ports;
-/// this property makes PipeWire give them their channels' ports at once.
-const PORTS: &str =
-    "adapter.auto-port-config={ mode = dsp monitor = false control = false position = preserve }";
-
-/// A graph of 48 kHz with quanta of at most 1024 frames, driven by a null
-/// sink (`test-sink`, stereo, with monitor ports) in real time; a second
-/// one (`other-sink`) is not the default.
-const CONFIG: &str = r#"
-context.properties = {
-    core.daemon = true
-    core.name = pipewire-0
-    default.clock.rate = 48000
-    default.clock.quantum = 1024
-    default.clock.min-quantum = 32
-    default.clock.max-quantum = 1024
-    support.dbus = false
-}
-context.spa-libs = {
-    audio.convert.* = audioconvert/libspa-audioconvert
-    support.*       = support/libspa-support
-}
-context.modules = [
-    { name = libpipewire-module-rt flags = [ ifexists nofail ] }
-    { name = libpipewire-module-protocol-native }
-    { name = libpipewire-module-metadata }
-    { name = libpipewire-module-spa-node-factory }
-    { name = libpipewire-module-client-node }
-    { name = libpipewire-module-access }
-    { name = libpipewire-module-adapter }
-    { name = libpipewire-module-link-factory }
-    { name = libpipewire-module-session-manager }
-    { name = libpipewire-module-client-device }
-    { name = libpipewire-module-profiler }
-]
-context.objects = [
-    { factory = adapter
-        args = {
-            factory.name     = support.null-audio-sink
-            node.name        = test-sink
-            media.class      = Audio/Sink
-            object.linger    = true
-            audio.position   = [ FL FR ]
-            node.driver      = true
-            priority.driver  = 30000
-            priority.session = 2000
-            adapter.auto-port-config = { mode = dsp monitor = true position = preserve }
-        }
-    }
-    { factory = adapter
-        args = {
-            factory.name     = support.null-audio-sink
-            node.name        = other-sink
-            media.class      = Audio/Sink
-            object.linger    = true
-            audio.position   = [ FL FR ]
-            node.driver      = true
-            priority.driver  = 20000
-            priority.session = 1000
-            adapter.auto-port-config = { mode = dsp monitor = true position = preserve }
-        }
-    }
-]
-"#;
-
-/// A private headless PipeWire.
-struct PipeWire {
-    dir: tempfile::TempDir,
-    child: Child,
-    /// A session bus and WirePlumber, if asked for.
-    session: Vec<Child>,
-    _turn: std::sync::MutexGuard<'static, ()>,
-}
-
-/// One test with a PipeWire at a time: each runs its own daemon and graph
-/// in real time, and several at once on a small machine would starve
-/// each other.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-impl PipeWire {
-    fn start() -> Self {
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("test.conf"), CONFIG).unwrap();
-        let child = Self::spawn(dir.path());
-        let mut pw = Self {
-            dir,
-            child,
-            session: Vec::new(),
-            _turn: turn,
-        };
-        pw.wait_ready();
-        pw
-    }
-
-    /// A PipeWire with a session manager, as on a desktop: a private
-    /// D-Bus session bus and WirePlumber, which link streams by their
-    /// `target.object` (or to the default sink and source).
-    fn with_session_manager() -> Self {
-        let mut pw = Self::start();
-        let dir = pw.dir.path().to_path_buf();
-        let bus = format!("unix:path={}", dir.join("bus").display());
-        let dbus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address={bus}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("dbus.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start dbus-daemon ({e}); install Debian's dbus-daemon package (tools/setup does)")
-            });
-        pw.session.push(dbus);
-        assert!(
-            wait_until(WAIT, || dir.join("bus").exists()),
-            "no session bus: {}",
-            std::fs::read_to_string(dir.join("dbus.log")).unwrap_or_default()
-        );
-        let wireplumber = pw
-            .command("wireplumber")
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env("XDG_STATE_HOME", dir.join("state"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("wireplumber.log")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start wireplumber ({e}); install Debian's wireplumber package (tools/setup does)")
-            });
-        pw.session.push(wireplumber);
-        let ready = wait_until(WAIT, || {
-            pw.command("wpctl")
-                .arg("status")
-                .stdin(Stdio::null())
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("WirePlumber"))
-        });
-        assert!(
-            ready,
-            "WirePlumber did not come up: {}",
-            std::fs::read_to_string(dir.join("wireplumber.log")).unwrap_or_default()
-        );
-        pw
-    }
-
-    fn spawn(dir: &Path) -> Child {
-        let log = std::fs::File::create(dir.join("pipewire.log")).unwrap();
-        let mut cmd = Command::new("pipewire");
-        cmd.arg("-c")
-            .arg(dir.join("test.conf"))
-            .stdin(Stdio::null())
-            .stderr(log);
-        Self::env_of(dir, &mut cmd).spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start the pipewire daemon ({e}); install Debian's pipewire and \
-                 pipewire-bin packages (tools/setup does)"
-            )
-        })
-    }
-
-    fn wait_ready(&mut self) {
-        let ready = wait_until(WAIT, || {
-            self.pw_link(&["-i"]).is_some_and(|out| {
-                out.contains("test-sink:playback_FR") && out.contains("other-sink:playback_FR")
-            })
-        });
-        assert!(ready, "PipeWire did not come up: {}", self.log());
-        assert!(self.child.try_wait().unwrap().is_none(), "{}", self.log());
-    }
-
-    /// A new PipeWire in the same runtime directory, after [`Self::kill`].
-    fn restart(&mut self) {
-        self.kill();
-        self.child = Self::spawn(self.dir.path());
-        self.wait_ready();
-    }
-
-    fn env_of<'a>(dir: &Path, cmd: &'a mut Command) -> &'a mut Command {
-        cmd.env("XDG_RUNTIME_DIR", dir)
-            .env("PIPEWIRE_RUNTIME_DIR", dir)
-            .env_remove("PIPEWIRE_REMOTE")
-    }
-
-    /// A command that talks to this PipeWire.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        Self::env_of(self.dir.path(), &mut cmd);
-        cmd
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pipewire.log")).unwrap_or_default()
-    }
-
-    /// `pw-link ARGS`: its output, or `None` if it failed.
-    fn pw_link(&self, args: &[&str]) -> Option<String> {
-        let out = self
-            .command("pw-link")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("pw-link runs (Debian package pipewire-bin)");
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Link port `from` to port `to` (`node:port`), waiting for them to
-    /// exist.
-    fn link(&self, from: &str, to: &str) {
-        let linked = wait_until(WAIT, || self.pw_link(&[from, to]).is_some());
-        assert!(
-            linked,
-            "cannot link {from} to {to}; ports: {:?} {:?}",
-            self.pw_link(&["-o"]),
-            self.pw_link(&["-i"])
-        );
-    }
-
-    /// The sound daemon on this PipeWire.
-    fn daemon(&self, extra: &[&str]) -> DaemonProcess {
-        let mut cmd = self.command(BIN);
-        // The backend's debug messages tell a starved driver (see
-        // `check`) from a fault.
-        cmd.env("RUST_LOG", "info,vhost_device_sound::host::pipewire=debug")
-            .args(["--socket-path", "dev.sock", "--backend", "pipewire"])
-            .args(["--pipewire-property", PORTS])
-            .args(extra);
-        let mut d = DaemonProcess::spawn(cmd).expect("daemon starts");
-        let socket = d.socket.clone();
-        d.wait_for_path(&socket, WAIT).expect("daemon listens");
-        d
-    }
-
-    /// Stop the daemon (as if it crashed or the user quit).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Whether port `from` is linked to port `to` (`node:port`).
-    fn linked(&self, from: &str, to: &str) -> bool {
-        self.pw_link(&["-l"]).is_some_and(|out| {
-            let mut lines = out.lines();
-            while let Some(line) = lines.next() {
-                if line == from {
-                    return lines
-                        .take_while(|l| l.starts_with(' '))
-                        .any(|l| l.trim_start().trim_start_matches("|->").trim() == to);
-                }
-            }
-            false
-        })
-    }
-}
-
-impl Drop for PipeWire {
-    fn drop(&mut self) {
-        for child in self.session.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.kill();
-    }
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+const QUANTUM: usize = MAX_QUANTUM * 4;
 
 /// The end of a log.
 fn tail(text: &str) -> &str {
