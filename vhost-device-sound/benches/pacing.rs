@@ -9,14 +9,30 @@
 //! Each backend plays `SND_BENCH_SECONDS` (default 10) of 48 kHz S16
 //! stereo in 10 ms periods with a 4-period buffer: four periods are posted
 //! before START (the driver's pre-buffering) and each one is re-posted as
-//! soon as it completes, so four are always in flight. Backends: `null`,
-//! `wav`, and `alsa` on the PCM named by `SND_BENCH_ALSA_PCM` when that is
-//! set (with `ALSA_CONFIG_PATH` if the PCM needs a private configuration;
-//! `benches/alsa-on-pipewire.sh` sets up a clocked one on a private
-//! PipeWire). `SND_BENCH_BACKENDS=null,wav,alsa` picks a subset;
+//! soon as it completes, so four are always in flight. Every frame of
+//! period *k* carries *k* (left, `k mod 32767 + 1`) and its index in the
+//! period (right, 1 to 480): a quiet signal whose play-out a sink can
+//! place. Backends:
+//!
+//! - `null` and `wav`, paced by the daemon's timer;
+//! - `alsa` on the PCM named by `SND_BENCH_ALSA_PCM` when that is set
+//!   (with `ALSA_CONFIG_PATH` if the PCM needs a private configuration;
+//!   `benches/alsa-on-pipewire.sh` sets up a clocked one on a private
+//!   PipeWire);
+//! - `pipewire` (with the `pipewire` feature): a private headless PipeWire
+//!   started as the integration tests start it (`tests/private_pipewire`),
+//!   the daemon with `--backend pipewire` on it, its playback node linked
+//!   with `pw-link` to the null sink that drives the graph and to an
+//!   observer (`pipewire_observer`), a capture stream in this process that
+//!   records when the graph played each period's last frame.
+//!
+//! `SND_BENCH_BACKENDS=null,wav,alsa,pipewire` picks a subset;
 //! `SND_BENCH_SETTLE_MS` pauses between PREPARE and START;
 //! `SND_BENCH_DUMP=PATH` writes each completion (ms after START, ideal ms,
-//! latency_bytes) to `PATH.<backend>`.
+//! latency_bytes, and for `pipewire` when the graph played the period's
+//! last frame, ms after START) to `PATH.<backend>`. A host-paced run waits
+//! after its last completion until the host has played what it holds, then
+//! stops.
 //!
 //! Reported:
 //!
@@ -50,11 +66,25 @@
 //!   For `null` and `wav` the host queue is empty by construction (a period
 //!   completes when its last byte is due, and `T0` is START itself), so
 //!   latency_bytes must be 0 (the smoke run checks it) and the error is
-//!   the completion jitter. For a host-paced backend the true `T0` is not
-//!   observable from here: only `T0 ≥ 0` and the error are checks.
+//!   the completion jitter. For `alsa` the true `T0` is not observable
+//!   from here: only `T0 ≥ 0` and the error are checks;
+//! - **observed play-out** (`pipewire` only): when PipeWire's graph played
+//!   each period's last frame, by the graph's clock (the cycle's start,
+//!   `CLOCK_MONOTONIC`, plus the frame's place in the quantum; see
+//!   `pipewire_observer`). From it the true `T0` and how far the host fell
+//!   behind, and `t + latency / rate − played` for every completion: the
+//!   error of latency_bytes itself (p1, p50, p99, largest magnitude), with
+//!   the silence the graph played inside the run, the xruns the daemon
+//!   logged, the quantum, and how late the observer's own callback ran.
 //!
 //! Prints Markdown tables with the machine it ran on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(feature = "pipewire")]
+mod pipewire_observer;
+#[cfg(feature = "pipewire")]
+#[path = "../tests/private_pipewire/mod.rs"]
+mod private_pipewire;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -118,6 +148,24 @@ fn cpu_ns(pid: i32) -> u64 {
         .sum()
 }
 
+/// Period `k`: a quiet signal that numbers every frame (left: the period,
+/// right: the frame), so that a sink can tell which byte it plays.
+fn period_data(k: usize) -> Vec<u8> {
+    (0..u16::try_from(PERIOD / 4).unwrap())
+        .flat_map(|f| {
+            let left = i16::try_from(k % 32767 + 1).unwrap();
+            let right = i16::try_from(f + 1).unwrap();
+            left.to_le_bytes().into_iter().chain(right.to_le_bytes())
+        })
+        .collect()
+}
+
+/// `CLOCK_MONOTONIC`, ns (PipeWire's graph clock counts in it).
+fn monotonic_ns() -> i64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() * 1_000_000_000 + t.tv_nsec()
+}
+
 /// One backend's run.
 struct Run {
     /// When the driver saw each completion, from START.
@@ -131,9 +179,14 @@ struct Run {
     /// device's queue run dry.
     underruns: usize,
     cpu_ms_per_s: f64,
+    /// START, in `CLOCK_MONOTONIC` ns.
+    #[cfg_attr(not(feature = "pipewire"), allow(dead_code))]
+    start_ns: i64,
 }
 
-fn play(d: &DaemonProcess, periods: usize, clock_paced: bool) -> Run {
+/// Play `periods` on stream 0 of `d`; `prepared` runs after PREPARE (to
+/// link a PipeWire node).
+fn play(d: &DaemonProcess, periods: usize, clock_paced: bool, prepared: &mut dyn FnMut()) -> Run {
     let mut s = Session::start(&d.socket, &Options::default()).unwrap();
     let mut set = le32(SET_PARAMS).to_vec();
     for v in [0, PERIOD * 4, PERIOD, 0] {
@@ -142,6 +195,7 @@ fn play(d: &DaemonProcess, periods: usize, clock_paced: bool) -> Run {
     set.extend_from_slice(&[2, 5, 7, 0]); // stereo, S16, 48 kHz
     assert_eq!(ctl(&mut s, &set), OK, "SET_PARAMS");
     assert_eq!(cmd(&mut s, PREPARE), OK, "PREPARE");
+    prepared();
     // A host that needs time after PREPARE (a PipeWire stream that is
     // linked by an outside tool) gets it here, as an application that
     // fills its buffer before it starts would give it.
@@ -149,16 +203,14 @@ fn play(d: &DaemonProcess, periods: usize, clock_paced: bool) -> Run {
 
     let x = s.ram().alloc(4, 8).unwrap();
     s.ram().write(x, &le32(0)).unwrap();
-    // A quiet tone, so a real sink gets real samples.
-    let tone: Vec<u8> = (0..PERIOD / 2)
-        .flat_map(|i| {
-            let v = if (i / 2) % 48 < 24 { 1000i16 } else { -1000 };
-            v.to_le_bytes()
-        })
+    // One buffer per message in flight: period k goes into slot k mod
+    // DEPTH, whose previous period has completed (at most DEPTH in flight).
+    let slots: Vec<u64> = (0..DEPTH)
+        .map(|_| s.ram().alloc(u64::from(PERIOD), 8).unwrap())
         .collect();
-    let data = s.ram().alloc(u64::from(PERIOD), 8).unwrap();
-    s.ram().write(data, &tone).unwrap();
-    let post = |s: &mut Session| -> (u16, u64) {
+    let post = |s: &mut Session, k: usize| -> (u16, u64) {
+        let data = slots[k % DEPTH];
+        s.ram().write(data, &period_data(k)).unwrap();
         let st = s.ram().alloc(8, 8).unwrap();
         let vq = s.queue(TX).unwrap();
         let head = vq
@@ -173,12 +225,13 @@ fn play(d: &DaemonProcess, periods: usize, clock_paced: bool) -> Run {
         (head, st)
     };
     let mut in_flight = VecDeque::new();
-    for _ in 0..DEPTH {
-        in_flight.push_back(post(&mut s));
+    for k in 0..DEPTH {
+        in_flight.push_back(post(&mut s, k));
     }
     let mut posted = DEPTH;
     let cpu_before = cpu_ns(d.pid());
     let start = Instant::now();
+    let start_ns = monotonic_ns();
     assert_eq!(cmd(&mut s, START), OK, "START");
     let mut times_ms = Vec::with_capacity(periods);
     let mut ideal_ms = Vec::with_capacity(periods);
@@ -231,12 +284,18 @@ fn play(d: &DaemonProcess, periods: usize, clock_paced: bool) -> Run {
                         since_anchor = 0;
                     }
                 }
-                in_flight.push_back(post(&mut s));
+                in_flight.push_back(post(&mut s, posted));
                 posted += 1;
             }
         }
     }
     let cpu = cpu_ns(d.pid()).saturating_sub(cpu_before);
+    if !clock_paced {
+        // Let the host play what it holds before STOP drops it (as a
+        // driver drains), so that the last periods are heard too.
+        let queued_ms = latency.last().map_or(0.0, |&l| f64::from(l) / BYTES_PER_MS);
+        std::thread::sleep(Duration::from_secs_f64((queued_ms + 100.0) / 1e3));
+    }
     assert_eq!(cmd(&mut s, STOP), OK, "STOP");
     assert_eq!(cmd(&mut s, RELEASE), OK, "RELEASE");
     let audio_s = periods as f64 * PERIOD_MS / 1e3;
@@ -246,6 +305,7 @@ fn play(d: &DaemonProcess, periods: usize, clock_paced: bool) -> Run {
         latency,
         underruns,
         cpu_ms_per_s: cpu as f64 / 1e6 / audio_s,
+        start_ns,
     }
 }
 
@@ -345,6 +405,143 @@ fn summarize(r: &Run) -> Summary {
     }
 }
 
+/// What paces a backend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    /// The daemon's own timer (`null`, `wav`): latency_bytes is 0.
+    Clock,
+    /// ALSA's clock, on the PCM of `SND_BENCH_ALSA_PCM`.
+    Alsa,
+    /// A private PipeWire's graph clock (its null sink drives the graph).
+    PipeWire,
+}
+
+struct Case {
+    name: String,
+    args: Vec<String>,
+    pacing: Pacing,
+}
+
+/// Play-out as PipeWire's graph played it (the `pipewire` case), against
+/// what latency_bytes predicted.
+#[derive(Default)]
+struct Observed {
+    /// Periods whose last frame the graph was seen to play.
+    seen: usize,
+    /// For each completion, when its last frame was played (ms after
+    /// START), if seen.
+    played_ms: Vec<Option<f64>>,
+    /// The median of `played − (k + 1) × 10 ms` over the first periods:
+    /// when the host truly began playing, after START.
+    host_start: f64,
+    /// The same over the last periods, minus `host_start`.
+    drift: f64,
+    /// `t + latency / rate − played`: p1, p50, p99, and the largest
+    /// magnitude.
+    error: (f64, f64, f64, f64),
+    /// The same with latency_bytes taken as 0 (`t − played`): p50.
+    error_without: f64,
+    /// Silence the graph played between the periods (ms).
+    silence_ms: f64,
+    /// The graph's quanta (frames, smallest and largest), and how many
+    /// cycles carried the audio.
+    quantum: (u32, u32),
+    cycles: usize,
+    /// Underruns and missed graph cycles the daemon logged.
+    host_xruns: usize,
+    /// How late the observer's own callback ran after its cycle began (ms,
+    /// p50 and p99): scheduling, not part of the play-out times.
+    observer_late: (f64, f64),
+}
+
+#[cfg(feature = "pipewire")]
+fn observe(r: &Run, seen: &pipewire_observer::Seen, host_xruns: usize) -> Observed {
+    // Period numbers wrap at 32767: unwrap them in the order seen.
+    let mut played_ms = vec![None; r.times_ms.len()];
+    let (mut base, mut last) = (0usize, 0u16);
+    for end in &seen.ends {
+        if end.number < last {
+            base += 32767;
+        }
+        last = end.number;
+        let k = base + usize::from(end.number) - 1;
+        if let Some(slot) = played_ms.get_mut(k) {
+            slot.get_or_insert((end.played_ns() - r.start_ns as f64) / 1e6);
+        }
+    }
+    let known: Vec<usize> = (0..played_ms.len())
+        .filter(|&k| played_ms[k].is_some())
+        .collect();
+    let played = |k: usize| played_ms[k].unwrap_or(f64::NAN);
+    let start: Vec<f64> = known
+        .iter()
+        .map(|&k| played(k) - (k + 1) as f64 * PERIOD_MS)
+        .collect();
+    let error: Vec<f64> = known
+        .iter()
+        .map(|&k| r.times_ms[k] + f64::from(r.latency[k]) / BYTES_PER_MS - played(k))
+        .collect();
+    let without: Vec<f64> = known.iter().map(|&k| r.times_ms[k] - played(k)).collect();
+    let late: Vec<f64> = seen
+        .callback_late_ns
+        .iter()
+        .map(|&n| n as f64 / 1e6)
+        .collect();
+    let mut o = Observed {
+        seen: known.len(),
+        silence_ms: seen.silence_inside as f64 / 48.0,
+        quantum: seen.quantum,
+        cycles: seen.cycles,
+        host_xruns,
+        played_ms: played_ms.clone(),
+        ..Observed::default()
+    };
+    if !known.is_empty() {
+        o.host_start = ends(&start).0;
+        o.drift = ends(&start).1 - ends(&start).0;
+        o.error = (
+            percentile(&error, 0.01),
+            percentile(&error, 0.5),
+            percentile(&error, 0.99),
+            error.iter().fold(0.0, |m: f64, e| m.max(e.abs())),
+        );
+        o.error_without = percentile(&without, 0.5);
+    }
+    if !late.is_empty() {
+        o.observer_late = (percentile(&late, 0.5), percentile(&late, 0.99));
+    }
+    o
+}
+
+/// The `pipewire` case: a private PipeWire (as the integration tests start
+/// it), the daemon with `--backend pipewire` linked to its null sink, and
+/// the observer linked to the daemon's node beside the sink.
+#[cfg(feature = "pipewire")]
+fn play_on_pipewire(periods: usize) -> (Run, Observed) {
+    use pipewire_observer::{Observer, NODE};
+    let pw = private_pipewire::PipeWire::start();
+    let d = pw.daemon(&[]);
+    let observer = Observer::start(&pw.socket());
+    let r = play(&d, periods, false, &mut || {
+        for ch in ["FL", "FR"] {
+            let out = format!("vhost-device-sound-0:output_{ch}");
+            pw.link(&out, &format!("test-sink:playback_{ch}"));
+            pw.link(&out, &format!("{NODE}:input_{ch}"));
+        }
+    });
+    let seen = observer.finish();
+    let log = d.stderr_text();
+    let xruns = log.matches("PipeWire playback: underrun").count()
+        + log.matches("missed a graph cycle").count();
+    let o = observe(&r, &seen, xruns);
+    (r, o)
+}
+
+#[cfg(not(feature = "pipewire"))]
+fn play_on_pipewire(_periods: usize) -> (Run, Observed) {
+    unreachable!("the pipewire case is only offered with the pipewire feature")
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
     // without it: a short smoke run that only checks that it works.
@@ -357,22 +554,27 @@ fn main() {
     let periods = ((seconds * 1e3 / PERIOD_MS).round().clamp(2.0, 1e6)) as usize;
     let dir = tempfile::tempdir().unwrap();
     let wav_dir = dir.path().to_str().unwrap().to_string();
-    let mut cases: Vec<(String, Vec<String>)> = vec![
-        ("null".into(), vec![]),
-        (
-            "wav".into(),
-            vec![
+    let mut cases = vec![
+        Case {
+            name: "null".into(),
+            args: vec![],
+            pacing: Pacing::Clock,
+        },
+        Case {
+            name: "wav".into(),
+            args: vec![
                 "--backend".into(),
                 "wav".into(),
                 "--wav-dir".into(),
                 wav_dir,
             ],
-        ),
+            pacing: Pacing::Clock,
+        },
     ];
     if let Ok(pcm) = std::env::var("SND_BENCH_ALSA_PCM") {
-        cases.push((
-            format!("alsa `{pcm}`"),
-            vec![
+        cases.push(Case {
+            name: format!("alsa `{pcm}`"),
+            args: vec![
                 "--backend".into(),
                 "alsa".into(),
                 "--alsa-playback".into(),
@@ -380,16 +582,30 @@ fn main() {
                 "--alsa-capture".into(),
                 pcm,
             ],
-        ));
+            pacing: Pacing::Alsa,
+        });
+    }
+    let backends = std::env::var("SND_BENCH_BACKENDS").ok();
+    let asked = |name: &str| {
+        backends
+            .as_deref()
+            .is_some_and(|b| b.split(',').any(|o| o.trim() == name))
+    };
+    // Also in the smoke run: a private PipeWire starts in about 0.1 s.
+    if cfg!(feature = "pipewire") {
+        cases.push(Case {
+            name: "pipewire".into(),
+            args: vec![],
+            pacing: Pacing::PipeWire,
+        });
+    } else if asked("pipewire") {
+        println!("(no pipewire case: built without the pipewire feature)");
     }
 
-    // SND_BENCH_BACKENDS: a comma-separated subset of null, wav, alsa.
-    if let Ok(only) = std::env::var("SND_BENCH_BACKENDS") {
-        let only: Vec<&str> = only.split(',').map(str::trim).collect();
-        cases.retain(|(name, _)| {
-            only.iter()
-                .any(|o| name.split_whitespace().next() == Some(*o))
-        });
+    // SND_BENCH_BACKENDS: a comma-separated subset of null, wav, alsa,
+    // pipewire.
+    if backends.is_some() {
+        cases.retain(|c| asked(c.name.split_whitespace().next().unwrap_or("")));
     }
     println!(
         "vhost-device-sound pacing benchmark on {}",
@@ -401,26 +617,52 @@ fn main() {
         if full { "" } else { " (smoke run)" }
     );
     let mut rows = Vec::new();
-    for (name, args) in &cases {
-        let d = DaemonProcess::start(Path::new(BIN), args).expect("daemon starts");
-        let r = play(&d, periods, !name.starts_with("alsa"));
+    let mut observed = Vec::new();
+    for case in &cases {
+        let (r, o) = if case.pacing == Pacing::PipeWire {
+            let (r, o) = play_on_pipewire(periods);
+            (r, Some(o))
+        } else {
+            let d = DaemonProcess::start(Path::new(BIN), &case.args).expect("daemon starts");
+            let r = play(&d, periods, case.pacing == Pacing::Clock, &mut || {});
+            (r, None)
+        };
+        let name = &case.name;
         assert_eq!(r.times_ms.len(), periods);
-        if !name.starts_with("alsa") {
-            // Clock-paced: a period completes when its last byte is due.
-            assert!(r.latency.iter().all(|&l| l == 0), "{name}: latency_bytes");
+        match case.pacing {
+            // A period completes when its last byte is due.
+            Pacing::Clock => {
+                assert!(r.latency.iter().all(|&l| l == 0), "{name}: latency_bytes");
+            }
+            // The host queues: latency_bytes is not 0 (not checked per
+            // completion: a graph cycle can empty the ring between the
+            // daemon's write and its reading of the delay).
+            Pacing::PipeWire => {
+                assert!(r.latency.iter().any(|&l| l > 0), "{name}: latency_bytes");
+            }
+            Pacing::Alsa => {}
         }
         if let Ok(dump) = std::env::var("SND_BENCH_DUMP") {
-            // One line per completion: ms after START, ideal ms, latency_bytes.
+            // One line per completion: ms after START, ideal ms,
+            // latency_bytes, and for pipewire when the graph played its
+            // last frame (ms after START, `-` if not seen).
             let lines: String = (0..r.times_ms.len())
                 .map(|k| {
+                    let played = o
+                        .as_ref()
+                        .map(|o| o.played_ms[k].map_or(" -".into(), |p| format!(" {p:.3}")))
+                        .unwrap_or_default();
                     format!(
-                        "{:.3} {:.3} {}\n",
+                        "{:.3} {:.3} {}{played}\n",
                         r.times_ms[k], r.ideal_ms[k], r.latency[k]
                     )
                 })
                 .collect();
             let first = name.split_whitespace().next().unwrap_or("run");
             std::fs::write(format!("{dump}.{first}"), lines).unwrap();
+        }
+        if let Some(o) = o {
+            observed.push((name.clone(), o));
         }
         rows.push((name.clone(), r.cpu_ms_per_s, r.underruns, summarize(&r)));
     }
@@ -448,6 +690,34 @@ fn main() {
             s.playout.1,
             s.playout_without.0,
             s.playout_without.1
+        );
+    }
+    if observed.is_empty() {
+        return;
+    }
+    println!();
+    println!("Play-out observed on PipeWire's graph clock (see the README):");
+    println!();
+    println!("| backend | periods seen played | observed host start after START (ms) | observed host fell behind by (ms) | latency_bytes prediction − observed play-out p1 / p50 / p99 / max abs (ms) | with latency_bytes taken as 0, p50 (ms) | silence inside (ms) | host xruns | quantum (frames), cycles with audio | observer callback late p50 / p99 (ms) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, o) in &observed {
+        println!(
+            "| {name} | {} of {periods} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} / {:.2} | {:.2} | {:.1} | {} | {}–{}, {} | {:.2} / {:.2} |",
+            o.seen,
+            o.host_start,
+            o.drift,
+            o.error.0,
+            o.error.1,
+            o.error.2,
+            o.error.3,
+            o.error_without,
+            o.silence_ms,
+            o.host_xruns,
+            o.quantum.0,
+            o.quantum.1,
+            o.cycles,
+            o.observer_late.0,
+            o.observer_late.1
         );
     }
 }
