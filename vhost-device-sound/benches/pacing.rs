@@ -591,7 +591,7 @@ fn main() {
             .as_deref()
             .is_some_and(|b| b.split(',').any(|o| o.trim() == name))
     };
-    // Also in the smoke run: a private PipeWire starts in about 0.1 s.
+    // Also in the smoke run: the case takes about 0.4 s (README).
     if cfg!(feature = "pipewire") {
         cases.push(Case {
             name: "pipewire".into(),
