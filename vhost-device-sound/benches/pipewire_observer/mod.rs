@@ -7,9 +7,10 @@
 //! cycle that carried it and where in the cycle's quantum it was.
 //!
 //! Both inputs of the daemon's output port get the same buffer in the same
-//! graph cycle (the observer depends only on the daemon's node, not on the
-//! sink, so there is no cycle of delay as there would be through the
-//! sink's monitor). A cycle's time is the graph clock's (`pw_time.now`,
+//! graph cycle: the observer depends only on the daemon's node. (Through
+//! the sink's monitor the audio would reach it only after the sink, the
+//! graph's driver, had taken it in, and the cycle it arrives in would have
+//! to be assumed.) A cycle's time is the graph clock's (`pw_time.now`,
 //! the driver's `clock.nsec`: when the null sink's timer started the
 //! cycle, `CLOCK_MONOTONIC`), so the frame at `offset` of the quantum is
 //! played at `now + offset / rate` by PipeWire's clock, however late this
