@@ -862,6 +862,9 @@ impl Process {
                     g.ring.len()
                 );
                 g.play(&mut out[..want], self.frame, silence(self.params.format));
+                // The quantum handed over now plays from this cycle's start
+                // on: neither the ring nor PipeWire's delay counts it.
+                g.pw_delay = delay.saturating_add(u32::try_from(want).unwrap_or(u32::MAX));
                 drop(g);
                 let chunk = data.chunk_mut();
                 *chunk.offset_mut() = 0;
