@@ -94,6 +94,11 @@ pub struct I2cReply {
     pub data: Vec<u8>,
     /// The used length the device reported.
     pub used_len: u32,
+    /// When the device used this request among the requests collected
+    /// together (0: first). Linux's `i2c-virtio` stops waiting at the first
+    /// failed request of a transfer and frees them all, so for Linux every
+    /// later request of the transfer must be used before that one.
+    pub used_order: usize,
 }
 
 /// The driver side of a virtio-i2c device.
@@ -189,29 +194,34 @@ impl I2cGuest {
         posted: &[Posted],
         timeout: Duration,
     ) -> Result<Vec<I2cReply>, Error> {
-        let mut lens: Vec<Option<u32>> = vec![None; posted.len()];
+        // (used length, position in the order of use) of each request
+        let mut used: Vec<Option<(u32, usize)>> = vec![None; posted.len()];
+        let mut count = 0;
         let deadline = std::time::Instant::now() + timeout;
-        while lens.iter().any(Option::is_none) {
+        while used.iter().any(Option::is_none) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout);
             }
             for u in self.s.queue(0)?.wait_used(left)? {
                 match posted.iter().position(|p| p.head == u.head) {
-                    Some(i) => lens[i] = Some(u.len),
+                    Some(i) => used[i] = Some((u.len, count)),
                     None => return Err(Error::BadUsedId(u32::from(u.head))),
                 }
+                count += 1;
             }
         }
         posted
             .iter()
-            .zip(lens)
-            .map(|(p, len)| {
+            .zip(used)
+            .map(|(p, used)| {
                 let buf = p.slot + 16;
+                let (used_len, used_order) = used.unwrap_or_default();
                 Ok(I2cReply {
                     status: self.s.ram().read(buf + u64::from(MAX_LEN), 1)?[0],
                     data: self.s.ram().read(buf, p.read_len as usize)?,
-                    used_len: len.unwrap_or(0),
+                    used_len,
+                    used_order,
                 })
             })
             .collect()
