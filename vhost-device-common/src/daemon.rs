@@ -322,6 +322,7 @@ where
         .map_err(Error::Thread)?;
 
     let count = listeners.len();
+    let poll = common.poll_max();
     for (index, listener) in listeners.into_iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let tx = tx.clone();
@@ -331,7 +332,14 @@ where
         thread::Builder::new()
             .name(format!("{}-{index}", info.kind))
             .spawn(move || {
-                let result = serve(index, Listener::from(listener), &*factory, &info, &shared);
+                let result = serve(
+                    index,
+                    Listener::from(listener),
+                    &*factory,
+                    &info,
+                    &shared,
+                    poll,
+                );
                 let _ = tx.send(Event::Ended(result));
             })
             .map_err(Error::Thread)?;
@@ -405,6 +413,7 @@ fn serve<D, F>(
     factory: &F,
     info: &DeviceInfo,
     shared: &Shared,
+    poll: Duration,
 ) -> Result<(), Error>
 where
     D: VirtioDevice,
@@ -429,7 +438,7 @@ where
         let mem = GuestMemoryAtomic::new(crate::queue::GuestMemory::new());
         let device = factory(index).map_err(|source| Error::DeviceCreate { index, source })?;
         let num_queues = device.num_queues();
-        let backend = Arc::new(DeviceBackend::new(device, info.name, mem.clone()));
+        let backend = Arc::new(DeviceBackend::new(device, info.name, mem.clone()).with_poll(poll));
         let mut daemon =
             VhostUserDaemon::new(format!("{}-{index}", info.kind), backend.clone(), mem)
                 .map_err(daemon_err)?;
@@ -437,6 +446,7 @@ where
         let epolls: Vec<RawFd> = handlers.iter().map(|h| h.as_raw_fd()).collect();
         HostEvents::new(&epolls, num_queues)
             .and_then(|events| backend.device().attach(events))
+            .and_then(|()| backend.watch_epolls(&epolls))
             .map_err(|e| Error::DeviceCreate {
                 index,
                 source: Box::new(e),

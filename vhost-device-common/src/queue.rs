@@ -49,6 +49,7 @@ use vm_memory::{
 };
 
 use crate::error::{GuestErrorLog, HostError};
+use crate::poll::PollBatch;
 
 /// The dirty-page bitmap every guest memory region carries: vhost-user-backend
 /// points it at the front end's log (`SET_LOG_BASE`) during live migration, so
@@ -421,6 +422,12 @@ pub struct QueueContext<'a> {
     /// [`VirtioDevice::stop_queue`](crate::device::VirtioDevice::stop_queue)):
     /// held chains may still be completed although the ring no longer runs.
     pub stopping: bool,
+    /// Set by the runtime while it polls this worker's rings after the event
+    /// (see [`crate::poll`]): drains leave the driver's notifications
+    /// suppressed when they end — the runtime re-enables them, and looks at
+    /// the rings once more, before the worker sleeps — and count the work
+    /// done. `None` (no polling): each drain re-enables notifications itself.
+    pub poll: Option<&'a PollBatch>,
 }
 
 impl std::fmt::Debug for QueueContext<'_> {
@@ -532,8 +539,12 @@ where
     let queue16 = u16::try_from(queue).unwrap_or(u16::MAX);
     check_rings(ctx, queue, state.get_queue());
 
+    // While the runtime polls, notifications stay suppressed after the drain
+    // (without EVENT_IDX that takes VRING_USED_F_NO_NOTIFY; with it, simply
+    // not moving avail_event forward) and the runtime re-enables them.
+    let polling = ctx.poll.is_some();
     'outer: loop {
-        if ctx.event_idx {
+        if ctx.event_idx || polling {
             if let Err(e) = state.disable_notification() {
                 ctx.log.warn("cannot update the ring", &e);
                 break;
@@ -589,6 +600,11 @@ where
                     }
                 }
             };
+            if completion != Completion::Stop {
+                if let Some(batch) = ctx.poll {
+                    batch.add_work(1);
+                }
+            }
             match completion {
                 Completion::Used(len) => {
                     // A head the used ring refuses (out of range: a bogus
@@ -605,7 +621,7 @@ where
                 }
             }
         }
-        if !ctx.event_idx {
+        if polling || !ctx.event_idx {
             break;
         }
         match state.enable_notification() {
@@ -744,6 +760,9 @@ impl QueueContext<'_> {
         };
         self.held.remove(queue, held.head);
         publish(self, &mut state, held.head, len)?;
+        if let Some(batch) = self.poll {
+            batch.add_work(1);
+        }
         Ok(None)
     }
 
