@@ -31,7 +31,7 @@ use clap::Args;
 pub const MAX_SOCKET_COUNT: u32 = 256;
 
 /// The default `--poll-us`.
-pub const DEFAULT_POLL_US: u32 = 0;
+pub const DEFAULT_POLL_US: u32 = 50;
 
 /// Options every vhost-device daemon accepts. Flatten into the device's `Args`.
 #[derive(Args, Debug, Clone, Default, PartialEq, Eq)]

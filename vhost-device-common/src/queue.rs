@@ -32,6 +32,11 @@
 //! until it has caught up — so the first completion of a batch never waits
 //! for the last.
 //!
+//! While the runtime polls a worker's rings after work ([`crate::poll`],
+//! [`QueueContext::poll`] set), a drain leaves the driver's notifications
+//! suppressed instead of re-enabling them: the runtime re-enables them and
+//! looks at the rings once more before the worker sleeps.
+//!
 //! A chain whose buffers lie outside guest memory is a guest error: it is logged
 //! (rate-limited) and completed with used length 0, and draining goes on.
 
