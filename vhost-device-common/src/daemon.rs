@@ -322,7 +322,7 @@ where
         .map_err(Error::Thread)?;
 
     let count = listeners.len();
-    let poll = common.poll_max();
+    let poll = effective_poll(common.poll_max());
     for (index, listener) in listeners.into_iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let tx = tx.clone();
@@ -404,6 +404,19 @@ where
     }
     remove_paths(&created);
     result
+}
+
+/// The poll ceiling to use: `--poll-us`, unless the process can run on one
+/// CPU only. There a polling worker only keeps the driver (or the thread
+/// that produces its requests) from running until the window ends, and the
+/// window would grow to the ceiling: every request would wait for it.
+fn effective_poll(max: Duration) -> Duration {
+    let cpus = thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if !max.is_zero() && cpus < 2 {
+        log::info!("one CPU available: not polling (--poll-us ignored)");
+        return Duration::ZERO;
+    }
+    max
 }
 
 /// Serve socket `index` until shutdown or a fatal device error.

@@ -352,3 +352,32 @@ fn without_polling_every_request_needs_a_kick() {
 
     assert_eq!(skipped, 0, "--poll-us 0 suppressed notifications");
 }
+
+#[test]
+fn daemon_with_one_cpu_does_not_poll() {
+    // A worker spinning on the only CPU keeps the driver from posting until
+    // its window ends: the daemon turns polling off.
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args([
+        "-c",
+        "0",
+        BIN,
+        "--socket-path",
+        "dev.sock",
+        "--poll-us",
+        "100000",
+    ]);
+    let mut d = DaemonProcess::spawn(cmd).expect("taskset starts the daemon");
+    let socket = d.dir().join("dev.sock");
+    d.wait_for_path(&socket, WAIT).expect("daemon listens");
+    let opts = Options {
+        accept_features: !EVENT_IDX,
+        ..Options::default()
+    };
+    let mut s = Session::start(&socket, &opts).expect("front end connects");
+
+    let skipped = echo_one_at_a_time(&mut s, 300);
+
+    assert_eq!(skipped, 0, "a daemon on one CPU polled");
+    assert!(d.stderr_text().contains("one CPU"), "{}", d.stderr_text());
+}
