@@ -51,7 +51,7 @@ use crate::backend::BackendChannel;
 use crate::config_space::{self, ConfigError};
 use crate::error::{report, GuestErrorLog, HostError};
 use crate::events::HostEvents;
-use crate::poll::{PollBatch, Window, WorkerPoll};
+use crate::poll::{PollBatch, WorkerPoll};
 use crate::queue::{GuestMemory, HeldHeads, QueueContext, Vring};
 use crate::state;
 
@@ -256,11 +256,12 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         self
     }
 
-    /// Set a polling worker's window as if it had grown to `window` (tests).
-    pub fn set_poll_window(&self, thread: usize, window: Duration) {
+    /// Set a polling worker's window as if it had grown to `window`.
+    #[cfg(test)]
+    fn set_poll_window(&self, thread: usize, window: Duration) {
         if let Some(p) = self.polls.get(thread) {
             let mut p = crate::lock(p);
-            p.window = Window::starting_at(window, p.window.max());
+            p.window = crate::poll::Window::starting_at(window, p.window.max());
         }
     }
 

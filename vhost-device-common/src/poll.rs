@@ -69,7 +69,8 @@ impl Window {
         }
     }
 
-    /// A window that starts at `current` (at most `max`), for tests.
+    /// A window that starts at `current` (at most `max`): for tests, and
+    /// for a caller that knows its load.
     pub fn starting_at(current: Duration, max: Duration) -> Self {
         Self {
             current: current.min(max),
