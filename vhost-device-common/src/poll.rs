@@ -168,7 +168,16 @@ impl WorkerPoll {
     /// Work arrives now: tune the window by the idle gap before it.
     pub fn arrived(&mut self, now: Instant) {
         if let Some(since) = self.idle_since {
+            let was_open = !self.window.current().is_zero();
             self.window.arrived(now.saturating_duration_since(since));
+            match (was_open, self.window.current().is_zero()) {
+                (false, false) => log::debug!(
+                    "a worker polls its rings after work now (window {:?})",
+                    self.window.current()
+                ),
+                (true, true) => log::debug!("a worker stops polling (requests too far apart)"),
+                _ => {}
+            }
         }
     }
 
