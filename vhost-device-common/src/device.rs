@@ -647,8 +647,9 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         if result.is_ok() && p.worked_within_window(Instant::now()) {
             result = self.poll_rings(p, &ctx, &batch, event);
         }
-        // Even after a failure: never leave a ring with notifications off.
-        let resumed = self.resume_notifications(p, event);
+        // Even after a failure (then without serving anything more): never
+        // leave a ring with notifications off.
+        let resumed = self.resume_notifications(p, event, result.is_ok());
         p.idle_since = Some(Instant::now());
         result.and(resumed)
     }
@@ -734,8 +735,13 @@ impl<D: VirtioDevice> DeviceBackend<D> {
 
     /// Re-enable the driver's notifications on every running ring of the
     /// worker, then look at each once more: what was posted while they were
-    /// suppressed is served now (its kick may never come).
-    fn resume_notifications(&self, p: &mut WorkerPoll, event: &Event<'_>) -> Result<(), HostError> {
+    /// suppressed is served now (its kick may never come), if `serve`.
+    fn resume_notifications(
+        &self,
+        p: &mut WorkerPoll,
+        event: &Event<'_>,
+        serve: bool,
+    ) -> Result<(), HostError> {
         let ctx = self.context(event.by_queue);
         for (local, vring) in event.vrings.iter().enumerate() {
             let Some(&queue) = event.queues.get(local) else {
@@ -764,7 +770,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             let Some(seen) = p.seen.get_mut(local) else {
                 continue;
             };
-            if avail.is_some() && seen.is_some() && avail != *seen {
+            if serve && avail.is_some() && seen.is_some() && avail != *seen {
                 *seen = avail;
                 self.device.process_queue(&ctx, queue, vring)?;
             }
@@ -1026,6 +1032,8 @@ mod tests {
             /// Per `process_queue`: whether VRING_USED_F_NO_NOTIFY was set.
             suppressed: Mutex<Vec<bool>>,
             hooks: Mutex<VecDeque<Hook>>,
+            /// Fail (a host error) after the next drain.
+            fail: AtomicBool,
         }
 
         impl Echo {
@@ -1063,6 +1071,9 @@ mod tests {
                 })?;
                 drop(held);
                 self.run_hook();
+                if self.fail.swap(false, Ordering::Relaxed) {
+                    return Err("disk on fire".into());
+                }
                 Ok(())
             }
 
@@ -1111,6 +1122,7 @@ mod tests {
                 held: Mutex::new(Vec::new()),
                 suppressed: Mutex::new(Vec::new()),
                 hooks: Mutex::new(VecDeque::new()),
+                fail: AtomicBool::new(false),
             };
             let b = DeviceBackend::new(dev, "echo", mem).with_poll(window.max(START_MAX));
             b.set_event_idx(event_idx);
@@ -1234,7 +1246,7 @@ mod tests {
             let mut p = crate::lock(&r.b.polls[0]);
             p.seen[0] = Some(old);
 
-            r.b.resume_notifications(&mut p, &event).unwrap();
+            r.b.resume_notifications(&mut p, &event, true).unwrap();
 
             assert_eq!(r.used_heads(), vec![u32::from(a), u32::from(b)]);
             assert_eq!(crate::lock(&r.q).used_flags().unwrap(), 0);
@@ -1282,6 +1294,20 @@ mod tests {
             assert_eq!(r.used_heads(), vec![u32::from(a)]);
             assert_eq!(r.b.held().count(0), 1, "the new request was not taken");
             assert_eq!(r.suppressed().last(), Some(&true), "not taken by the poll");
+        }
+
+        #[test]
+        fn device_failure_while_polling_leaves_notifications_on() {
+            let r = rig(false, false, SHORT);
+            r.post();
+            r.b.device().fail.store(true, Ordering::Relaxed);
+
+            let result =
+                r.b.handle_event(0, EventSet::IN, std::slice::from_ref(&r.vring), 0);
+
+            assert!(result.is_err());
+            assert_eq!(crate::lock(&r.q).used_flags().unwrap(), 0);
+            assert_eq!(r.b.take_fatal().unwrap().to_string(), "disk on fire");
         }
 
         #[test]
