@@ -31,7 +31,6 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -576,33 +575,14 @@ fn wait_for_client(listener: &Listener, stop: &EventFd) -> Result<bool, Error> {
 
 /// Bind `path`, replacing a stale socket file but never a live one.
 fn bind_path(path: &Path) -> Result<UnixListener, Error> {
-    match UnixListener::bind(path) {
-        Ok(l) => Ok(l),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            let is_socket = std::fs::symlink_metadata(path)
-                .map(|m| m.file_type().is_socket())
-                .unwrap_or(false);
-            if !is_socket {
-                return Err(Error::NotASocket { path: path.into() });
-            }
-            if UnixStream::connect(path).is_ok() {
-                return Err(Error::SocketInUse { path: path.into() });
-            }
-            log::info!("replacing stale socket {}", path.display());
-            std::fs::remove_file(path).map_err(|source| Error::Listen {
-                path: path.into(),
-                source,
-            })?;
-            UnixListener::bind(path).map_err(|source| Error::Listen {
-                path: path.into(),
-                source,
-            })
-        }
-        Err(source) => Err(Error::Listen {
+    crate::control::bind_replacing_stale(path).map_err(|source| match source.kind() {
+        io::ErrorKind::AlreadyExists => Error::NotASocket { path: path.into() },
+        io::ErrorKind::AddrInUse => Error::SocketInUse { path: path.into() },
+        _ => Error::Listen {
             path: path.into(),
             source,
-        }),
-    }
+        },
+    })
 }
 
 /// Take ownership of an inherited listening socket after checking what it is.

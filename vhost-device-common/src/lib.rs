@@ -28,6 +28,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config_space;
+pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod error;

@@ -25,8 +25,9 @@ use vhost_device_common::daemon::{self, DeviceInfo};
 use vhost_device_common::error::HostError;
 
 use crate::host::linux::{self as gpiolinux, LibgpiodHost};
-use crate::host::mock::{ControlSocket, SimChip};
+use crate::host::mock::SimChip;
 use crate::host::ChipSpec;
+use vhost_device_common::control::ControlSocket;
 
 /// The virtio device id (virtio 1.3, 5 "Device Types").
 pub const VIRTIO_DEVICE_ID: u32 = virtio::VIRTIO_ID_GPIO;

@@ -4,11 +4,11 @@
 //! Command line of `vhost-device-sound`, its validation, and the device
 //! topology it describes (streams, channel ranges, formats, rates).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use thiserror::Error;
-use vhost_device_common::cli::{parse_key_values, CommonArgs, KeyValueError};
+use vhost_device_common::cli::{parse_key_values, CommonArgs, KeyValueError, SocketSource};
 
 use crate::virtio::{rate_bit, Direction, Format, RATES};
 
@@ -16,7 +16,7 @@ use crate::virtio::{rate_bit, Direction, Format, RATES};
 pub const MAX_STREAMS: usize = 64;
 
 /// vhost-user virtio-sound daemon: plays and records a guest's audio in real
-/// time through ALSA, WAV files or nothing.
+/// time through ALSA, PipeWire, WAV files or nothing.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about, long_about = None)]
 pub struct Args {
@@ -39,6 +39,8 @@ pub enum BackendKind {
     Wav,
     /// A host ALSA PCM per stream.
     Alsa,
+    /// A stream per PCM stream on the user's PipeWire.
+    Pipewire,
 }
 
 /// Options of the sound device.
@@ -71,10 +73,39 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "PCM", default_value = "default")]
     pub alsa_capture: String,
 
+    /// `pipewire` backend: the node (name or serial) playback streams are
+    /// linked to (`target.object`; default: the session manager's default
+    /// sink)
+    #[arg(long, value_name = "NODE")]
+    pub pipewire_playback: Option<String>,
+
+    /// `pipewire` backend: the node (name or serial) capture streams are
+    /// linked to (`target.object`; default: the session manager's default
+    /// source)
+    #[arg(long, value_name = "NODE")]
+    pub pipewire_capture: Option<String>,
+
+    /// `pipewire` backend: the streams' node names are NAME-0, NAME-1, …
+    #[arg(long, value_name = "NAME", default_value = "vhost-device-sound")]
+    pub pipewire_name: String,
+
+    /// `pipewire` backend: one more stream property, KEY=VALUE (repeat for
+    /// more; set after the daemon's own, so it may override them), e.g.
+    /// `node.latency=256/48000`
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub pipewire_property: Vec<String>,
+
     /// Offer audio controls (VIRTIO_SND_F_CTLS): per stream volume and
     /// switch. Only with QEMU's `vhost-user-snd-pci,controls=on`
     #[arg(long)]
     pub controls: bool,
+
+    /// With --controls: Unix socket through which the host reads and
+    /// changes the controls (default: the device's socket path followed by
+    /// `.ctl`; with --socket-count N > 1, PATH0 … PATH{N-1}; none with
+    /// --socket-fd unless given)
+    #[arg(long, value_name = "PATH", requires = "controls")]
+    pub control_socket: Option<PathBuf>,
 }
 
 /// One PCM stream of the topology.
@@ -137,6 +168,17 @@ pub enum BackendConfig {
         /// Capture PCM name.
         capture: String,
     },
+    /// PipeWire streams.
+    Pipewire {
+        /// Node name prefix.
+        name: String,
+        /// Playback target node, if any.
+        playback: Option<String>,
+        /// Capture target node, if any.
+        capture: Option<String>,
+        /// More stream properties.
+        properties: Vec<(String, String)>,
+    },
 }
 
 /// Validated configuration.
@@ -148,6 +190,41 @@ pub struct Config {
     pub streams: Vec<StreamSpec>,
     /// Offer controls.
     pub controls: bool,
+    /// `--control-socket`, as given.
+    pub control_socket: Option<PathBuf>,
+}
+
+impl Config {
+    /// The host control socket of each device (`--controls` only): the
+    /// given path (suffixed with the device index when there are several),
+    /// or the device's socket path followed by `.ctl`.
+    pub fn control_sockets(&self, sockets: Option<&SocketSource>) -> Vec<Option<PathBuf>> {
+        let suffixed = |p: &Path, suffix: &str| {
+            let mut name = p.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        let count = match sockets {
+            Some(SocketSource::Paths(p)) => p.len(),
+            Some(SocketSource::Fds(f)) => f.len(),
+            None => 0,
+        };
+        (0..count)
+            .map(|i| {
+                if !self.controls {
+                    return None;
+                }
+                match (&self.control_socket, sockets) {
+                    (Some(p), _) if count > 1 => Some(suffixed(p, &i.to_string())),
+                    (Some(p), _) => Some(p.clone()),
+                    (None, Some(SocketSource::Paths(paths))) => {
+                        paths.get(i).map(|p| suffixed(p, ".ctl"))
+                    }
+                    (None, _) => None,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Invalid options.
@@ -176,6 +253,9 @@ pub enum ArgsError {
     /// A backend that this build lacks.
     #[error("this build has no {0} backend (cargo feature '{0}')")]
     NotBuilt(&'static str),
+    /// A bad backend option.
+    #[error("{0}")]
+    Backend(String),
 }
 
 fn parse_channels(v: &str) -> Option<(u8, u8)> {
@@ -292,11 +372,40 @@ impl TryFrom<DeviceArgs> for Config {
                     capture: args.alsa_capture,
                 }
             }
+            BackendKind::Pipewire => {
+                if !cfg!(feature = "pipewire") {
+                    return Err(ArgsError::NotBuilt("pipewire"));
+                }
+                if args.pipewire_name.is_empty() {
+                    return Err(ArgsError::Backend(
+                        "--pipewire-name must not be empty".into(),
+                    ));
+                }
+                let properties = args
+                    .pipewire_property
+                    .iter()
+                    .map(|p| match p.split_once('=') {
+                        Some((k, v)) if !k.trim().is_empty() => {
+                            Ok((k.trim().to_string(), v.to_string()))
+                        }
+                        _ => Err(ArgsError::Backend(format!(
+                            "--pipewire-property '{p}': KEY=VALUE"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?;
+                BackendConfig::Pipewire {
+                    name: args.pipewire_name,
+                    playback: args.pipewire_playback.filter(|t| !t.is_empty()),
+                    capture: args.pipewire_capture.filter(|t| !t.is_empty()),
+                    properties,
+                }
+            }
         };
         Ok(Self {
             backend,
             streams,
             controls: args.controls,
+            control_socket: args.control_socket,
         })
     }
 }
@@ -304,6 +413,58 @@ impl TryFrom<DeviceArgs> for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config_with(controls: bool, control_socket: Option<&str>) -> Config {
+        Config::try_from(DeviceArgs {
+            controls,
+            control_socket: control_socket.map(PathBuf::from),
+            ..DeviceArgs::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn control_sockets_default_to_the_socket_path_plus_ctl() {
+        let paths = SocketSource::Paths(vec!["/run/a0".into(), "/run/a1".into()]);
+
+        let got = config_with(true, None).control_sockets(Some(&paths));
+
+        assert_eq!(
+            got,
+            vec![
+                Some(PathBuf::from("/run/a0.ctl")),
+                Some(PathBuf::from("/run/a1.ctl"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_given_control_socket_is_suffixed_only_for_several_devices() {
+        let one = SocketSource::Fds(vec![3]);
+        let two = SocketSource::Fds(vec![3, 4]);
+        let c = config_with(true, Some("/run/m"));
+
+        assert_eq!(c.control_sockets(Some(&one)), vec![Some("/run/m".into())]);
+        assert_eq!(
+            c.control_sockets(Some(&two)),
+            vec![Some("/run/m0".into()), Some("/run/m1".into())]
+        );
+    }
+
+    #[test]
+    fn no_control_socket_without_controls_or_a_path() {
+        let fds = SocketSource::Fds(vec![3]);
+        let paths = SocketSource::Paths(vec!["/run/a".into()]);
+
+        assert_eq!(
+            config_with(true, None).control_sockets(Some(&fds)),
+            vec![None]
+        );
+        assert_eq!(
+            config_with(false, None).control_sockets(Some(&paths)),
+            vec![None]
+        );
+    }
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(
@@ -402,6 +563,55 @@ mod tests {
                 capture: Some("in.wav".into())
             }
         );
+    }
+
+    #[test]
+    fn pipewire_backend_takes_its_targets_name_and_properties() {
+        let c = config(&[
+            "--backend",
+            "pipewire",
+            "--pipewire-playback",
+            "hdmi-sink",
+            "--pipewire-name",
+            "vm1",
+            "--pipewire-property",
+            "node.latency=256/48000",
+            "--pipewire-property",
+            "a.b={ x = 1 }",
+        ]);
+        if !cfg!(feature = "pipewire") {
+            assert_eq!(c.unwrap_err(), ArgsError::NotBuilt("pipewire"));
+            return;
+        }
+        assert_eq!(
+            c.unwrap().backend,
+            BackendConfig::Pipewire {
+                name: "vm1".into(),
+                playback: Some("hdmi-sink".into()),
+                capture: None,
+                properties: vec![
+                    ("node.latency".into(), "256/48000".into()),
+                    ("a.b".into(), "{ x = 1 }".into())
+                ],
+            }
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "pipewire")]
+    fn pipewire_properties_without_a_key_and_an_empty_name_are_refused() {
+        for bad in [
+            &["--pipewire-property", "latency"][..],
+            &["--pipewire-property", "=1"],
+            &["--pipewire-name", ""],
+        ] {
+            let mut args = vec!["--backend", "pipewire"];
+            args.extend_from_slice(bad);
+            assert!(
+                matches!(config(&args), Err(ArgsError::Backend(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -934,6 +934,182 @@ fn control_values_out_of_range_are_bad_msg() {
     assert_eq!(snd.ctl(&read, 516).0, BAD_MSG);
 }
 
+// ---- host-side controls (the control socket) ----
+
+/// A line-oriented client of the daemon's control socket.
+struct Mixer {
+    out: std::os::unix::net::UnixStream,
+    lines: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl Mixer {
+    fn connect(d: &DaemonProcess) -> Self {
+        let mut path = d.socket.clone().into_os_string();
+        path.push(".ctl");
+        let out = std::os::unix::net::UnixStream::connect(PathBuf::from(path))
+            .expect("the control socket listens");
+        out.set_read_timeout(Some(WAIT)).unwrap();
+        let lines = std::io::BufReader::new(out.try_clone().unwrap());
+        Self { out, lines }
+    }
+
+    fn say(&mut self, command: &str) -> String {
+        use std::io::{BufRead, Write};
+        writeln!(self.out, "{command}").unwrap();
+        let mut line = String::new();
+        self.lines.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+}
+
+fn ctl_read(snd: &mut Snd, id: u32) -> u32 {
+    let mut req = le32(CTL_READ).to_vec();
+    req.extend_from_slice(&le32(id));
+    let (st, payload, _) = snd.ctl(&req, 4 + 512);
+    assert_eq!(st, OK);
+    u32_at(&payload, 0)
+}
+
+fn ctl_write(snd: &mut Snd, id: u32, v: u32) -> u32 {
+    let mut req = le32(CTL_WRITE).to_vec();
+    req.extend_from_slice(&le32(id));
+    let mut value = vec![0u8; 512];
+    value[..4].copy_from_slice(&le32(v));
+    req.extend_from_slice(&value);
+    snd.ctl(&req, 4).0
+}
+
+/// Post `n` event buffers; returns their addresses by head.
+fn event_buffers(snd: &mut Snd, n: usize) -> Vec<(u16, u64)> {
+    (0..n)
+        .map(|_| {
+            let b = snd.s.ram().alloc(8, 8).unwrap();
+            (snd.post(EVENT, &Chain::new().writable(b, 8)), b)
+        })
+        .collect()
+}
+
+#[test]
+fn a_host_control_change_sends_ctl_notify_and_reads_back() {
+    let d = daemon(&["--controls"]);
+    let mut snd = Snd::new(&d);
+    let buffers = event_buffers(&mut snd, 2);
+    let mut mixer = Mixer::connect(&d);
+
+    assert_eq!(mixer.say("set 2 40"), "ok changed");
+    let used = snd.used(EVENT, 1);
+
+    let at = buffers.iter().find(|(h, _)| *h == used[0].head).unwrap().1;
+    let event = snd.s.ram().read(at, 8).unwrap();
+    assert_eq!(used[0].len, 8);
+    assert_eq!(u32_at(&event, 0), 0x1200, "VIRTIO_SND_EVT_CTL_NOTIFY");
+    assert_eq!(u16::from_le_bytes([event[4], event[5]]), 2, "control id");
+    assert_eq!(u16::from_le_bytes([event[6], event[7]]), 1, "mask: VALUE");
+    assert_eq!(ctl_read(&mut snd, 2), 40);
+}
+
+#[test]
+fn an_unchanged_host_value_sends_no_notification() {
+    let d = daemon(&["--controls"]);
+    let mut snd = Snd::new(&d);
+    let buffers = event_buffers(&mut snd, 2);
+    let mut mixer = Mixer::connect(&d);
+
+    assert_eq!(mixer.say("set 0 100"), "ok unchanged");
+    assert_eq!(mixer.say("set 1 0"), "ok changed");
+    let used = snd.used(EVENT, 1);
+
+    let at = buffers.iter().find(|(h, _)| *h == used[0].head).unwrap().1;
+    let event = snd.s.ram().read(at, 8).unwrap();
+    assert_eq!(
+        u16::from_le_bytes([event[4], event[5]]),
+        1,
+        "the first event is for the control that changed"
+    );
+}
+
+#[test]
+fn a_driver_control_write_reaches_the_host_and_is_not_echoed() {
+    let d = daemon(&["--controls"]);
+    let mut snd = Snd::new(&d);
+    let buffers = event_buffers(&mut snd, 1);
+    let mut mixer = Mixer::connect(&d);
+
+    assert_eq!(ctl_write(&mut snd, 2, 55), OK);
+
+    assert_eq!(
+        mixer.say("wait 2 55 10000"),
+        "ok id=2 stream=1 index=0 min=0 max=100 value=55 name=Capture Volume"
+    );
+    // A host change afterwards is the first (and only) event: had the
+    // driver's own write been echoed, the one buffer would hold control 2.
+    assert_eq!(mixer.say("set 3 0"), "ok changed");
+    let used = snd.used(EVENT, 1);
+    assert_eq!(used.len(), 1);
+    let event = snd.s.ram().read(buffers[0].1, 8).unwrap();
+    assert_eq!(u16::from_le_bytes([event[4], event[5]]), 3, "control id");
+    assert!(snd.used_now(EVENT).is_empty());
+}
+
+#[test]
+fn a_host_volume_ramp_does_not_push_out_other_pending_events() {
+    let d = daemon(&["--controls"]);
+    let mut snd = Snd::new(&d);
+    let mut mixer = Mixer::connect(&d);
+    // No event buffers yet: every notice waits in the device.
+    assert_eq!(mixer.say("set 2 10"), "ok changed");
+    for i in 0..300 {
+        mixer.say(&format!("set 0 {}", 50 + i % 2));
+    }
+
+    let buffers = event_buffers(&mut snd, 4);
+    let used = snd.used(EVENT, 2);
+
+    let ids: Vec<u16> = used
+        .iter()
+        .map(|u| {
+            let at = buffers.iter().find(|(h, _)| *h == u.head).unwrap().1;
+            let event = snd.s.ram().read(at, 8).unwrap();
+            u16::from_le_bytes([event[4], event[5]])
+        })
+        .collect();
+    assert_eq!(ids[..2], [2, 0], "the oldest notice was dropped");
+}
+
+#[test]
+fn host_control_values_outlive_a_front_end() {
+    let d = daemon(&["--controls"]);
+    let mut mixer = Mixer::connect(&d);
+    assert_eq!(mixer.say("info"), "ok controls=4 guest=none");
+    assert_eq!(mixer.say("set 0 30"), "ok changed");
+
+    let mut snd = Snd::new(&d);
+
+    assert_eq!(ctl_read(&mut snd, 0), 30);
+    assert_eq!(mixer.say("info"), "ok controls=4 guest=connected");
+}
+
+#[test]
+fn the_control_socket_refuses_bad_commands_and_keeps_serving() {
+    let d = daemon(&["--controls"]);
+    let mut mixer = Mixer::connect(&d);
+
+    assert!(mixer.say("set 0 101").starts_with("err "));
+    assert!(mixer.say("set 4 1").starts_with("err "));
+    assert!(mixer.say("get -1").starts_with("err "));
+    assert!(mixer.say("bogus").starts_with("err unknown command"));
+    assert_eq!(mixer.say("list"), "ok 0=100 1=1 2=100 3=1");
+}
+
+#[test]
+fn no_control_socket_without_controls() {
+    let d = daemon(&[]);
+    let mut path = d.socket.clone().into_os_string();
+    path.push(".ctl");
+
+    assert!(!PathBuf::from(path).exists());
+}
+
 // ---- lifecycle ----
 
 #[test]
@@ -969,6 +1145,21 @@ fn sigterm_ends_the_daemon_cleanly_while_it_holds_buffers() {
 
     assert!(status.success(), "{}", d.stderr_text());
     assert!(!d.socket.exists(), "socket left behind");
+}
+
+#[test]
+fn sigterm_removes_the_control_socket() {
+    let mut d = daemon(&["--controls"]);
+    let mut path = d.socket.clone().into_os_string();
+    path.push(".ctl");
+    let path = PathBuf::from(path);
+    assert!(path.exists());
+
+    d.signal(Signal::SIGTERM).unwrap();
+    let status = d.wait_timeout(WAIT).unwrap().expect("daemon exits");
+
+    assert!(status.success(), "{}", d.stderr_text());
+    assert!(!path.exists(), "control socket left behind");
 }
 
 #[test]

@@ -60,10 +60,10 @@ enum Cmd {
     /// Play a vsock guest: accept one host connection to PORT, receive BYTES,
     /// print `RECEIVED <bytes> <crc32>`
     VsockRecv(VsockArgs),
-    /// Play a sound driver: play PERIODS 10 ms periods of a known signal on
-    /// stream PLAYBACK while recording stream CAPTURE, and look for the
-    /// signal in the recording (a host loopback such as snd-aloop); prints
-    /// `LOOPED <bytes> AT <offset>` or fails
+    /// Play a sound driver: play PERIODS periods (of PERIOD_MS, default
+    /// 10 ms) of a known signal on stream PLAYBACK while recording stream
+    /// CAPTURE, and look for the signal in the recording (a host loopback
+    /// such as snd-aloop); prints `LOOPED <bytes> AT <offset>` or fails
     SoundLoop {
         /// Playback stream
         #[arg(long, default_value_t = 0)]
@@ -80,6 +80,9 @@ enum Cmd {
         /// Give up after this many seconds
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Period length in milliseconds (1 to 1000)
+        #[arg(long, default_value_t = 10)]
+        period_ms: u32,
     },
     /// Play an I2C guest: run one transfer, given as i2ctransfer does
     /// (`w2@0x1c 0x10 0x5a r1@0x1c`), as a group of requests linked by
@@ -173,8 +176,10 @@ fn run(args: Args) -> Result<(), Error> {
             periods,
             extra,
             timeout,
+            period_ms,
         } => {
-            let mut g = vhost_device_test_frontend::sound::SoundGuest::new(s);
+            let mut g =
+                vhost_device_test_frontend::sound::SoundGuest::new(s).with_period_ms(period_ms);
             let r = g.loopback(
                 playback,
                 capture,

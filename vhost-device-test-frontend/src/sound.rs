@@ -7,9 +7,10 @@
 //! host loopback such as `snd-aloop`, where what is played on one PCM is
 //! captured on the other).
 //!
-//! Streams are 48 kHz S16 stereo with 10 ms periods; the buffer holds 4
-//! periods, and more messages than that may be in flight (the device holds
-//! them all in order).
+//! Streams are 48 kHz S16 stereo with 10 ms periods (or longer ones,
+//! [`SoundGuest::with_period_ms`]); the buffer holds 4 periods, and more
+//! messages than that may be in flight (the device holds them all in
+//! order).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -19,7 +20,10 @@ use crate::{Chain, Error, Session};
 const CONTROL: usize = 0;
 const TX: usize = 2;
 const RX: usize = 3;
-const PERIOD: u32 = 1920;
+/// Bytes per millisecond of 48 kHz S16 stereo.
+const BYTES_PER_MS: u32 = 192;
+/// The default period: 10 ms.
+const PERIOD: u32 = 10 * BYTES_PER_MS;
 /// Buffers in flight per stream: generous, as a debug build under TCG can
 /// stall for tens of milliseconds.
 const DEPTH: usize = 12;
@@ -44,6 +48,8 @@ pub struct Loopback {
 #[derive(Debug)]
 pub struct SoundGuest {
     s: Session,
+    /// Bytes per period (and per message).
+    period: u32,
 }
 
 fn status_of(s: &Session, at: u64) -> Result<u32, Error> {
@@ -54,7 +60,15 @@ fn status_of(s: &Session, at: u64) -> Result<u32, Error> {
 impl SoundGuest {
     /// Drive the sound device of `s`.
     pub fn new(s: Session) -> Self {
-        Self { s }
+        Self { s, period: PERIOD }
+    }
+
+    /// Use periods of `ms` milliseconds (1 to 1000) instead of 10: the host
+    /// backend's buffers follow the guest's period, so longer periods give
+    /// a slow machine more slack before an underrun.
+    pub fn with_period_ms(mut self, ms: u32) -> Self {
+        self.period = ms.clamp(1, 1000) * BYTES_PER_MS;
+        self
     }
 
     /// Send a control request and return the response status.
@@ -85,10 +99,10 @@ impl SoundGuest {
         }
     }
 
-    /// SET_PARAMS (48 kHz S16 stereo, 10 ms periods) and PREPARE.
+    /// SET_PARAMS (48 kHz S16 stereo, 4 periods) and PREPARE.
     pub fn prepare(&mut self, stream: u32) -> Result<(), Error> {
         let mut req = 0x0101u32.to_le_bytes().to_vec();
-        for v in [stream, PERIOD * 4, PERIOD, 0] {
+        for v in [stream, self.period * 4, self.period, 0] {
             req.extend_from_slice(&v.to_le_bytes());
         }
         req.extend_from_slice(&[2, 5, 7, 0]);
@@ -106,7 +120,7 @@ impl SoundGuest {
     ) -> Result<(u16, u64, u64), Error> {
         let x = self.s.ram().alloc(4, 8)?;
         self.s.ram().write(x, &stream.to_le_bytes())?;
-        let d = self.s.ram().alloc(u64::from(PERIOD), 8)?;
+        let d = self.s.ram().alloc(u64::from(self.period), 8)?;
         let st = self.s.ram().alloc(8, 8)?;
         let mut chain = Chain::new().readable(x, 4);
         chain = match data {
@@ -114,7 +128,7 @@ impl SoundGuest {
                 self.s.ram().write(d, bytes)?;
                 chain.readable(d, u32::try_from(bytes.len()).unwrap_or(0))
             }
-            None => chain.writable(d, PERIOD),
+            None => chain.writable(d, self.period),
         };
         let vq = self.s.queue(q)?;
         let head = vq.add(&chain.writable(st, 8))?;
@@ -135,7 +149,8 @@ impl SoundGuest {
     ) -> Result<Loopback, Error> {
         let deadline = Instant::now() + timeout;
         let mut seed = 0x1234_5678u32;
-        let signal: Vec<u8> = (0..periods * PERIOD as usize / 2)
+        let period = self.period as usize;
+        let signal: Vec<u8> = (0..periods * period / 2)
             .flat_map(|_| {
                 seed ^= seed << 13;
                 seed ^= seed >> 17;
@@ -145,7 +160,7 @@ impl SoundGuest {
                 v.to_le_bytes()
             })
             .collect();
-        let chunks: Vec<&[u8]> = signal.chunks(PERIOD as usize).collect();
+        let chunks: Vec<&[u8]> = signal.chunks(period).collect();
         self.prepare(capture)?;
         self.prepare(playback)?;
         let mut rx = VecDeque::new();
@@ -161,7 +176,7 @@ impl SoundGuest {
         }
         self.command(0x0104, playback)?;
         let mut recorded = Vec::new();
-        let want = (periods + extra) * PERIOD as usize;
+        let want = (periods + extra) * period;
         while recorded.len() < want || !tx.is_empty() {
             if Instant::now() > deadline {
                 return Err(Error::Timeout);
@@ -181,7 +196,7 @@ impl SoundGuest {
                 if status_of(&self.s, st)? != 0x8000 {
                     return Err(Error::GuestAccess(st, "capture status".into()));
                 }
-                let n = (u.len as usize).saturating_sub(8).min(PERIOD as usize);
+                let n = (u.len as usize).saturating_sub(8).min(period);
                 recorded.extend(self.s.ram().read(d, n)?);
                 if recorded.len() < want {
                     rx.push_back(self.post(RX, capture, None)?);
@@ -194,7 +209,7 @@ impl SoundGuest {
         let offset = recorded
             .windows(signal.len().max(1))
             .position(|w| w == signal.as_slice());
-        let head = &signal[..signal.len().min(PERIOD as usize)];
+        let head = &signal[..signal.len().min(period)];
         let first_period = recorded
             .windows(head.len().max(1))
             .position(|w| w == head)

@@ -28,26 +28,17 @@
 //! eventfd in its epoll.
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::{EdgeDetect, Edges, GpioHost, LineMode};
+use vhost_device_common::control::{self, Client, Commands, ControlSocket};
 
-/// Longest accepted control line.
-const MAX_COMMAND: u64 = 256;
-/// Most control connections served at once.
-const MAX_CONTROL_CONNECTIONS: usize = 16;
-/// Default and largest `wait` timeouts.
-const WAIT_DEFAULT: Duration = Duration::from_secs(10);
-const WAIT_MAX: Duration = Duration::from_secs(600);
+use super::{EdgeDetect, Edges, GpioHost, LineMode};
 
 #[derive(Clone, Copy, Debug)]
 struct SimLine {
@@ -123,25 +114,6 @@ impl std::fmt::Debug for SimChip {
         f.debug_struct("SimChip")
             .field("lines", &self.lock().lines.len())
             .finish()
-    }
-}
-
-/// Removes a control socket file when dropped.
-#[derive(Debug)]
-pub struct ControlSocket {
-    path: PathBuf,
-}
-
-impl ControlSocket {
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -245,6 +217,7 @@ impl SimChip {
         key: &str,
         value: &str,
         timeout: Duration,
+        client: &Client,
     ) -> Result<String, String> {
         if !["dir", "value", "level", "edge"].contains(&key) {
             return Err(format!("unknown key {key} (dir, value, level, edge)"));
@@ -261,16 +234,13 @@ impl SimChip {
             if left.is_zero() {
                 return Err(format!("timeout waiting for {want}: {now}"));
             }
-            st = match self.shared.changed.wait_timeout(st, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            st = client.wait_changed(&self.shared.changed, st, deadline)?;
         }
     }
 
     /// Wait until the attached device has looked at the chip's events once
     /// more: every edge driven before is then collected by the device.
-    pub fn sync(&self, timeout: Duration) -> Result<String, String> {
+    pub fn sync(&self, timeout: Duration, client: &Client) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         let Some(ev) = st.notify.clone() else {
@@ -290,24 +260,25 @@ impl SimChip {
             if left.is_zero() {
                 return Err("timeout: the device did not look at the chip".into());
             }
-            st = match self.shared.changed.wait_timeout(st, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            st = client.wait_changed(&self.shared.changed, st, deadline)?;
         }
     }
 
     /// Run one control command (see the module docs); the answer line,
     /// without its newline.
     pub fn command(&self, text: &str) -> String {
-        match self.run_command(text) {
-            Ok(s) if s.is_empty() => "ok".into(),
-            Ok(s) => format!("ok {s}"),
-            Err(e) => format!("err {e}"),
-        }
+        self.answer(text, &Client::detached())
     }
 
-    fn run_command(&self, text: &str) -> Result<String, String> {
+    /// Listen on `path` for control connections (see
+    /// [`vhost_device_common::control`]).
+    pub fn serve_control(&self, path: &Path) -> io::Result<ControlSocket> {
+        ControlSocket::serve(path, "gpio-sim-control", Arc::new(self.clone()))
+    }
+}
+
+impl Commands for SimChip {
+    fn run(&self, text: &str, client: &Client) -> Result<String, String> {
         let words: Vec<&str> = text.split_whitespace().collect();
         let line = |i: usize| -> Result<u16, String> {
             let w = words.get(i).ok_or("missing line number")?;
@@ -341,24 +312,12 @@ impl SimChip {
                     .get(2)
                     .and_then(|kv| kv.split_once('='))
                     .ok_or("usage: wait LINE KEY=VALUE [MS]")?;
-                let timeout = match words.get(3) {
-                    Some(ms) => {
-                        Duration::from_millis(ms.parse().map_err(|_| format!("bad timeout {ms}"))?)
-                            .min(WAIT_MAX)
-                    }
-                    None => WAIT_DEFAULT,
-                };
-                self.wait(line(1)?, key, value, timeout)
+                let timeout = control::wait_timeout(words.get(3).copied())?;
+                self.wait(line(1)?, key, value, timeout, client)
             }
             Some("sync") => {
-                let timeout = match words.get(1) {
-                    Some(ms) => {
-                        Duration::from_millis(ms.parse().map_err(|_| format!("bad timeout {ms}"))?)
-                            .min(WAIT_MAX)
-                    }
-                    None => WAIT_DEFAULT,
-                };
-                self.sync(timeout)
+                let timeout = control::wait_timeout(words.get(1).copied())?;
+                self.sync(timeout, client)
             }
             Some("info") => {
                 let st = self.lock();
@@ -372,85 +331,6 @@ impl SimChip {
                 "unknown command {other} (set, toggle, get, wait, sync, info)"
             )),
             None => Err("empty command".into()),
-        }
-    }
-
-    /// Listen on `path` for control connections, on a thread of its own
-    /// (one more thread per connection, at most 16). A stale socket file is
-    /// replaced; a live one is refused.
-    pub fn serve_control(&self, path: &Path) -> io::Result<ControlSocket> {
-        let listener = match UnixListener::bind(path) {
-            Ok(l) => l,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                let is_socket = std::fs::symlink_metadata(path)
-                    .map(|m| m.file_type().is_socket())
-                    .unwrap_or(false);
-                if !is_socket || UnixStream::connect(path).is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("{} is in use", path.display()),
-                    ));
-                }
-                std::fs::remove_file(path)?;
-                UnixListener::bind(path)?
-            }
-            Err(e) => return Err(e),
-        };
-        let chip = self.clone();
-        let active = Arc::new(AtomicUsize::new(0));
-        std::thread::Builder::new()
-            .name("gpio-sim-control".into())
-            .spawn(move || {
-                // The daemon takes SIGTERM/SIGINT on its own signal thread;
-                // this thread may start before it blocks them.
-                let mut signals = nix::sys::signal::SigSet::empty();
-                signals.add(nix::sys::signal::Signal::SIGTERM);
-                signals.add(nix::sys::signal::Signal::SIGINT);
-                let _ = signals.thread_block();
-                for conn in listener.incoming() {
-                    let Ok(mut conn) = conn else { continue };
-                    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONTROL_CONNECTIONS {
-                        active.fetch_sub(1, Ordering::AcqRel);
-                        let _ = conn.write_all(b"err too many control connections\n");
-                        continue;
-                    }
-                    let chip = chip.clone();
-                    let active = active.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("gpio-sim-client".into())
-                        .spawn(move || {
-                            chip.serve_client(conn);
-                            active.fetch_sub(1, Ordering::AcqRel);
-                        });
-                    if spawned.is_err() {
-                        log::warn!("cannot start a control connection thread");
-                    }
-                }
-            })?;
-        Ok(ControlSocket { path: path.into() })
-    }
-
-    fn serve_client(&self, conn: UnixStream) {
-        let Ok(mut out) = conn.try_clone() else {
-            return;
-        };
-        let mut reader = BufReader::new(conn);
-        loop {
-            let mut line = String::new();
-            match (&mut reader).take(MAX_COMMAND).read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let answer = if line.ends_with('\n') {
-                self.command(line.trim())
-            } else {
-                // Over-long line: answer and drop the connection.
-                let _ = out.write_all(b"err command too long\n");
-                return;
-            };
-            if out.write_all(format!("{answer}\n").as_bytes()).is_err() {
-                return;
-            }
         }
     }
 }
@@ -599,6 +479,8 @@ impl GpioHost for SimHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
 
     fn chip(n: usize) -> SimChip {
         SimChip::new(vec![String::new(); n])

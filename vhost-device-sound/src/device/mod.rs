@@ -33,12 +33,14 @@
 //! on; only host failures (timers, eventfds, signalling) are errors.
 
 pub mod controls;
+pub mod mixer;
 pub mod pcm;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
@@ -57,10 +59,11 @@ use crate::args::Config;
 use crate::host::sample::{apply_gain, Layout};
 use crate::request::{self, Error, Items, PcmCommand, Request};
 use crate::virtio::{
-    code, Direction, Event, PcmStatus, PcmXfer, Status, CONTROL_QUEUE, EVENT_QUEUE, MAX_QUEUE_SIZE,
-    NUM_QUEUES, RX_QUEUE, TX_QUEUE, VIRTIO_SND_F_CTLS,
+    code, ctl, CtlEvent, Direction, Event, Hdr, PcmStatus, PcmXfer, Status, CONTROL_QUEUE,
+    EVENT_QUEUE, MAX_QUEUE_SIZE, NUM_QUEUES, RX_QUEUE, TX_QUEUE, VIRTIO_SND_F_CTLS,
 };
 use controls::Controls;
+use mixer::{Mixer, Subscriber, Subscription};
 use pcm::{Io, PcmState, Stream, MAX_BUFFER_BYTES};
 
 /// Host-event token of the first worker's wake eventfd.
@@ -163,7 +166,13 @@ pub struct SoundDevice {
     jacks: Vec<Vec<u8>>,
     pcms: Vec<Vec<u8>>,
     chmaps: Vec<Vec<u8>>,
-    controls: Option<Controls>,
+    /// The controls (`--controls`), shared with the host's control socket.
+    mixer: Option<Arc<Mixer>>,
+    /// How the mixer tells this connection about host-side changes.
+    subscriber: Option<Arc<Subscriber>>,
+    _subscription: Option<Subscription>,
+    /// The driver accepted `VIRTIO_SND_F_CTLS` (so it takes CTL_NOTIFY).
+    ctls_acked: AtomicBool,
     events: Mutex<Events>,
     /// Control requests (RELEASE) whose I/O is back: answer OK.
     answered: Mutex<Vec<HeldChain>>,
@@ -190,8 +199,9 @@ enum Answer {
 }
 
 impl SoundDevice {
-    /// A device for `config`, with a fresh host side for each stream.
-    pub fn new(config: &Config) -> io::Result<Self> {
+    /// A device for `config`, with a fresh host side for each stream, and
+    /// with `mixer`'s controls (`VIRTIO_SND_F_CTLS` is offered with them).
+    pub fn new(config: &Config, mixer: Option<Arc<Mixer>>) -> io::Result<Self> {
         let mut streams = Vec::new();
         let mut timers = Vec::new();
         for (id, spec) in (0u32..).zip(&config.streams) {
@@ -203,13 +213,24 @@ impl SoundDevice {
             )?);
         }
         let (jacks, pcms, chmaps) = request::topology_items(&config.streams, true);
+        let subscriber = match &mixer {
+            Some(_) => Some(Arc::new(Subscriber::new()?)),
+            None => None,
+        };
+        let subscription = mixer
+            .as_ref()
+            .zip(subscriber.as_ref())
+            .map(|(m, s)| m.subscribe(s.clone()));
         Ok(Self {
             streams,
             timers,
             jacks,
             pcms,
             chmaps,
-            controls: config.controls.then(|| Controls::new(&config.streams)),
+            mixer,
+            subscriber,
+            _subscription: subscription,
+            ctls_acked: AtomicBool::new(false),
             events: Mutex::new(Events::default()),
             answered: Mutex::new(Vec::new()),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
@@ -284,10 +305,14 @@ impl SoundDevice {
         Ok(())
     }
 
-    fn controls(&self) -> Result<&Controls, Error> {
-        self.controls.as_ref().ok_or(Error::NotSupported(
+    fn mixer(&self) -> Result<&Mixer, Error> {
+        self.mixer.as_deref().ok_or(Error::NotSupported(
             "controls (the daemon runs without --controls)",
         ))
+    }
+
+    fn controls(&self) -> Result<&Controls, Error> {
+        Ok(&self.mixer()?.controls)
     }
 
     fn execute(&self, req: Request, room: usize, chain: &mut Chain<'_>) -> Result<Answer, Error> {
@@ -342,7 +367,7 @@ impl SoundDevice {
             }
             Request::CtlRead(id) => ok(self.controls()?.read(id)?),
             Request::CtlWrite(id, value) => {
-                self.controls()?.write(id, &value)?;
+                self.mixer()?.guest_write(id, &value)?;
                 ok(Vec::new())
             }
             Request::CtlTlvRead(id) => {
@@ -438,6 +463,7 @@ impl SoundDevice {
             std::os::fd::AsRawFd::as_raw_fd(&self.retry.as_fd()),
             &mut buf,
         );
+        self.take_control_changes();
         let ready = std::mem::take(&mut *vhost_device_common::lock(&self.answered));
         let mut back = Vec::new();
         for held in ready {
@@ -450,6 +476,39 @@ impl SoundDevice {
             arm_at(&self.retry, now_ns() + RETRY_NS)?;
         }
         self.deliver_events(ctx)
+    }
+
+    /// Queue a CTL_NOTIFY for every control the host changed (first
+    /// worker).
+    fn take_control_changes(&self) {
+        let Some(s) = &self.subscriber else { return };
+        let ids = s.take();
+        if ids.is_empty() || !self.ctls_acked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut ev = vhost_device_common::lock(&self.events);
+        for id in ids {
+            let event = CtlEvent {
+                hdr: Hdr {
+                    code: code::EVT_CTL_NOTIFY.into(),
+                },
+                control_id: u16::try_from(id).unwrap_or(u16::MAX).into(),
+                mask: ctl::EVT_MASK_VALUE.into(),
+            };
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(event.as_slice());
+            // The driver reads the value when told, so one pending notice
+            // per control is enough: a host that ramps a volume while the
+            // driver gives no event buffers does not push out other events.
+            if ev.pending.contains(&bytes) {
+                continue;
+            }
+            if ev.pending.len() >= MAX_PENDING_EVENTS {
+                log::warn!("the driver takes no events; dropping the oldest");
+                ev.pending.pop_front();
+            }
+            ev.pending.push_back(bytes);
+        }
     }
 
     // ---- event queue ----
@@ -586,7 +645,7 @@ impl SoundDevice {
         };
         let s = &mut *guard;
         let timer = &self.timers[id as usize];
-        let gain = self.controls.as_ref().map_or(1.0, |c| c.gain(id));
+        let gain = self.mixer.as_ref().map_or(1.0, |m| m.controls.gain(id));
         let mut xrun = false;
 
         if !s.state.takes_io() || !s.release_waiters.is_empty() {
@@ -761,8 +820,13 @@ impl VirtioDevice for SoundDevice {
         MAX_QUEUE_SIZE
     }
 
+    fn acked_features(&self, features: u64) {
+        self.ctls_acked
+            .store(features & VIRTIO_SND_F_CTLS != 0, Ordering::Relaxed);
+    }
+
     fn features(&self) -> u64 {
-        if self.controls.is_some() {
+        if self.mixer.is_some() {
             VIRTIO_SND_F_CTLS
         } else {
             0
@@ -775,8 +839,8 @@ impl VirtioDevice for SoundDevice {
         cfg.extend_from_slice(&n(self.jacks.len()).to_le_bytes());
         cfg.extend_from_slice(&n(self.streams.len()).to_le_bytes());
         cfg.extend_from_slice(&n(self.chmaps.len()).to_le_bytes());
-        if let Some(c) = &self.controls {
-            cfg.extend_from_slice(&n(c.list.len()).to_le_bytes());
+        if let Some(m) = &self.mixer {
+            cfg.extend_from_slice(&n(m.controls.list.len()).to_le_bytes());
         }
         cfg
     }
@@ -792,6 +856,9 @@ impl VirtioDevice for SoundDevice {
     fn attach(&self, events: HostEvents) -> io::Result<()> {
         events.add(0, self.wake.as_fd(), EventSet::IN, TOKEN_WAKE)?;
         events.add(0, self.retry.as_fd(), EventSet::IN, TOKEN_WAKE)?;
+        if let Some(s) = &self.subscriber {
+            events.add(0, s.wake_fd(), EventSet::IN, TOKEN_WAKE)?;
+        }
         for (id, (stream, timer)) in (0u32..).zip(self.streams.iter().zip(&self.timers)) {
             let s = vhost_device_common::lock(stream);
             let worker = worker_of(s.spec.direction);
@@ -895,9 +962,9 @@ impl VirtioDevice for SoundDevice {
             pending_events: ev.pending.drain(..).collect(),
             answered: std::mem::take(&mut *vhost_device_common::lock(&self.answered)),
             controls: self
-                .controls
+                .mixer
                 .as_ref()
-                .map(Controls::values)
+                .map(|m| m.controls.values())
                 .unwrap_or_default(),
         })
     }
@@ -938,9 +1005,9 @@ impl VirtioDevice for SoundDevice {
             ev.pending = state.pending_events.into();
         }
         *vhost_device_common::lock(&self.answered) = state.answered;
-        if let Some(c) = &self.controls {
+        if let Some(m) = &self.mixer {
             for (id, v) in (0u32..).zip(state.controls) {
-                c.set(id, v)?;
+                m.restore(id, v)?;
             }
         }
         self.wake_control()?;

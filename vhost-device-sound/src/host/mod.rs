@@ -11,7 +11,7 @@
 //! - **clock-paced** ([`null`], [`wav`]): the host never pushes back; the
 //!   device's own timer hands over each buffer at the moment it is due in
 //!   real time, and `write`/`read` always succeed at once;
-//! - **host-paced** ([`alsa`]): the host has its own clock; `write`/`read`
+//! - **host-paced** ([`alsa`], [`pipewire`]): the host has its own clock; `write`/`read`
 //!   answer `Ok(false)` while there is no room (or no data) yet, and
 //!   [`PcmHost::ready_fd`] becomes readable when that may have changed. The
 //!   device puts that descriptor into its worker's epoll.
@@ -21,6 +21,8 @@
 #[cfg(feature = "alsa")]
 pub mod alsa;
 pub mod null;
+#[cfg(feature = "pipewire")]
+pub mod pipewire;
 pub mod sample;
 pub mod wav;
 
@@ -141,18 +143,46 @@ impl BackendConfig {
             BackendConfig::Alsa { .. } => {
                 return Err(io::Error::other("this build has no ALSA backend"))
             }
+            #[cfg(feature = "pipewire")]
+            BackendConfig::Pipewire {
+                name,
+                playback,
+                capture,
+                properties,
+            } => {
+                let target = match direction {
+                    Direction::Output => playback,
+                    Direction::Input => capture,
+                };
+                Box::new(pipewire::PipewirePcm::new(pipewire::NodeSettings::new(
+                    name,
+                    id,
+                    direction,
+                    target.as_deref(),
+                    properties,
+                ))?)
+            }
+            #[cfg(not(feature = "pipewire"))]
+            BackendConfig::Pipewire { .. } => {
+                return Err(io::Error::other("this build has no PipeWire backend"))
+            }
         })
     }
 
     /// Check at startup what can be checked without a guest (the capture
-    /// WAV file), so a bad path is reported before any socket exists.
+    /// WAV file, the connection to PipeWire), so a bad path or a missing
+    /// PipeWire is reported before any socket exists.
     pub fn check(&self) -> io::Result<()> {
-        if let BackendConfig::Wav {
-            capture: Some(path),
-            ..
-        } = self
-        {
-            wav::WavFile::open(path)?;
+        match self {
+            BackendConfig::Wav {
+                capture: Some(path),
+                ..
+            } => {
+                wav::WavFile::open(path)?;
+            }
+            #[cfg(feature = "pipewire")]
+            BackendConfig::Pipewire { .. } => pipewire::check_connection()?,
+            _ => {}
         }
         Ok(())
     }

@@ -12,7 +12,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -33,43 +32,16 @@ impl UdsListener {
     /// Bind `path`, replacing a stale socket file but never a live socket
     /// nor anything that is not a socket (as the vhost-user socket is bound).
     pub fn bind(path: &Path) -> io::Result<Self> {
-        let listener = match UnixListener::bind(path) {
-            Ok(l) => l,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                let is_socket = std::fs::symlink_metadata(path)
-                    .map(|m| m.file_type().is_socket())
-                    .unwrap_or(false);
-                if !is_socket {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!(
-                            "{} exists and is not a socket; remove it or choose another --uds-path",
-                            path.display()
-                        ),
-                    ));
-                }
-                if UnixStream::connect(path).is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("{} is in use by another process", path.display()),
-                    ));
-                }
-                log::info!("replacing stale socket {}", path.display());
-                std::fs::remove_file(path)?;
-                UnixListener::bind(path).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot listen on {}: {e}", path.display()),
-                    )
-                })?
-            }
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {}: {e}", path.display()),
-                ))
-            }
-        };
+        let listener = vhost_device_common::control::bind_replacing_stale(path).map_err(|e| {
+            let hint = match e.kind() {
+                io::ErrorKind::AlreadyExists => "; remove it or choose another --uds-path",
+                _ => "",
+            };
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}{hint}", path.display()),
+            )
+        })?;
         listener.set_nonblocking(true)?;
         Ok(Self {
             listener,
