@@ -579,6 +579,19 @@ struct Event<'a> {
     by_queue: &'a [Option<&'a Vring>],
 }
 
+/// Whether the driver made buffers available on `vring` (whose avail index
+/// is `avail` now) since the runtime last processed it, when the index was
+/// `seen`. A ring the runtime never processed has new buffers when any are
+/// not taken yet. Buffers a device leaves on the ring on purpose
+/// (`Completion::Stop`, or a queue it serves only on host events) are not
+/// new again.
+fn posted_since(vring: &Vring, avail: u16, seen: Option<u16>) -> bool {
+    match seen {
+        Some(seen) => avail != seen,
+        None => avail != vring.get_ref().get_queue().next_avail(),
+    }
+}
+
 /// The avail index of a ring that runs (ready and enabled), else `None`.
 fn running_avail(mem: &GuestMemoryAtomic<GuestMemory>, vring: &Vring) -> Option<u16> {
     let state = vring.get_ref();
@@ -624,10 +637,18 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             p.idle_since = Some(Instant::now());
             return result;
         }
-        // Anything posted from here on is new to the poll loop and to the
-        // last look before sleeping.
-        for (seen, vring) in p.seen.iter_mut().zip(event.vrings) {
-            *seen = running_avail(&self.mem, vring);
+        // A kicked ring is processed now: what is posted from here on is
+        // new to the poll loop and to the last look before sleeping. (The
+        // other rings keep the index of their last processing: a request
+        // already posted now, whose driver reads the suppression below and
+        // does not kick, must still count as new.)
+        if let (Some(seen), Some(vring)) = (
+            p.seen.get_mut(usize::from(event.id)),
+            event.vrings.get(usize::from(event.id)),
+        ) {
+            if let Some(avail) = running_avail(&self.mem, vring) {
+                *seen = Some(avail);
+            }
         }
         // Already during the event: a driver answered by a completion here
         // posts its next request at once.
@@ -669,15 +690,14 @@ impl<D: VirtioDevice> DeviceBackend<D> {
         loop {
             let mut worked = false;
             for (local, vring) in event.vrings.iter().enumerate() {
-                let (Some(&queue), Some(&Some(seen))) =
-                    (event.queues.get(local), p.seen.get(local))
+                let (Some(&queue), Some(&seen)) = (event.queues.get(local), p.seen.get(local))
                 else {
                     continue;
                 };
                 let Some(avail) = running_avail(&self.mem, vring) else {
                     continue;
                 };
-                if avail == seen {
+                if !posted_since(vring, avail, seen) {
                     continue;
                 }
                 p.arrived(Instant::now());
@@ -767,11 +787,11 @@ impl<D: VirtioDevice> DeviceBackend<D> {
                     .ok()
                     .map(|idx| idx.0)
             };
-            let Some(seen) = p.seen.get_mut(local) else {
+            let (Some(avail), Some(seen)) = (avail, p.seen.get_mut(local)) else {
                 continue;
             };
-            if serve && avail.is_some() && seen.is_some() && avail != *seen {
-                *seen = avail;
+            if serve && posted_since(vring, avail, *seen) {
+                *seen = Some(avail);
                 self.device.process_queue(&ctx, queue, vring)?;
             }
         }
@@ -1250,6 +1270,22 @@ mod tests {
 
             assert_eq!(r.used_heads(), vec![u32::from(a), u32::from(b)]);
             assert_eq!(crate::lock(&r.q).used_flags().unwrap(), 0);
+        }
+
+        #[test]
+        fn request_posted_just_before_a_host_event_that_suppresses_kicks_is_served() {
+            // The driver makes a request available, then reads avail_event
+            // only after the host event below has suppressed notifications:
+            // it does not kick. The request was posted before the event
+            // began, but the runtime never processed it.
+            let r = rig(true, false, SHORT);
+            let a = r.post();
+            r.event(0);
+            let b = r.post();
+
+            r.event(2);
+
+            assert_eq!(r.used_heads(), vec![u32::from(a), u32::from(b)]);
         }
 
         #[test]

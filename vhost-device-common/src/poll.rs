@@ -141,8 +141,12 @@ pub struct WorkerPoll {
     pub idle_since: Option<Instant>,
     /// When the worker last took or completed a chain (`None`: never).
     pub last_work: Option<Instant>,
-    /// Per vring of the worker: the avail index at the time its last
-    /// processing started. A different index means the driver posted since.
+    /// Per vring of the worker: the avail index read just before the
+    /// runtime last processed it (a kick, the poll, the last look); `None`
+    /// before the first time. A different index means the driver posted
+    /// since. Never taken at other times: a request posted before the
+    /// driver saw notifications suppressed, but not yet processed, must
+    /// still count as new.
     pub seen: Vec<Option<u16>>,
     epoll: Option<OwnedFd>,
 }
