@@ -321,6 +321,7 @@ where
         .map_err(Error::Thread)?;
 
     let count = listeners.len();
+    let poll = effective_poll(common.poll_max());
     for (index, listener) in listeners.into_iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let tx = tx.clone();
@@ -330,7 +331,14 @@ where
         thread::Builder::new()
             .name(format!("{}-{index}", info.kind))
             .spawn(move || {
-                let result = serve(index, Listener::from(listener), &*factory, &info, &shared);
+                let result = serve(
+                    index,
+                    Listener::from(listener),
+                    &*factory,
+                    &info,
+                    &shared,
+                    poll,
+                );
                 let _ = tx.send(Event::Ended(result));
             })
             .map_err(Error::Thread)?;
@@ -397,6 +405,19 @@ where
     result
 }
 
+/// The poll ceiling to use: `--poll-us`, unless the process can run on one
+/// CPU only. There a polling worker only keeps the driver (or the thread
+/// that produces its requests) from running until the window ends, and the
+/// window would grow to the ceiling: every request would wait for it.
+fn effective_poll(max: Duration) -> Duration {
+    let cpus = thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if !max.is_zero() && cpus < 2 {
+        log::info!("one CPU available: not polling (--poll-us ignored)");
+        return Duration::ZERO;
+    }
+    max
+}
+
 /// Serve socket `index` until shutdown or a fatal device error.
 fn serve<D, F>(
     index: u32,
@@ -404,6 +425,7 @@ fn serve<D, F>(
     factory: &F,
     info: &DeviceInfo,
     shared: &Shared,
+    poll: Duration,
 ) -> Result<(), Error>
 where
     D: VirtioDevice,
@@ -428,7 +450,7 @@ where
         let mem = GuestMemoryAtomic::new(crate::queue::GuestMemory::new());
         let device = factory(index).map_err(|source| Error::DeviceCreate { index, source })?;
         let num_queues = device.num_queues();
-        let backend = Arc::new(DeviceBackend::new(device, info.name, mem.clone()));
+        let backend = Arc::new(DeviceBackend::new(device, info.name, mem.clone()).with_poll(poll));
         let mut daemon =
             VhostUserDaemon::new(format!("{}-{index}", info.kind), backend.clone(), mem)
                 .map_err(daemon_err)?;
@@ -436,6 +458,7 @@ where
         let epolls: Vec<RawFd> = handlers.iter().map(|h| h.as_raw_fd()).collect();
         HostEvents::new(&epolls, num_queues)
             .and_then(|events| backend.device().attach(events))
+            .and_then(|()| backend.watch_epolls(&epolls))
             .map_err(|e| Error::DeviceCreate {
                 index,
                 source: Box::new(e),

@@ -24,10 +24,11 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,10 +37,11 @@ use vhost::vhost_user::message::{
     VhostUserShMemConfig, VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::Backend;
-use vhost_user_backend::{ShutdownHandle, VhostUserBackend};
+use vhost_user_backend::{ShutdownHandle, VhostUserBackend, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use vm_memory::GuestMemoryAtomic;
+use virtio_queue::QueueT;
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -49,6 +51,7 @@ use crate::backend::BackendChannel;
 use crate::config_space::{self, ConfigError};
 use crate::error::{report, GuestErrorLog, HostError};
 use crate::events::HostEvents;
+use crate::poll::{PollBatch, WorkerPoll};
 use crate::queue::{GuestMemory, HeldHeads, QueueContext, Vring};
 use crate::state;
 
@@ -206,6 +209,8 @@ pub struct DeviceBackend<D: VirtioDevice> {
     /// Each queue's vring, once its worker has seen an event (for
     /// [`VirtioDevice::stop_queue`]).
     vrings: Vec<OnceLock<Vring>>,
+    /// Per worker thread, its adaptive polling (empty: `--poll-us 0`).
+    polls: Vec<Mutex<WorkerPoll>>,
 }
 
 impl<D: VirtioDevice> DeviceBackend<D> {
@@ -233,7 +238,44 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             backend: BackendChannel::new(),
             transfer: Mutex::new(None),
             vrings,
+            polls: Vec::new(),
         }
+    }
+
+    /// Let each worker poll its rings for up to `max` after it has done work
+    /// (see [`crate::poll`]); zero (the default) never polls.
+    pub fn with_poll(mut self, max: Duration) -> Self {
+        self.polls = if max.is_zero() {
+            Vec::new()
+        } else {
+            self.thread_queues
+                .iter()
+                .map(|queues| Mutex::new(WorkerPoll::new(max, queues.len())))
+                .collect()
+        };
+        self
+    }
+
+    /// Set a polling worker's window as if it had grown to `window`.
+    #[cfg(test)]
+    fn set_poll_window(&self, thread: usize, window: Duration) {
+        if let Some(p) = self.polls.get(thread) {
+            let mut p = crate::lock(p);
+            p.window = crate::poll::Window::starting_at(window, p.window.max());
+        }
+    }
+
+    /// Give the polling workers their epoll descriptors (one per worker, in
+    /// thread order), so that a window ends as soon as any other event of
+    /// the worker is ready. Without them a window runs to its end.
+    pub fn watch_epolls(&self, epoll_fds: &[RawFd]) -> io::Result<()> {
+        for (poll, &fd) in self.polls.iter().zip(epoll_fds) {
+            // SAFETY: the caller passes descriptors of live epoll instances
+            // owned by the vring workers; we only borrow them to duplicate.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            crate::lock(poll).set_epoll(borrowed.try_clone_to_owned()?);
+        }
+        Ok(())
     }
 
     /// The device's backend-request channel (the daemon wires its
@@ -288,6 +330,7 @@ impl<D: VirtioDevice> DeviceBackend<D> {
             held: &self.held,
             backend: &self.backend,
             stopping: false,
+            poll: None,
         }
     }
 
@@ -411,6 +454,15 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
         let Some(vring) = self.vrings.get(queue).and_then(OnceLock::get) else {
             return self.device.stop_vring(queue);
         };
+        if !self.polls.is_empty() {
+            // Its worker may have been polling it with the driver's
+            // notifications suppressed, and will not touch a stopped ring
+            // again: hand the ring over (to a migration destination, or to
+            // this daemon when it restarts) with notifications on.
+            if let Err(e) = vring.get_mut().enable_notification() {
+                self.log.warn("cannot update the ring", &e);
+            }
+        }
         let mut by_queue: Vec<Option<&Vring>> = vec![None; self.device.num_queues()];
         by_queue[queue] = Some(vring);
         let ctx = QueueContext {
@@ -443,19 +495,16 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
                 }
             }
         }
-        let ctx = self.context(&by_queue);
-        // Queue events carry the queue's position among this worker's vrings
-        // (vhost-user-backend registers kicks that way), not its number.
-        let result = if usize::from(device_event) < num_queues {
-            let local = usize::from(device_event);
-            match (queues.get(local), vrings.get(local)) {
-                (Some(&queue), Some(vring)) => self.device.process_queue(&ctx, queue, vring),
-                _ => Ok(()),
-            }
-        } else if let Some(token) = HostEvents::token_of(num_queues, device_event) {
-            self.device.host_event(&ctx, token, evset, &by_queue)
-        } else {
-            Ok(())
+        let event = Event {
+            id: device_event,
+            set: evset,
+            queues,
+            vrings,
+            by_queue: &by_queue,
+        };
+        let result = match self.polls.get(thread_id) {
+            Some(poll) => self.polled_event(&mut crate::lock(poll), &event),
+            None => self.dispatch(&self.context(&by_queue), &event),
         };
         result.map_err(|e| self.fail(e))
     }
@@ -520,7 +569,235 @@ impl<D: VirtioDevice> VhostUserBackend for DeviceBackend<D> {
     }
 }
 
+/// One epoll event of a worker, with the worker's vrings.
+struct Event<'a> {
+    id: u16,
+    set: EventSet,
+    /// Queue number of each of the worker's vrings.
+    queues: &'a [usize],
+    vrings: &'a [Vring],
+    by_queue: &'a [Option<&'a Vring>],
+}
+
+/// Whether the driver made buffers available on `vring` (whose avail index
+/// is `avail` now) since the runtime last processed it, when the index was
+/// `seen`. A ring the runtime never processed has new buffers when any are
+/// not taken yet. Buffers a device leaves on the ring on purpose
+/// (`Completion::Stop`, or a queue it serves only on host events) are not
+/// new again.
+fn posted_since(vring: &Vring, avail: u16, seen: Option<u16>) -> bool {
+    match seen {
+        Some(seen) => avail != seen,
+        None => avail != vring.get_ref().get_queue().next_avail(),
+    }
+}
+
+/// The avail index of a ring that runs (ready and enabled), else `None`.
+fn running_avail(mem: &GuestMemoryAtomic<GuestMemory>, vring: &Vring) -> Option<u16> {
+    let state = vring.get_ref();
+    if !state.get_queue().ready() || !state.is_enabled() {
+        return None;
+    }
+    state
+        .get_queue()
+        .avail_idx(&*mem.memory(), Ordering::Acquire)
+        .ok()
+        .map(|idx| idx.0)
+}
+
 impl<D: VirtioDevice> DeviceBackend<D> {
+    /// Hand an event to the device.
+    fn dispatch(&self, ctx: &QueueContext<'_>, event: &Event<'_>) -> Result<(), HostError> {
+        let num_queues = self.device.num_queues();
+        // Queue events carry the queue's position among this worker's vrings
+        // (vhost-user-backend registers kicks that way), not its number.
+        if usize::from(event.id) < num_queues {
+            let local = usize::from(event.id);
+            match (event.queues.get(local), event.vrings.get(local)) {
+                (Some(&queue), Some(vring)) => self.device.process_queue(ctx, queue, vring),
+                _ => Ok(()),
+            }
+        } else if let Some(token) = HostEvents::token_of(num_queues, event.id) {
+            self.device
+                .host_event(ctx, token, event.set, event.by_queue)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Hand an event to the device on a worker that polls (see
+    /// [`crate::poll`]): with the window open, notifications stay
+    /// suppressed, and after real work the rings are polled until the window
+    /// closes, work stops coming or another event is ready; then
+    /// notifications are re-enabled and the rings looked at once more.
+    fn polled_event(&self, p: &mut WorkerPoll, event: &Event<'_>) -> Result<(), HostError> {
+        p.arrived(Instant::now());
+        if p.window.current().is_zero() {
+            let result = self.dispatch(&self.context(event.by_queue), event);
+            p.idle_since = Some(Instant::now());
+            return result;
+        }
+        // A kicked ring is processed now: what is posted from here on is
+        // new to the poll loop and to the last look before sleeping. (The
+        // other rings keep the index of their last processing: a request
+        // already posted now, whose driver reads the suppression below and
+        // does not kick, must still count as new.)
+        if let (Some(seen), Some(vring)) = (
+            p.seen.get_mut(usize::from(event.id)),
+            event.vrings.get(usize::from(event.id)),
+        ) {
+            if let Some(avail) = running_avail(&self.mem, vring) {
+                *seen = Some(avail);
+            }
+        }
+        // Already during the event: a driver answered by a completion here
+        // posts its next request at once.
+        self.suppress_notifications(event.vrings);
+        let batch = PollBatch::default();
+        let ctx = QueueContext {
+            poll: Some(&batch),
+            ..self.context(event.by_queue)
+        };
+        let mut result = self.dispatch(&ctx, event);
+        if batch.work() > 0 {
+            p.last_work = Some(Instant::now());
+        }
+        // Poll after real work, and on an event that follows work within
+        // a window (typically the kick of a request the poll already took,
+        // sent before the driver saw notifications off), not otherwise.
+        if result.is_ok() && p.worked_within_window(Instant::now()) {
+            result = self.poll_rings(p, &ctx, &batch, event);
+        }
+        // Even after a failure (then without serving anything more): never
+        // leave a ring with notifications off.
+        let resumed = self.resume_notifications(p, event, result.is_ok());
+        p.idle_since = Some(Instant::now());
+        result.and(resumed)
+    }
+
+    /// Serve whatever the driver posts on the worker's rings until the
+    /// window passes without work, or another event of the worker is ready.
+    fn poll_rings(
+        &self,
+        p: &mut WorkerPoll,
+        ctx: &QueueContext<'_>,
+        batch: &PollBatch,
+        event: &Event<'_>,
+    ) -> Result<(), HostError> {
+        let mut now = Instant::now();
+        p.idle_since = Some(now);
+        let mut deadline = now + p.window.current();
+        loop {
+            let mut worked = false;
+            for (local, vring) in event.vrings.iter().enumerate() {
+                let (Some(&queue), Some(&seen)) = (event.queues.get(local), p.seen.get(local))
+                else {
+                    continue;
+                };
+                let Some(avail) = running_avail(&self.mem, vring) else {
+                    continue;
+                };
+                if !posted_since(vring, avail, seen) {
+                    continue;
+                }
+                p.arrived(Instant::now());
+                if let Some(slot) = p.seen.get_mut(local) {
+                    *slot = Some(avail);
+                }
+                let before = batch.work();
+                self.device.process_queue(ctx, queue, vring)?;
+                worked |= batch.work() > before;
+            }
+            now = Instant::now();
+            if worked {
+                p.last_work = Some(now);
+                p.idle_since = Some(now);
+                deadline = now + p.window.current();
+                continue;
+            }
+            if now >= deadline || p.events_pending() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Ask the driver not to kick any running ring of the worker: without
+    /// EVENT_IDX, `VRING_USED_F_NO_NOTIFY`; with it, `avail_event` one behind
+    /// the next index the device takes, so that no index the driver can
+    /// still publish crosses it (virtio 1.3, 2.7.10). The drains while
+    /// polling leave both alone; [`Self::resume_notifications`] undoes it.
+    fn suppress_notifications(&self, vrings: &[Vring]) {
+        let mem = self.mem.memory();
+        for vring in vrings {
+            let mut state = vring.get_mut();
+            let q = state.get_queue();
+            if !q.ready() {
+                continue;
+            }
+            let result = if q.event_idx_enabled() {
+                let behind = q.next_avail().wrapping_sub(1);
+                let at = 4 + 8 * u64::from(q.size());
+                match GuestAddress(q.used_ring()).checked_add(at) {
+                    Some(addr) => mem
+                        .store(behind.to_le(), addr, Ordering::Relaxed)
+                        .map_err(virtio_queue::Error::GuestMemory),
+                    None => Err(virtio_queue::Error::AddressOverflow),
+                }
+            } else {
+                state.disable_notification()
+            };
+            if let Err(e) = result {
+                self.log.warn("cannot update the ring", &e);
+            }
+        }
+    }
+
+    /// Re-enable the driver's notifications on every running ring of the
+    /// worker, then look at each once more: what was posted while they were
+    /// suppressed is served now (its kick may never come), if `serve`.
+    fn resume_notifications(
+        &self,
+        p: &mut WorkerPoll,
+        event: &Event<'_>,
+        serve: bool,
+    ) -> Result<(), HostError> {
+        let ctx = self.context(event.by_queue);
+        for (local, vring) in event.vrings.iter().enumerate() {
+            let Some(&queue) = event.queues.get(local) else {
+                continue;
+            };
+            let avail = {
+                let mut state = vring.get_mut();
+                if !state.get_queue().ready() {
+                    continue;
+                }
+                // Sets avail_event to the next index (EVENT_IDX) or clears
+                // VRING_USED_F_NO_NOTIFY, then a full fence.
+                if let Err(e) = state.enable_notification() {
+                    self.log.warn("cannot update the ring", &e);
+                    continue;
+                }
+                if !state.is_enabled() {
+                    continue;
+                }
+                state
+                    .get_queue()
+                    .avail_idx(&*self.mem.memory(), Ordering::Acquire)
+                    .ok()
+                    .map(|idx| idx.0)
+            };
+            let (Some(avail), Some(seen)) = (avail, p.seen.get_mut(local)) else {
+                continue;
+            };
+            if serve && posted_since(vring, avail, *seen) {
+                *seen = Some(avail);
+                self.device.process_queue(&ctx, queue, vring)?;
+            }
+        }
+        Ok(())
+    }
+
     fn save_blob(&self) -> Result<Vec<u8>, HostError> {
         let state = self.device.save_state()?;
         Ok(state::encode(
@@ -754,5 +1031,332 @@ mod tests {
         let (b, _rb) = backend(false, 1);
 
         assert!(b.check_device_state().is_err());
+    }
+
+    mod polling {
+        use super::*;
+        use crate::queue::{drain_chains, Completion, HeldChain};
+        use crate::testing::{TestQueue, BUFFERS};
+        use std::collections::VecDeque;
+        use std::sync::Arc;
+
+        type Hook = Box<dyn FnOnce(&mut TestQueue) + Send>;
+
+        /// One queue, shared with the test: every chain is answered with
+        /// one byte (or held, and completed by any host event). Hooks play
+        /// the driver in the middle of an event, after the device's drain.
+        struct Echo {
+            q: Arc<Mutex<TestQueue>>,
+            hold: bool,
+            held: Mutex<Vec<HeldChain>>,
+            /// Per `process_queue`: whether VRING_USED_F_NO_NOTIFY was set.
+            suppressed: Mutex<Vec<bool>>,
+            hooks: Mutex<VecDeque<Hook>>,
+            /// Fail (a host error) after the next drain.
+            fail: AtomicBool,
+        }
+
+        impl Echo {
+            fn run_hook(&self) {
+                let hook = crate::lock(&self.hooks).pop_front();
+                if let Some(hook) = hook {
+                    hook(&mut crate::lock(&self.q));
+                }
+            }
+        }
+
+        impl VirtioDevice for Echo {
+            type State = ();
+
+            fn num_queues(&self) -> usize {
+                1
+            }
+
+            fn process_queue(
+                &self,
+                ctx: &QueueContext<'_>,
+                _queue: usize,
+                vring: &Vring,
+            ) -> Result<(), HostError> {
+                let flags = crate::lock(&self.q).used_flags()?;
+                crate::lock(&self.suppressed).push(flags & 1 == 1);
+                let mut held = crate::lock(&self.held);
+                drain_chains(ctx, 0, vring, |chain| {
+                    if self.hold {
+                        held.push(chain.hold());
+                        return Ok(Completion::Held);
+                    }
+                    chain.writer.write_all(&[7])?;
+                    Ok(Completion::Used(1))
+                })?;
+                drop(held);
+                self.run_hook();
+                if self.fail.swap(false, Ordering::Relaxed) {
+                    return Err("disk on fire".into());
+                }
+                Ok(())
+            }
+
+            fn host_event(
+                &self,
+                ctx: &QueueContext<'_>,
+                _token: u16,
+                _events: EventSet,
+                _vrings: &[Option<&Vring>],
+            ) -> Result<(), HostError> {
+                let held = std::mem::take(&mut *crate::lock(&self.held));
+                for chain in held {
+                    ctx.complete(chain, |_, w| {
+                        w.write_all(&[9])?;
+                        Ok(1)
+                    })?;
+                }
+                self.run_hook();
+                Ok(())
+            }
+
+            fn save_state(&self) -> Result<(), HostError> {
+                Ok(())
+            }
+
+            fn load_state(&self, _state: ()) -> Result<(), HostError> {
+                Ok(())
+            }
+        }
+
+        struct Rig {
+            q: Arc<Mutex<TestQueue>>,
+            vring: Vring,
+            b: Arc<DeviceBackend<Echo>>,
+        }
+
+        /// A backend whose worker polls with its window open at `window`.
+        fn rig(event_idx: bool, hold: bool, window: Duration) -> Rig {
+            let q = TestQueue::new(16, event_idx).unwrap();
+            let vring = q.vring.clone();
+            let mem = q.mem.clone();
+            let q = Arc::new(Mutex::new(q));
+            let dev = Echo {
+                q: q.clone(),
+                hold,
+                held: Mutex::new(Vec::new()),
+                suppressed: Mutex::new(Vec::new()),
+                hooks: Mutex::new(VecDeque::new()),
+                fail: AtomicBool::new(false),
+            };
+            let b = DeviceBackend::new(dev, "echo", mem).with_poll(window.max(START_MAX));
+            b.set_event_idx(event_idx);
+            b.set_poll_window(0, window);
+            Rig {
+                q,
+                vring,
+                b: Arc::new(b),
+            }
+        }
+
+        /// A ceiling that never limits the windows these tests open.
+        const START_MAX: Duration = Duration::from_secs(3600);
+        /// A window the tests wait out (no epoll ends it early).
+        const SHORT: Duration = Duration::from_millis(20);
+
+        impl Rig {
+            fn post(&self) -> u16 {
+                crate::lock(&self.q).add(&[(BUFFERS, 8, true)]).unwrap()
+            }
+
+            fn hook(&self, f: impl FnOnce(&mut TestQueue) + Send + 'static) {
+                crate::lock(&self.b.device().hooks).push_back(Box::new(f));
+            }
+
+            fn event(&self, id: u16) {
+                self.b
+                    .handle_event(id, EventSet::IN, std::slice::from_ref(&self.vring), 0)
+                    .unwrap();
+            }
+
+            /// Handle event `id` on another thread; whether it returned
+            /// within a generous safety bound (else it polls on and on).
+            fn event_returns(&self, id: u16) -> bool {
+                let (tx, rx) = mpsc::channel();
+                let (b, vring) = (self.b.clone(), self.vring.clone());
+                thread::spawn(move || {
+                    let r = b.handle_event(id, EventSet::IN, &[vring], 0);
+                    let _ = tx.send(r.is_ok());
+                });
+                rx.recv_timeout(Duration::from_secs(10)) == Ok(true)
+            }
+
+            fn used_heads(&self) -> Vec<u32> {
+                let q = crate::lock(&self.q);
+                q.used().unwrap().iter().map(|u| u.0).collect()
+            }
+
+            fn suppressed(&self) -> Vec<bool> {
+                crate::lock(&self.b.device().suppressed).clone()
+            }
+        }
+
+        /// Post one chain from a hook; report whether the driver had to kick.
+        fn post_in_hook(r: &Rig) -> mpsc::Receiver<(u16, bool)> {
+            let (tx, rx) = mpsc::channel();
+            r.hook(move |q| {
+                let old = q.avail_index();
+                let head = q.add(&[(BUFFERS + 0x100, 8, true)]).unwrap();
+                let _ = tx.send((head, q.needs_kick(old).unwrap()));
+            });
+            rx
+        }
+
+        #[test]
+        fn request_posted_while_the_worker_polls_is_served_without_a_kick() {
+            let r = rig(false, false, SHORT);
+            let a = r.post();
+            let posted = post_in_hook(&r);
+
+            r.event(0);
+
+            let (b, kick) = posted.try_recv().unwrap();
+            assert!(!kick, "notifications were on while polling");
+            assert_eq!(r.used_heads(), vec![u32::from(a), u32::from(b)]);
+            assert_eq!(
+                r.suppressed(),
+                vec![true, true],
+                "not taken within the event, with notifications off"
+            );
+            let q = crate::lock(&r.q);
+            assert_eq!(q.used_flags().unwrap(), 0, "notifications left off");
+        }
+
+        #[test]
+        fn with_event_idx_polling_holds_avail_event_back_and_moves_it_before_sleeping() {
+            let r = rig(true, false, SHORT);
+            r.post();
+            let posted = post_in_hook(&r);
+
+            r.event(0);
+
+            let (_, kick) = posted.try_recv().unwrap();
+            assert!(!kick, "avail_event asked for a kick while polling");
+            assert_eq!(r.used_heads().len(), 2);
+            let mut q = crate::lock(&r.q);
+            let old = q.avail_index();
+            q.add(&[(BUFFERS, 8, true)]).unwrap();
+            assert!(q.needs_kick(old).unwrap(), "a sleeping worker gets no kick");
+        }
+
+        #[test]
+        fn request_posted_as_the_window_closes_is_served_by_the_last_look() {
+            let r = rig(false, false, SHORT);
+            let a = r.post();
+            r.event(0);
+            // The state at the end of a window: notifications suppressed,
+            // the ring looked at last when it held `a`.
+            r.vring.get_mut().disable_notification().unwrap();
+            let old = crate::lock(&r.q).avail_index();
+            let b = r.post();
+            assert!(!crate::lock(&r.q).needs_kick(old).unwrap());
+            let by_queue = [Some(&r.vring)];
+            let event = Event {
+                id: 0,
+                set: EventSet::IN,
+                queues: &[0],
+                vrings: std::slice::from_ref(&r.vring),
+                by_queue: &by_queue,
+            };
+            let mut p = crate::lock(&r.b.polls[0]);
+            p.seen[0] = Some(old);
+
+            r.b.resume_notifications(&mut p, &event, true).unwrap();
+
+            assert_eq!(r.used_heads(), vec![u32::from(a), u32::from(b)]);
+            assert_eq!(crate::lock(&r.q).used_flags().unwrap(), 0);
+        }
+
+        #[test]
+        fn request_posted_just_before_a_host_event_that_suppresses_kicks_is_served() {
+            // The driver makes a request available, then reads avail_event
+            // only after the host event below has suppressed notifications:
+            // it does not kick. The request was posted before the event
+            // began, but the runtime never processed it.
+            let r = rig(true, false, SHORT);
+            let a = r.post();
+            r.event(0);
+            let b = r.post();
+
+            r.event(2);
+
+            assert_eq!(r.used_heads(), vec![u32::from(a), u32::from(b)]);
+        }
+
+        #[test]
+        fn event_that_took_nothing_does_not_poll() {
+            let r = rig(false, false, START_MAX);
+
+            assert!(r.event_returns(0), "polled after an empty kick");
+
+            assert_eq!(crate::lock(&r.q).used_flags().unwrap(), 0);
+        }
+
+        #[test]
+        fn ready_epoll_event_ends_the_window() {
+            use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+            use nix::sys::eventfd::{EfdFlags, EventFd};
+            let r = rig(false, false, START_MAX);
+            let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap();
+            ep.add(&efd, EpollEvent::new(EpollFlags::EPOLLIN, 9))
+                .unwrap();
+            r.b.watch_epolls(&[ep.0.as_raw_fd()]).unwrap();
+            r.post();
+            efd.write(1).unwrap();
+
+            assert!(r.event_returns(0), "polled on with an event ready");
+
+            assert_eq!(r.used_heads().len(), 1);
+        }
+
+        #[test]
+        fn completion_in_a_host_event_is_followed_by_polling() {
+            let r = rig(false, true, SHORT);
+            let a = r.post();
+            r.event(0);
+            assert_eq!(r.b.held().count(0), 1);
+            let posted = post_in_hook(&r);
+
+            r.event(2);
+
+            let (_, kick) = posted.try_recv().unwrap();
+            assert!(!kick, "notifications were on after the completion");
+            assert_eq!(r.used_heads(), vec![u32::from(a)]);
+            assert_eq!(r.b.held().count(0), 1, "the new request was not taken");
+            assert_eq!(r.suppressed().last(), Some(&true), "not taken by the poll");
+        }
+
+        #[test]
+        fn device_failure_while_polling_leaves_notifications_on() {
+            let r = rig(false, false, SHORT);
+            r.post();
+            r.b.device().fail.store(true, Ordering::Relaxed);
+
+            let result =
+                r.b.handle_event(0, EventSet::IN, std::slice::from_ref(&r.vring), 0);
+
+            assert!(result.is_err());
+            assert_eq!(crate::lock(&r.q).used_flags().unwrap(), 0);
+            assert_eq!(r.b.take_fatal().unwrap().to_string(), "disk on fire");
+        }
+
+        #[test]
+        fn stopping_a_ring_turns_its_notifications_back_on() {
+            let r = rig(false, false, SHORT);
+            r.post();
+            r.event(0);
+            r.vring.get_mut().disable_notification().unwrap();
+            r.vring.set_queue_ready(false);
+
+            VhostUserBackend::stop_vring(&*r.b, 0).unwrap();
+
+            assert_eq!(crate::lock(&r.q).used_flags().unwrap(), 0);
+        }
     }
 }

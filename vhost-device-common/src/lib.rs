@@ -6,7 +6,7 @@
 //! Every daemon in this workspace is a thin device crate on top of this one:
 //!
 //! - [`cli`]: the command-line options every daemon shares (`--socket-path`,
-//!   `--socket-fd`, `--socket-count`, `-v`, `--print-capabilities`).
+//!   `--socket-fd`, `--socket-count`, `--poll-us`, `-v`, `--print-capabilities`).
 //! - [`daemon`]: the process lifecycle — listeners, one fresh device per front-end
 //!   connection, reconnect, SIGTERM/SIGINT, `READY=1` notification.
 //! - [`device`]: the narrow [`VirtioDevice`](device::VirtioDevice) trait a device
@@ -18,6 +18,7 @@
 //! - [`proxy`]: the control-channel relay that lets the runtime send config-change
 //!   messages.
 //! - [`events`]: putting a device's own fds (timers, sockets) into the worker epoll.
+//! - [`poll`]: adaptive polling of a worker's rings after work (`--poll-us`).
 //! - [`config_space`]: bounds-checked config-space reads and writes.
 //! - [`wire`]: the one audited way to make a wire struct `ByteValued`.
 //! - [`error`]: cause-chain reporting and rate-limited guest-error logging.
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod poll;
 pub mod proxy;
 pub mod queue;
 pub mod state;

@@ -32,6 +32,11 @@
 //! until it has caught up — so the first completion of a batch never waits
 //! for the last.
 //!
+//! While the runtime polls a worker's rings after work ([`crate::poll`],
+//! [`QueueContext::poll`] set), a drain leaves the driver's notifications
+//! suppressed instead of re-enabling them: the runtime re-enables them and
+//! looks at the rings once more before the worker sleeps.
+//!
 //! A chain whose buffers lie outside guest memory is a guest error: it is logged
 //! (rate-limited) and completed with used length 0, and draining goes on.
 
@@ -49,6 +54,7 @@ use vm_memory::{
 };
 
 use crate::error::{GuestErrorLog, HostError};
+use crate::poll::PollBatch;
 
 /// The dirty-page bitmap every guest memory region carries: vhost-user-backend
 /// points it at the front end's log (`SET_LOG_BASE`) during live migration, so
@@ -421,6 +427,12 @@ pub struct QueueContext<'a> {
     /// [`VirtioDevice::stop_queue`](crate::device::VirtioDevice::stop_queue)):
     /// held chains may still be completed although the ring no longer runs.
     pub stopping: bool,
+    /// Set by the runtime while it polls this worker's rings after the event
+    /// (see [`crate::poll`]): drains leave the driver's notifications
+    /// suppressed when they end — the runtime re-enables them, and looks at
+    /// the rings once more, before the worker sleeps — and count the work
+    /// done. `None` (no polling): each drain re-enables notifications itself.
+    pub poll: Option<&'a PollBatch>,
 }
 
 impl std::fmt::Debug for QueueContext<'_> {
@@ -532,8 +544,12 @@ where
     let queue16 = u16::try_from(queue).unwrap_or(u16::MAX);
     check_rings(ctx, queue, state.get_queue());
 
+    // While the runtime polls, notifications stay suppressed after the drain
+    // (without EVENT_IDX that takes VRING_USED_F_NO_NOTIFY; with it, simply
+    // not moving avail_event forward) and the runtime re-enables them.
+    let polling = ctx.poll.is_some();
     'outer: loop {
-        if ctx.event_idx {
+        if ctx.event_idx || polling {
             if let Err(e) = state.disable_notification() {
                 ctx.log.warn("cannot update the ring", &e);
                 break;
@@ -589,6 +605,11 @@ where
                     }
                 }
             };
+            if completion != Completion::Stop {
+                if let Some(batch) = ctx.poll {
+                    batch.add_work(1);
+                }
+            }
             match completion {
                 Completion::Used(len) => {
                     // A head the used ring refuses (out of range: a bogus
@@ -605,7 +626,7 @@ where
                 }
             }
         }
-        if !ctx.event_idx {
+        if polling || !ctx.event_idx {
             break;
         }
         match state.enable_notification() {
@@ -744,6 +765,9 @@ impl QueueContext<'_> {
         };
         self.held.remove(queue, held.head);
         publish(self, &mut state, held.head, len)?;
+        if let Some(batch) = self.poll {
+            batch.add_work(1);
+        }
         Ok(None)
     }
 

@@ -139,6 +139,7 @@ impl TestQueue {
             held: &self.held,
             backend: &self.backend,
             stopping: false,
+            poll: None,
         }
     }
 
@@ -319,6 +320,31 @@ impl TestQueue {
     pub fn avail_event(&self) -> Result<u16, String> {
         let (_, _, used) = layout(self.size);
         self.read_u16(used + 4 + 8 * u64::from(self.size))
+    }
+
+    /// The used ring's `flags` word (bit 0: `VRING_USED_F_NO_NOTIFY`).
+    pub fn used_flags(&self) -> Result<u16, String> {
+        let (_, _, used) = layout(self.size);
+        self.read_u16(used)
+    }
+
+    /// The avail index the driver publishes next.
+    pub fn avail_index(&self) -> u16 {
+        self.avail_idx
+    }
+
+    /// Whether a driver that has just made the chains since avail index
+    /// `old` available must kick (virtio 1.3, 2.7.10: `avail_event` with
+    /// EVENT_IDX, else `VRING_USED_F_NO_NOTIFY`), after a full fence.
+    pub fn needs_kick(&self, old: u16) -> Result<bool, String> {
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let event = self.avail_event()?;
+            let new = self.avail_idx;
+            Ok(new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old))
+        } else {
+            Ok(self.used_flags()? & 1 == 0)
+        }
     }
 
     /// Whether the device signalled the call eventfd since the last check.

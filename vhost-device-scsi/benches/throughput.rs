@@ -6,12 +6,17 @@
 //!
 //! The image lives on tmpfs (`/dev/shm`) so that the daemon, not a disk, is
 //! measured: 4 KiB random reads and writes at queue depth 1 and 32, 1 MiB
-//! sequential reads and writes at depth 4, the median latency and the
-//! daemon's CPU time per I/O (from `/proc`). Then 4 KiB random reads from an
+//! sequential reads and writes at depth 4, the median latency, the
+//! daemon's CPU time per I/O (from `/proc`) and the kicks per I/O (the
+//! driver kicks only when the daemon asks for it). Then 4 KiB random reads from an
 //! image on the machine's disk opened with `,direct`, at depth 1 and 32.
 //!
 //! `SCSI_BENCH_SECONDS` sets the time per case (default 2),
-//! `SCSI_BENCH_ENGINE` passes `--engine`, `SCSI_BENCH_BIN` measures another
+//! `SCSI_BENCH_ONLY` runs only the cases whose "name depth" contains it,
+//! `SCSI_BENCH_SPIN` makes the driver poll its used ring instead of waiting
+//! on the call eventfd,
+//! `SCSI_BENCH_ENGINE` passes `--engine`, `SCSI_BENCH_POLL_US` passes
+//! `--poll-us` (adaptive polling), `SCSI_BENCH_BIN` measures another
 //! build of the daemon (an older one, for before/after numbers), and
 //! `SCSI_BENCH_DISK_DIR` where the disk image goes (default: cargo's
 //! target directory).
@@ -45,8 +50,39 @@ fn cdb(write: bool, lba: u64, blocks: u32) -> [u8; 16] {
     c
 }
 
+/// What one case measured.
+struct Measured {
+    iops: f64,
+    mbs: f64,
+    /// Daemon CPU time per I/O, µs.
+    cpu: f64,
+    /// Median latency, µs.
+    p50: f64,
+    /// Kicks the driver had to send per I/O (it kicks only when the
+    /// daemon asks: EVENT_IDX `avail_event`).
+    kicks: f64,
+}
+
+/// The next used chains of the request queue: waiting on the call eventfd
+/// (as a guest's interrupt handler), or with `spin` reading the used ring
+/// until something is there (as a guest that polls its queue).
+fn next_used(s: &mut Session, spin: bool) -> Vec<vhost_device_test_frontend::Used> {
+    let vq = s.queue(2).unwrap();
+    if !spin {
+        return vq.wait_used(Duration::from_secs(10)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = vq.take_used().unwrap();
+        if !used.is_empty() {
+            return used;
+        }
+        assert!(Instant::now() < deadline, "no completion in 10 s");
+        std::hint::spin_loop();
+    }
+}
+
 /// Keep `depth` commands of `size` bytes in flight for `secs`.
-/// Returns (I/O per second, MB/s, daemon CPU µs per I/O, median latency µs).
 fn run_case(
     d: &DaemonProcess,
     s: &mut Session,
@@ -55,7 +91,7 @@ fn run_case(
     size: u32,
     depth: usize,
     secs: Duration,
-) -> (f64, f64, f64, f64) {
+) -> Measured {
     let slots: Vec<Slot> = (0..depth)
         .map(|_| Slot {
             req: s.ram().alloc(u64::from(size) + 4096, 4096).unwrap(),
@@ -112,12 +148,10 @@ fn run_case(
     let cpu0 = d.cpu_ticks().unwrap();
     let start = Instant::now();
     let mut ios = 0u64;
+    let mut kicks = 0u64;
+    let spin = std::env::var_os("SCSI_BENCH_SPIN").is_some();
     while start.elapsed() < secs {
-        let used = s
-            .queue(2)
-            .unwrap()
-            .wait_used(Duration::from_secs(10))
-            .unwrap();
+        let used = next_used(s, spin);
         let done: Vec<usize> = used
             .iter()
             .map(|u| by_head.remove(&u.head).unwrap())
@@ -130,7 +164,7 @@ fn run_case(
             posted[i] = Instant::now();
             by_head.insert(post(s, &slots[i], next_lba()), i);
         }
-        s.queue(2).unwrap().kick_if_needed(old).unwrap();
+        kicks += u64::from(s.queue(2).unwrap().kick_if_needed(old).unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = (d.cpu_ticks().unwrap() - cpu0) as f64 * 1e6 / 100.0; // USER_HZ = 100
@@ -143,12 +177,13 @@ fn run_case(
     let iops = ios as f64 / elapsed;
     latencies.sort_by(f64::total_cmp);
     let p50 = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
-    (
+    Measured {
         iops,
-        iops * f64::from(size) / 1e6,
-        cpu / ios.max(1) as f64,
+        mbs: iops * f64::from(size) / 1e6,
+        cpu: cpu / ios.max(1) as f64,
         p50,
-    )
+        kicks: kicks as f64 / ios.max(1) as f64,
+    }
 }
 
 type Case = (&'static str, bool, bool, u32, usize);
@@ -160,6 +195,9 @@ fn bench(lun: &str, cases: &[Case], secs: Duration) {
     if let Ok(engine) = std::env::var("SCSI_BENCH_ENGINE") {
         args.extend(["--engine".to_string(), engine]);
     }
+    if let Ok(poll) = std::env::var("SCSI_BENCH_POLL_US") {
+        args.extend(["--poll-us".to_string(), poll]);
+    }
     let d = DaemonProcess::start(Path::new(&bin), &args).unwrap();
     let opts = Options {
         ram_size: 256 << 20,
@@ -167,9 +205,16 @@ fn bench(lun: &str, cases: &[Case], secs: Duration) {
         ..Options::default()
     };
     let mut s = Session::start(&d.socket, &opts).unwrap();
+    let only = std::env::var("SCSI_BENCH_ONLY").unwrap_or_default();
     for &(name, write, random, size, depth) in cases {
-        let (iops, mbs, cpu, p50) = run_case(&d, &mut s, write, random, size, depth, secs);
-        println!("| {name} | {depth} | {iops:.0} | {mbs:.0} | {p50:.1} µs | {cpu:.1} µs |");
+        if !format!("{name} {depth}").contains(&only) {
+            continue;
+        }
+        let m = run_case(&d, &mut s, write, random, size, depth, secs);
+        println!(
+            "| {name} | {depth} | {:.0} | {:.0} | {:.1} µs | {:.1} µs | {:.2} |",
+            m.iops, m.mbs, m.p50, m.cpu, m.kicks
+        );
     }
 }
 
@@ -201,10 +246,15 @@ fn main() {
         std::env::var("SCSI_BENCH_ENGINE")
             .map(|e| format!(", --engine {e}"))
             .unwrap_or_default()
+            + &std::env::var("SCSI_BENCH_POLL_US")
+                .map(|p| format!(", --poll-us {p}"))
+                .unwrap_or_default()
     );
     println!();
-    println!("| workload | queue depth | IOPS | MB/s | p50 latency | daemon CPU per I/O |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| workload | queue depth | IOPS | MB/s | p50 latency | daemon CPU per I/O | kicks per I/O |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let cases = [
         ("4 KiB random read", false, true, 4096, 1),
         ("4 KiB random read", false, true, 4096, 32),

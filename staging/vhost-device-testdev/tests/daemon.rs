@@ -18,6 +18,10 @@ fn daemon() -> DaemonProcess {
     DaemonProcess::start(Path::new(BIN), Vec::<&str>::new()).expect("daemon starts")
 }
 
+fn daemon_polling(poll_us: &str) -> DaemonProcess {
+    DaemonProcess::start(Path::new(BIN), ["--poll-us", poll_us]).expect("daemon starts")
+}
+
 fn session(d: &DaemonProcess) -> Session {
     Session::start(&d.socket, &Options::default()).expect("front end connects")
 }
@@ -90,8 +94,15 @@ fn post_quietly(s: &mut Session, command: &[u8]) -> u16 {
 
 #[test]
 fn requests_in_flight_at_a_migration_complete_exactly_once_by_source_or_destination() {
-    let a = daemon();
-    let b = daemon();
+    migrate_with_requests_in_flight(daemon(), daemon());
+}
+
+#[test]
+fn requests_in_flight_at_a_migration_between_polling_daemons_complete_exactly_once() {
+    migrate_with_requests_in_flight(daemon_polling("100000"), daemon_polling("100000"));
+}
+
+fn migrate_with_requests_in_flight(a: DaemonProcess, b: DaemonProcess) {
     let mut s = session(&a);
     let mut posted = Vec::new();
     for i in 0..24 {
@@ -221,4 +232,152 @@ fn refused_state_leaves_the_source_serving_its_held_requests() {
         vec![held, r]
     );
     assert_eq!(reply(&s, at, &rest[1]), b"1");
+}
+
+/// `VIRTIO_RING_F_EVENT_IDX`.
+const EVENT_IDX: u64 =
+    1 << vhost_device_common::virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
+fn session_with_event_idx(d: &DaemonProcess, event_idx: bool) -> Session {
+    let opts = Options {
+        accept_features: if event_idx { u64::MAX } else { !EVENT_IDX },
+        ..Options::default()
+    };
+    let s = Session::start(&d.socket, &opts).expect("front end connects");
+    assert_eq!(s.features & EVENT_IDX != 0, event_idx);
+    s
+}
+
+/// Send `n` echo requests one at a time as a virtio driver does: post, then
+/// kick only if the device asks for it (`avail_event` with EVENT_IDX, else
+/// no `VRING_USED_F_NO_NOTIFY`), and wait for the answer. Returns how many
+/// kicks the device let the driver skip. A lost wake-up leaves a request
+/// unanswered, and the wait fails.
+fn echo_one_at_a_time(s: &mut Session, n: usize) -> usize {
+    echo_requests(s, n, false)
+}
+
+/// [`echo_one_at_a_time`], pausing 0–200 µs (varying) before each post.
+fn echo_one_at_a_time_pausing(s: &mut Session, n: usize) -> usize {
+    echo_requests(s, n, true)
+}
+
+fn echo_requests(s: &mut Session, n: usize, pause: bool) -> usize {
+    let cmd = s.ram().alloc(7, 8).unwrap();
+    s.ram().write(cmd, b"echo ok").unwrap();
+    let reply = s.ram().alloc(64, 8).unwrap();
+    let chain = Chain::new().readable(cmd, 7).writable(reply, 64);
+    let mut skipped = 0;
+    for i in 0..n {
+        s.ram().write(reply, &[0; 2]).unwrap();
+        if pause {
+            let until = std::time::Instant::now() + Duration::from_micros(5 * (i as u64 % 41));
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        let vq = s.queue(0).unwrap();
+        let old = vq.avail_index();
+        vq.add(&chain).unwrap();
+        if !vq.kick_if_needed(old).unwrap() {
+            skipped += 1;
+        }
+        let used = vq
+            .wait_used(WAIT)
+            .unwrap_or_else(|e| panic!("request {i} was not answered: {e}"));
+        assert_eq!(used.len(), 1);
+        assert_eq!(s.ram().read(reply, 2).unwrap(), b"ok", "request {i}");
+    }
+    skipped
+}
+
+/// Without EVENT_IDX only a polling worker ever asks the driver not to
+/// kick (`VRING_USED_F_NO_NOTIFY`). With EVENT_IDX a driver may skip kicks
+/// anyway (it reads `avail_event` before the drain that answered it has
+/// moved it on, and the drain looks again), so kicks tell nothing there;
+/// the runtime's unit tests cover `avail_event` while polling.
+#[test]
+fn requests_posted_while_the_daemon_polls_are_taken_without_a_kick() {
+    let d = daemon_polling("100000");
+    let mut s = session_with_event_idx(&d, false);
+
+    let skipped = echo_one_at_a_time(&mut s, 300);
+
+    assert!(skipped > 0, "every request of 300 needed a kick");
+}
+
+#[test]
+fn no_request_is_lost_as_poll_windows_close() {
+    // Windows around the length of a round trip close all the time; with
+    // a varying pause before each post, posts race with the end of a
+    // window again and again. A wake-up lost there leaves a request
+    // unanswered.
+    for poll_us in ["30", "60", "100", "150"] {
+        let d = daemon_polling(poll_us);
+        for event_idx in [true, false] {
+            let mut s = session_with_event_idx(&d, event_idx);
+
+            echo_one_at_a_time_pausing(&mut s, 3000);
+        }
+    }
+}
+
+#[test]
+fn daemon_that_polled_uses_no_cpu_once_requests_stop() {
+    use vhost_device_test_frontend::process::{IDLE_TICKS_MAX, IDLE_WINDOW};
+    let d = daemon_polling("100000");
+    let mut s = session_with_event_idx(&d, false);
+    assert!(
+        echo_one_at_a_time(&mut s, 300) > 0,
+        "the daemon never polled"
+    );
+    // The last window (at most --poll-us) passes first.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let spent = d.cpu_ticks_over(IDLE_WINDOW).unwrap();
+
+    // See IDLE_TICKS_MAX for why a few ticks are allowed.
+    assert!(
+        spent <= IDLE_TICKS_MAX,
+        "idle daemon used {spent} ticks in {IDLE_WINDOW:?}"
+    );
+}
+
+#[test]
+fn without_polling_every_request_needs_a_kick() {
+    let d = daemon_polling("0");
+    let mut s = session_with_event_idx(&d, false);
+
+    let skipped = echo_one_at_a_time(&mut s, 300);
+
+    assert_eq!(skipped, 0, "--poll-us 0 suppressed notifications");
+}
+
+#[test]
+fn daemon_with_one_cpu_does_not_poll() {
+    // A worker spinning on the only CPU keeps the driver from posting until
+    // its window ends: the daemon turns polling off.
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args([
+        "-c",
+        "0",
+        BIN,
+        "--socket-path",
+        "dev.sock",
+        "--poll-us",
+        "100000",
+    ]);
+    let mut d = DaemonProcess::spawn(cmd).expect("taskset starts the daemon");
+    let socket = d.dir().join("dev.sock");
+    d.wait_for_path(&socket, WAIT).expect("daemon listens");
+    let opts = Options {
+        accept_features: !EVENT_IDX,
+        ..Options::default()
+    };
+    let mut s = Session::start(&socket, &opts).expect("front end connects");
+
+    let skipped = echo_one_at_a_time(&mut s, 300);
+
+    assert_eq!(skipped, 0, "a daemon on one CPU polled");
+    assert!(d.stderr_text().contains("one CPU"), "{}", d.stderr_text());
 }
