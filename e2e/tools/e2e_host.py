@@ -86,6 +86,32 @@ def pid_alive(pid):
         return False
 
 
+class ControlSocket:
+    """A daemon's host control socket (vhost_device_common::control): one
+    command a line, one answer a line; an answer other than `ok ...` raises."""
+
+    def __init__(self, path, name, timeout=60):
+        self.name = name
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def cmd(self, text):
+        self.sock.sendall(text.encode() + b"\n")
+        while b"\n" not in self.buf:
+            data = self.sock.recv(4096)
+            if not data:
+                raise E2EError(f"the daemon closed the control socket after: {text}")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        answer = line.decode()
+        log(f"{self.name}: {text} -> {answer}")
+        if not answer.startswith("ok"):
+            raise E2EError(f"{self.name} command '{text}' failed: {answer}")
+        return answer
+
+
 class QmpError(E2EError):
     """QEMU answered a command with an error."""
 

@@ -9,35 +9,17 @@ Every wait is bounded.
 """
 
 import os
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_host import E2EError, Harness, log  # noqa: E402
+from e2e_host import ControlSocket, E2EError, Harness, log  # noqa: E402
 
 
-class Chip:
+class Chip(ControlSocket):
     """The simulated chip's control socket: one command a line, one answer a line."""
 
     def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(path)
-        self.buf = b""
-
-    def cmd(self, text):
-        self.sock.sendall(text.encode() + b"\n")
-        while b"\n" not in self.buf:
-            data = self.sock.recv(4096)
-            if not data:
-                raise E2EError(f"the daemon closed the control socket after: {text}")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        answer = line.decode()
-        log(f"chip: {text} -> {answer}")
-        if not answer.startswith("ok"):
-            raise E2EError(f"chip command '{text}' failed: {answer}")
-        return answer
+        super().__init__(path, "chip", timeout=30)
 
     def field(self, line, key):
         for f in self.cmd(f"get {line}").split():

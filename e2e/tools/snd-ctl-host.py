@@ -10,11 +10,10 @@ and answers on the guest's ttyS1. Every wait is bounded.
 """
 
 import os
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_host import E2EError, Harness, log  # noqa: E402
+from e2e_host import ControlSocket, E2EError, Harness, log  # noqa: E402
 
 # Control ids of the default topology: stream 0 (playback) has 0 (volume)
 # and 1 (switch), stream 1 (capture) 2 and 3.
@@ -22,28 +21,11 @@ PLAYBACK_VOLUME = 0
 CAPTURE_VOLUME = 2
 
 
-class Mixer:
+class Mixer(ControlSocket):
     """The daemon's control socket: one command a line, one answer a line."""
 
     def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(60)
-        self.sock.connect(path)
-        self.buf = b""
-
-    def cmd(self, text):
-        self.sock.sendall(text.encode() + b"\n")
-        while b"\n" not in self.buf:
-            data = self.sock.recv(4096)
-            if not data:
-                raise E2EError(f"the daemon closed the control socket after: {text}")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        answer = line.decode()
-        log(f"mixer: {text} -> {answer}")
-        if not answer.startswith("ok"):
-            raise E2EError(f"mixer command '{text}' failed: {answer}")
-        return answer
+        super().__init__(path, "mixer", timeout=60)
 
 
 def main():
