@@ -202,6 +202,11 @@ fn bench(lun: &str, cases: &[Case], secs: Duration) {
     let opts = Options {
         ram_size: 256 << 20,
         num_queues: Some(3),
+        // SCSI_BENCH_QUEUE_SIZE: 128 for daemons that offer no more.
+        queue_size: std::env::var("SCSI_BENCH_QUEUE_SIZE")
+            .ok()
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(256),
         ..Options::default()
     };
     let mut s = Session::start(&d.socket, &opts).unwrap();
