@@ -311,6 +311,16 @@ class Harness:
         log(f"VM {vm}: told the guest '{line}'")
         return s
 
+    def tell(self, vm, line):
+        """Send `line` to the guest of VM `vm` over one connection kept for
+        the whole run (QEMU serves one client on ttyS1's socket)."""
+        conns = self.__dict__.setdefault("_told", {})
+        if vm in conns:
+            conns[vm].sendall(line.encode() + b"\n")
+            log(f"VM {vm}: told the guest '{line}'")
+        else:
+            conns[vm] = self.tell_guest(vm, line)
+
     def daemons_alive(self):
         """Fail unless every daemon e2e/run started is still running."""
         for i, pid in enumerate(self.daemon_pids, 1):

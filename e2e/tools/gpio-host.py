@@ -30,14 +30,6 @@ class Chip(ControlSocket):
 
 def main():
     h = Harness()
-    ttys1 = []  # one connection to the guest's ttyS1 (QEMU serves one client)
-
-    def tell(line):
-        if ttys1:
-            ttys1[0].sendall(line.encode() + b"\n")
-            log(f"VM 0: told the guest '{line}'")
-        else:
-            ttys1.append(h.tell_guest(0, line))
 
     alive = h.vm0_alive
     chip = Chip(h.path("gpio.sock.sim"))
@@ -49,7 +41,7 @@ def main():
     chip.cmd("wait 0 dir=out 10000")
     if chip.field(0, "value") != "1":
         raise E2EError("the guest's output on line 0 is not high on the chip")
-    tell("out-seen")
+    h.tell(0, "out-seen")
     h.wait_event("out-released", h.left(), alive=alive)
     chip.cmd("wait 0 dir=none 10000")
 
@@ -57,7 +49,7 @@ def main():
     for level in ("1", "0"):
         h.wait_event(f"in-{level}-please", h.left(), alive=alive)
         chip.cmd(f"set 1 {level}")
-        tell(f"in-{level}-set")
+        h.tell(0, f"in-{level}-set")
 
     # Edge interrupts: wait until the guest's edge detection reached the
     # chip, then make the edge.

@@ -30,14 +30,6 @@ class Mixer(ControlSocket):
 
 def main():
     h = Harness()
-    ttys1 = []  # one connection to the guest's ttyS1 (QEMU serves one client)
-
-    def tell(line):
-        if ttys1:
-            ttys1[0].sendall(line.encode() + b"\n")
-            log(f"VM 0: told the guest '{line}'")
-        else:
-            ttys1.append(h.tell_guest(0, line))
 
     alive = h.vm0_alive
     mixer = Mixer(h.path("snd.sock.ctl"))
@@ -45,7 +37,7 @@ def main():
     # Guest -> host: the guest set Playback Volume to 61.
     h.wait_event("guest-set", h.left(), alive=alive)
     mixer.cmd(f"wait {PLAYBACK_VOLUME} 61 30000")
-    tell("guest-seen")
+    h.tell(0, "guest-seen")
 
     # Host -> guest: once the guest listens for control events, the host
     # sets Capture Volume to 23; the guest must be told.
@@ -53,7 +45,7 @@ def main():
     answer = mixer.cmd(f"set {CAPTURE_VOLUME} 23")
     if answer != "ok changed":
         raise E2EError(f"setting Capture Volume changed nothing: {answer}")
-    tell("host-set")
+    h.tell(0, "host-set")
     h.wait_event("controls-done", h.left(), alive=alive)
     log("all steps done")
 
