@@ -31,6 +31,7 @@ pub mod config_space;
 pub mod control;
 pub mod daemon;
 pub mod device;
+pub mod dirty;
 pub mod error;
 pub mod events;
 pub mod poll;

@@ -351,6 +351,12 @@ impl TestQueue {
     pub fn signalled(&self) -> bool {
         self.call.read().is_ok()
     }
+
+    /// How many times the device signalled the call eventfd since the last
+    /// check.
+    pub fn signals(&self) -> u64 {
+        self.call.read().unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

@@ -640,6 +640,38 @@ fn fua_write_leaves_no_dirty_page() {
     }
 }
 
+/// A READ from an image file lands in guest memory through the kernel
+/// (`preadv` or io_uring straight into the guest's pages), not through
+/// vm-memory: with the dirty log on, those pages must still be logged, or a
+/// migration would carry stale data.
+#[test]
+fn read_from_an_image_marks_its_data_pages_in_the_dirty_log() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let img = image(dir.path(), "log.img", 1 << 20);
+    let d = daemon(&["--lun", &img]);
+    let mut s = Session::start(
+        &d.socket,
+        &Options {
+            ram_size: 32 << 20,
+            dirty_log: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let i = Initiator::new(&s, 2);
+    let page = |a: u64| a / 4096 * 4096;
+    s.take_dirty_pages().unwrap();
+
+    let r = i.cmd(&mut s, 0, &read10(0, 24), &[], 3 * 4096);
+
+    assert_eq!(r.status, 0);
+    let dirty = s.take_dirty_pages().unwrap();
+    for p in [i.data, i.data + 4096, i.data + 8192, page(i.resp)] {
+        assert!(dirty.contains(&p), "page {p:#x} not logged: {dirty:x?}");
+    }
+    assert!(!dirty.contains(&(i.data + 3 * 4096)), "{dirty:x?}");
+}
+
 #[test]
 fn write_residual_counts_data_out_bytes_not_transferred() {
     let d = daemon(&["--lun", "mem:1M"]);

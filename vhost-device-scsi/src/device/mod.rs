@@ -577,25 +577,32 @@ impl ScsiDevice {
             return Ok(());
         };
         let mut failed = None;
+        let mut published = false;
         ring.reap(signalled, |f| {
             if failed.is_none() {
-                if let Err(e) = self.complete_io(ctx, k, f, unpublished) {
-                    failed = Some(e);
+                match self.complete_io(ctx, k, f, unpublished) {
+                    Ok(p) => published |= p,
+                    Err(e) => failed = Some(e),
                 }
             }
         });
+        // One signal for everything the ring finished.
+        if published {
+            ctx.signal(FIRST_REQUEST_QUEUE + k)?;
+        }
         failed.map_or(Ok(()), Err)
     }
 
     /// Answer one finished I/O on the used ring (or keep it if its queue
-    /// cannot take it now).
+    /// cannot take it now), without signalling the driver: true when it
+    /// went on the used ring.
     fn complete_io(
         &self,
         ctx: &QueueContext<'_>,
         k: usize,
         f: Finished<'_, Token>,
         unpublished: &mut Vec<Unpublished>,
-    ) -> Result<(), HostError> {
+    ) -> Result<bool, HostError> {
         let Token { chain, pending, id } = f.token;
         let outcome = match self.target.luns.get(pending.lun) {
             Some(lun) => io_done(lun, &pending, f.bufs, f.transfer, f.flush),
@@ -614,32 +621,41 @@ impl ScsiDevice {
         )
     }
 
+    /// Put a finished command on the used ring, without signalling the
+    /// driver (the caller signals once for a batch): true when it went on
+    /// the ring, false when its queue cannot take it now (kept in
+    /// `unpublished`).
     fn publish(
         &self,
         ctx: &QueueContext<'_>,
         k: usize,
         u: Unpublished,
         unpublished: &mut Vec<Unpublished>,
-    ) -> Result<(), HostError> {
+    ) -> Result<bool, HostError> {
         let Unpublished {
             chain,
             pending,
             outcome,
             id,
         } = u;
-        let back = ctx.complete(chain, |_, w| {
+        let back = ctx.complete_unsignalled(chain, |_, w| {
             Ok(request::finish(&pending, outcome, w).unwrap_or(0))
         })?;
         match back {
-            Some(chain) => unpublished.push(Unpublished {
-                chain,
-                pending,
-                outcome,
-                id,
-            }),
-            None => self.inflight.finish(k, id),
+            Some(chain) => {
+                unpublished.push(Unpublished {
+                    chain,
+                    pending,
+                    outcome,
+                    id,
+                });
+                Ok(false)
+            }
+            None => {
+                self.inflight.finish(k, id);
+                Ok(true)
+            }
         }
-        Ok(())
     }
 
     fn publish_unpublished(
@@ -649,8 +665,12 @@ impl ScsiDevice {
         st: &mut QueueState,
     ) -> Result<(), HostError> {
         let waiting = std::mem::take(&mut st.unpublished);
+        let mut published = false;
         for u in waiting {
-            self.publish(ctx, k, u, &mut st.unpublished)?;
+            published |= self.publish(ctx, k, u, &mut st.unpublished)?;
+        }
+        if published {
+            ctx.signal(FIRST_REQUEST_QUEUE + k)?;
         }
         Ok(())
     }
@@ -826,13 +846,18 @@ impl VirtioDevice for ScsiDevice {
             } = st;
             if let Some(ring) = uring.as_mut() {
                 let mut failed = None;
+                let mut published = false;
                 ring.wait_all(|f| {
                     if failed.is_none() {
-                        if let Err(e) = self.complete_io(ctx, k, f, unpublished) {
-                            failed = Some(e);
+                        match self.complete_io(ctx, k, f, unpublished) {
+                            Ok(p) => published |= p,
+                            Err(e) => failed = Some(e),
                         }
                     }
                 })?;
+                if published {
+                    ctx.signal(queue)?;
+                }
                 if let Some(e) = failed {
                     return Err(e);
                 }
