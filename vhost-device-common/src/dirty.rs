@@ -20,8 +20,15 @@
 //! Why a write that finds the log off need not be logged: the front end
 //! copies all of guest memory once after `SET_LOG_BASE` has been answered,
 //! and the handler answers only after [`DirtyLog::replace`] has turned the
-//! log on. The fence in [`Bitmap::mark_dirty`] orders the write before the
-//! check, so a write that found the log off is visible to that first copy.
+//! log on (and fenced). The fence in [`Bitmap::mark_dirty`] orders the write
+//! before the check, so a write that found the log off is visible to that
+//! first copy.
+//!
+//! As with vhost-user-backend's own bitmap: a region the front end adds
+//! while it logs starts with the log off until the next `SET_LOG_BASE`; the
+//! log is never turned off again once on (the front end's log simply stops
+//! being read); and offsets map to log pages relative to the region's
+//! 4 KiB page, so regions are expected to start on a page (QEMU's do).
 
 use std::io;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
@@ -169,27 +176,15 @@ impl BitmapReplace for DirtyLog {
             .unwrap_or_else(PoisonError::into_inner);
         *slot = Some(log);
         self.inner.active.store(true, Ordering::SeqCst);
+        // The other half of the ordering argument (module docs): the flag is
+        // visible before the answer to SET_LOG_BASE lets the front end copy.
+        fence(Ordering::SeqCst);
     }
 }
 
 // The log itself (`MmapLogReg`) can only be made by vhost-user-backend's
-// handler: the tests that turn it on go through a real daemon and the test
-// front end's `enable_dirty_log` (rng and scsi `tests/daemon.rs`,
-// testdev `tests/migration.rs`).
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vm_memory::{Bytes, GuestAddress};
-
-    #[test]
-    fn writes_with_the_log_off_leave_nothing_dirty() {
-        let mem = GuestMemoryMmap::<DirtyLog>::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
-
-        mem.write_obj(7u64, GuestAddress(0x1ffc)).unwrap();
-
-        let region = mem.find_region(GuestAddress(0)).unwrap();
-        assert!(!logging(&mem));
-        assert!(!region.bitmap().dirty_at(0x1000));
-        assert!(!region.bitmap().dirty_at(0x2000));
-    }
-}
+// handler, so the log is tested through real daemons and the test front
+// end's dirty log: rng `dirty_log_marks_every_page_the_device_wrote_and_no_other`
+// (writes through vm-memory), scsi
+// `read_from_an_image_marks_its_data_pages_in_the_dirty_log` (the kernel's
+// writes, `mark_written`), testdev's migration tests, and e2e `migrate-scsi`.

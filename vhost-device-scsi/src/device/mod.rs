@@ -666,13 +666,21 @@ impl ScsiDevice {
     ) -> Result<(), HostError> {
         let waiting = std::mem::take(&mut st.unpublished);
         let mut published = false;
+        let mut result = Ok(());
         for u in waiting {
-            published |= self.publish(ctx, k, u, &mut st.unpublished)?;
+            match self.publish(ctx, k, u, &mut st.unpublished) {
+                Ok(p) => published |= p,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
+        // Even when the worker ends: the driver learns of what was published.
         if published {
             ctx.signal(FIRST_REQUEST_QUEUE + k)?;
         }
-        Ok(())
+        result
     }
 
     /// Request queue `k`'s ring runs (it was kicked).
