@@ -31,11 +31,11 @@
 //! finding requests after every [`SIGNAL_BATCH`] completions, or before the
 //! next request once the oldest unsignalled one is [`SIGNAL_DELAY`] old or
 //! the last request took that long (a device whose requests block), whichever
-//! comes first. A
-//! driver that keeps its queue full thus takes its completions in batches
-//! instead of one interrupt each — a signal (an eventfd write that wakes the
-//! driver's vCPU or thread) costs about as much as serving a cached 4 KiB
-//! read — while no completion waits long for the ones after it. With EVENT_IDX
+//! comes first; and before a host error ends the worker. A driver that keeps
+//! its queue full thus takes its completions in batches instead of one
+//! interrupt each — a signal (an eventfd write that wakes the driver's vCPU
+//! or thread) costs about as much as serving a cached 4 KiB read — while no
+//! completion waits long for the ones after it. With EVENT_IDX
 //! `needs_notification` covers every entry added since the last signal
 //! (virtio 1.3, 2.7.10), so deferring loses none.
 //!
@@ -364,14 +364,14 @@ impl ChainBuffers {
     /// Log bytes `skip..skip + len` of the writable part in the dirty
     /// bitmap (after the host wrote them other than through vm-memory).
     pub fn mark_written(&self, skip: usize, len: usize) -> std::io::Result<()> {
-        // Nothing to find the slices for while no region logs (the usual
-        // case: no migration running).
         if skip
             .checked_add(len)
             .is_none_or(|end| end > self.writable_len())
         {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
         }
+        // Nothing to find the slices for while no region logs (the usual
+        // case: no migration running).
         if self
             .mem
             .as_ref()
