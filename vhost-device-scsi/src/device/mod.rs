@@ -576,21 +576,13 @@ impl ScsiDevice {
         let Some(ring) = uring.as_mut() else {
             return Ok(());
         };
-        let mut failed = None;
-        let mut published = false;
+        let mut batch = Published::default();
         ring.reap(signalled, |f| {
-            if failed.is_none() {
-                match self.complete_io(ctx, k, f, unpublished) {
-                    Ok(p) => published |= p,
-                    Err(e) => failed = Some(e),
-                }
+            if !batch.failed() {
+                batch.record(self.complete_io(ctx, k, f, unpublished));
             }
         });
-        // One signal for everything the ring finished.
-        if published {
-            ctx.signal(FIRST_REQUEST_QUEUE + k)?;
-        }
-        failed.map_or(Ok(()), Err)
+        batch.signal(ctx, FIRST_REQUEST_QUEUE + k)
     }
 
     /// Answer one finished I/O on the used ring (or keep it if its queue
@@ -665,22 +657,14 @@ impl ScsiDevice {
         st: &mut QueueState,
     ) -> Result<(), HostError> {
         let waiting = std::mem::take(&mut st.unpublished);
-        let mut published = false;
-        let mut result = Ok(());
+        let mut batch = Published::default();
         for u in waiting {
-            match self.publish(ctx, k, u, &mut st.unpublished) {
-                Ok(p) => published |= p,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            batch.record(self.publish(ctx, k, u, &mut st.unpublished));
+            if batch.failed() {
+                break;
             }
         }
-        // Even when the worker ends: the driver learns of what was published.
-        if published {
-            ctx.signal(FIRST_REQUEST_QUEUE + k)?;
-        }
-        result
+        batch.signal(ctx, FIRST_REQUEST_QUEUE + k)
     }
 
     /// Request queue `k`'s ring runs (it was kicked).
@@ -724,6 +708,41 @@ impl Drop for ScsiDevice {
         if *vhost_device_common::lock(&self.running) != 0 {
             self.target.release_all();
         }
+    }
+}
+
+/// Finished commands put on one queue's used ring together (an io_uring
+/// reap), signalled to the driver once at the end.
+#[derive(Default)]
+struct Published {
+    any: bool,
+    failed: Option<HostError>,
+}
+
+impl Published {
+    /// The outcome of putting one command on the ring (true: it went on).
+    fn record(&mut self, outcome: Result<bool, HostError>) {
+        match outcome {
+            Ok(published) => self.any |= published,
+            Err(e) => {
+                if self.failed.is_none() {
+                    self.failed = Some(e);
+                }
+            }
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Signal the driver once for everything published, even when a later
+    /// command failed (the worker ends then), and report the failure.
+    fn signal(self, ctx: &QueueContext<'_>, queue: usize) -> Result<(), HostError> {
+        if self.any {
+            ctx.signal(queue)?;
+        }
+        self.failed.map_or(Ok(()), Err)
     }
 }
 
@@ -853,22 +872,13 @@ impl VirtioDevice for ScsiDevice {
                 uring, unpublished, ..
             } = st;
             if let Some(ring) = uring.as_mut() {
-                let mut failed = None;
-                let mut published = false;
+                let mut batch = Published::default();
                 ring.wait_all(|f| {
-                    if failed.is_none() {
-                        match self.complete_io(ctx, k, f, unpublished) {
-                            Ok(p) => published |= p,
-                            Err(e) => failed = Some(e),
-                        }
+                    if !batch.failed() {
+                        batch.record(self.complete_io(ctx, k, f, unpublished));
                     }
                 })?;
-                if published {
-                    ctx.signal(queue)?;
-                }
-                if let Some(e) = failed {
-                    return Err(e);
-                }
+                batch.signal(ctx, queue)?;
             }
         }
         self.ring_stopped(k);
